@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Set-up and task runner that needs nothing but Python 3.11+ and pip.
+
+    python3 dev.py demo   # create .venv, install, run the main job on the embedded default
+    python3 dev.py test   # create .venv, install, run ruff and the whole test suite
+
+Installing is skipped when .venv is already up to date with pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("SURROGATE_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+EXTRAS = "dev,train,serve,annotate"
+
+
+def run(*cmd: str | os.PathLike[str], **kwargs) -> None:
+    print("+", " ".join(map(str, cmd)), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kwargs)
+
+
+def install() -> None:
+    stamp = VENV / ".installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if sys.version_info < (3, 11):
+        sys.exit(f"surrogate-faces needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        venv.create(VENV, with_pip=True)
+    run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", f".[{EXTRAS}]")
+    stamp.write_text(digest)
+
+
+def demo() -> None:
+    out = ROOT / "out" / "demo"
+    run(BIN / "surrogate", "data", "synth", "--n", "48", "--out", out / "data", "--seed", "0")
+    run(BIN / "surrogate", "data", "sheet", out / "data", "--out", out / "sheet.png")
+    print(f"\nSample sheet: {out / 'sheet.png'}")
+
+
+def test() -> None:
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    run(BIN / "ruff", "check", ".", env=env)
+    run(BIN / "python", "-m", "pytest", "-q", "-ra", "tests", env=env)
+
+
+TASKS = {"demo": demo, "test": test, "install": lambda: None}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in TASKS:
+        sys.exit(f"usage: python3 dev.py {{{'|'.join(TASKS)}}}")
+    install()
+    TASKS[sys.argv[1]]()

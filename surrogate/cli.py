@@ -1,0 +1,106 @@
+"""The one command-line entry point, ``surrogate``, with lazily imported subcommands.
+
+Subcommands live next to the code they drive (training commands in ``training/``, the service in
+``service/`` ...). They are imported only when used, so ``surrogate --help`` is fast and a command
+whose optional dependencies are missing (torch for training, bentoml for serving) explains which
+extra to install instead of failing with an import error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# name -> (module:attribute, one-line help, extra that provides its dependencies)
+Command = tuple[str, str, str]
+
+COMMANDS: dict[str, dict[str, Command] | Command] = {
+    "data": {
+        "synth": ("surrogate.synth:synth_command", "Render a synthetic labelled face dataset.", ""),
+        "sheet": ("surrogate.sheet:sheet_command", "Draw a contact sheet of a dataset with captions.", ""),
+    },
+    "attributes": {
+        "convert": (
+            "surrogate.adapters_cli:convert_command",
+            "Convert OpenFace / py-feat / LibreFace / schema files to the canonical CSV.",
+            "",
+        ),
+        "extract": (
+            "surrogate.extract:extract_command",
+            "Estimate attributes from face images with the reconstruction network.",
+            "serve",
+        ),
+        "schema": ("surrogate.adapters_cli:schema_command", "Print an attribute schema as JSON.", ""),
+    },
+    "train": {
+        "gan": ("training.gan.cli:train_gan_command", "Train the conditional BEGAN-CS generator.", "train"),
+        "recon": ("training.recon.cli:train_recon_command", "Train the 3-D reconstruction network.", "train"),
+    },
+    "evaluate": {
+        "gan": ("training.gan.evaluate:evaluate_gan_command", "Evaluate a generator's fidelity and diversity.", "train"),
+        "recon": ("training.recon.evaluate:evaluate_recon_command", "Evaluate the reconstruction network.", "train"),
+    },
+    "synthesize": (
+        "surrogate.synthesize_cli:synthesize_command",
+        "Render surrogates for an attribute file (3-D face model or GAN).",
+        "",
+    ),
+    "annotate": ("annotation.cli:annotate_group", "Crowd batches out, labels back, the paper's analyses.", "annotate"),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, dict[str, Command] | Command], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.lazy)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = self.lazy.get(cmd_name)
+        if entry is None:
+            return None
+        if isinstance(entry, dict):
+            return LazyGroup(name=cmd_name, lazy=entry, help=f"{cmd_name} commands.")
+        target, short_help, extra = entry
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            hint = f" Install it with: pip install 'surrogate-faces[{extra}]'." if extra else ""
+            reason = f"unavailable: {exc}.{hint}"
+
+            @click.command(name=cmd_name, help=f"{short_help} ({reason})", short_help=f"{short_help} [{reason}]",
+                           context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+            def unavailable() -> None:
+                raise click.ClickException(f"'{cmd_name}' is {reason}")
+
+            return unavailable
+        command = getattr(module, attr)
+        if command.short_help is None:
+            command.short_help = short_help
+        return command
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="surrogate-faces")
+def cli() -> None:
+    """surrogate-faces: label private faces through attribute-conditioned surrogates.
+
+    Pipeline: private photo -> attributes (pose, action units, gender) -> surrogate face
+    (3-D face model or conditional BEGAN-CS) -> crowd labels -> labels back on the private photo.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="surrogate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The one definition of the randomness of a surrogate: noise and identity from an integer seed.
+
+A surrogate depends only on (attributes, seed, model version). The HTTP service, the Python and
+gRPC clients, batch synthesis and the annotation exporter all call these functions, so the same seed
+gives the same image wherever it is computed. Each purpose draws from its own stream
+(``SeedSequence([seed, STREAM])``) so that, e.g., the 3-D identity never correlates with GAN noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Z_DIM = 64
+MAX_SEED = 2**63 - 1
+
+_STREAM_GAN_Z = 0
+_STREAM_IDENTITY = 1
+_STREAM_SCENE = 2
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    return int(seed)
+
+
+def rng_for(seed: int, stream: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([check_seed(seed), stream])))
+
+
+def z_from_seed(seed: int, dim: int = Z_DIM) -> np.ndarray:
+    """The generator's noise for one image: float32 U(-1, 1)^dim."""
+    return rng_for(seed, _STREAM_GAN_Z).uniform(-1.0, 1.0, size=dim).astype(np.float32)
+
+
+def z_batch(seeds: Sequence[int], dim: int = Z_DIM) -> np.ndarray:
+    return np.stack([z_from_seed(s, dim) for s in seeds]) if len(seeds) else np.zeros((0, dim), np.float32)
+
+
+def identity_from_seed(seed: int, dim: int) -> np.ndarray:
+    """Identity (shape) coefficients of a 3-D surrogate: standard normal, float32."""
+    return rng_for(seed, _STREAM_IDENTITY).standard_normal(dim).astype(np.float32)
+
+
+def scene_rng(seed: int) -> np.random.Generator:
+    """Randomness for anything else a 3-D surrogate draws (skin tone, lighting jitter)."""
+    return rng_for(seed, _STREAM_SCENE)
+
+
+def image_seeds(seed: int, n: int) -> list[int]:
+    """Seeds of the n surrogates requested for one record with ``seed``: seed, seed+1, ..."""
+    check_seed(seed)
+    if seed + n - 1 > MAX_SEED:
+        raise ValueError(f"seed {seed} + n {n} exceeds the largest seed {MAX_SEED}")
+    return [seed + i for i in range(n)]
