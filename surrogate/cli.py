@@ -40,7 +40,11 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
         "recon": ("training.recon.cli:train_recon_command", "Train the 3-D reconstruction network.", "train"),
     },
     "evaluate": {
-        "gan": ("training.gan.evaluate:evaluate_gan_command", "Evaluate a generator's fidelity and diversity.", "train"),
+        "gan": (
+            "training.gan.evaluate:evaluate_gan_command",
+            "Evaluate a generator's fidelity and diversity.",
+            "train",
+        ),
         "recon": ("training.recon.evaluate:evaluate_recon_command", "Evaluate the reconstruction network.", "train"),
     },
     "synthesize": (
@@ -48,6 +52,14 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
         "Render surrogates for an attribute file (3-D face model or GAN).",
         "",
     ),
+    "synthesize-batch": (
+        "surrogate.batch_cli:synthesize_batch_command",
+        "Sharded, resumable batch synthesis of a large attribute file.",
+        "",
+    ),
+    "export": ("export.cli:export_command", "Export trained networks into the Triton model repository.", "train"),
+    "serve": ("service.cli:serve_command", "Start the HTTP service (BentoML).", "serve"),
+    "client": ("service.cli:client_group", "Call the service over HTTP, or Triton over gRPC.", "serve"),
     "annotate": ("annotation.cli:annotate_group", "Crowd batches out, labels back, the paper's analyses.", "annotate"),
 }
 

@@ -1,0 +1,105 @@
+"""Attributes + seeds -> surrogate images, by either method, torch-free.
+
+This is the single place that turns validated attribute values into surrogates for the CLI, batch
+synthesis and the annotation exporter (the service uses the same pieces through its backends). A
+surrogate depends only on (attributes, seed, model version): the 3-D path draws its identity from the
+seed, the GAN path its noise; no source image ever reaches this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from surrogate.noise import z_batch
+from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
+
+Method = Literal["gan", "3d"]
+METHODS: tuple[str, ...] = ("gan", "3d")
+GAN_MODEL = "gan_generator"
+DEFAULT_3D_SIZE = 64
+
+
+def default_repository() -> Path:
+    """``$SURROGATE_MODEL_REPOSITORY`` or the repository's own ``model_repository/``."""
+    env = os.environ.get("SURROGATE_MODEL_REPOSITORY")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "model_repository"
+
+
+@lru_cache(maxsize=4)
+def _repository(path: str):  # noqa: ANN202 - ModelRepository is imported lazily (onnxruntime)
+    from surrogate.model_repo import ModelRepository
+
+    return ModelRepository(path)
+
+
+def method_schema(method: str, repository: str | os.PathLike[str] | None = None) -> AttributeSchema:
+    """The attribute schema a method expects its values in."""
+    if method == "3d":
+        return DEFAULT_SCHEMA
+    if method == "gan":
+        return _repository(str(repository or default_repository())).schema(GAN_MODEL)
+    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def synthesize(
+    method: str,
+    values: np.ndarray,
+    seeds: Sequence[int],
+    *,
+    schema: AttributeSchema | None = None,
+    repository: str | os.PathLike[str] | None = None,
+    size: int | None = None,
+    rgb: bool = False,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Render one surrogate per row of ``values`` (natural units) with the matching seed.
+
+    ``schema`` describes the columns of ``values``; it defaults to the method's own schema. Returns
+    uint8 (N, H, W) for grayscale or (N, H, W, 3).
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or len(values) != len(seeds):
+        raise ValueError(f"need an (N, A) array and N seeds, got {values.shape} and {len(seeds)} seeds")
+    target = method_schema(method, repository)
+    if schema is not None and schema.names != target.names:
+        values = reorder(values, schema, target)
+    target.validate_array(values, source="attributes")
+    if method == "3d":
+        from surrogate.surrogate3d import render_surrogates_3d
+
+        return render_surrogates_3d(target, values, list(seeds), size=size or DEFAULT_3D_SIZE, rgb=rgb)
+    model = _repository(str(repository or default_repository())).session(GAN_MODEL)
+    chunks = []
+    for start in range(0, len(values), batch_size):
+        part = values[start: start + batch_size]
+        z = z_batch(list(seeds[start: start + batch_size]))
+        chunks.append(model.run({"attributes": part, "z": z})["image"])
+    images = np.concatenate(chunks) if chunks else np.zeros((0, 1, 1, 1), np.uint8)
+    images = np.transpose(images, (0, 2, 3, 1))  # N,C,H,W -> N,H,W,C
+    if images.shape[-1] == 1:
+        images = images[..., 0]
+        if rgb:
+            images = np.repeat(images[..., None], 3, axis=-1)
+    if size is not None and images.shape[1] != size:
+        images = resize_images(images, size)
+    return np.ascontiguousarray(images)
+
+
+def reorder(values: np.ndarray, source: AttributeSchema, target: AttributeSchema) -> np.ndarray:
+    """Map columns of ``values`` from ``source``'s order to ``target``'s; missing columns are an error."""
+    missing = [n for n in target.names if n not in source]
+    if missing:
+        raise ValueError(f"the model needs attributes {missing} that the input does not have")
+    return values[:, [source.index(n) for n in target.names]]
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in images])
