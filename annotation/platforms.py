@@ -1,0 +1,454 @@
+"""Import: crowd platform result files, as the platforms really write them -> one tidy label table.
+
+Supported:
+  * Label Studio export JSON (tasks with ``annotations[].result[]`` choices, ``completed_by``,
+    ``lead_time``, ``was_cancelled``);
+  * Label Studio export CSV (one row per annotation: ``annotator``, ``annotation_id``, ``lead_time``,
+    the data fields and one column named after the question);
+  * Amazon Mechanical Turk batch results CSV (``HITId``, ``AssignmentId``, ``WorkerId``,
+    ``AssignmentStatus``, ``WorkTimeInSeconds``, ``Input.*``, ``Answer.*``), including a leading
+    unnamed index column left by pandas, radio answers as ``Answer.<q>.option_<N>`` booleans, plain
+    ``Answer.<q>`` values, and crowd-classifier ``Answer.<q>.label``.
+
+The result has columns worker, task (the opaque token), label, time_s, assignment. Problems in single
+rows (rejected assignments, empty answers, labels that are not a choice, unknown tasks, duplicate
+assignments) are reported per row and the row is left out; a file that is not one of these formats at
+all raises ``LabelFileError`` naming the file and what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from annotation.question import Question
+
+PLATFORMS: tuple[str, ...] = ("auto", "labelstudio-json", "labelstudio-csv", "mturk")
+LABEL_COLUMNS: tuple[str, ...] = ("worker", "task", "label", "time_s", "assignment")
+_TOKEN_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_MTURK_REQUIRED = ("AssignmentId", "WorkerId", "AssignmentStatus")
+
+
+class LabelFileError(ValueError):
+    """A result file that cannot be read as the given platform's format at all."""
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One left-out row: where it was, which task/worker, and why."""
+
+    row: int | str
+    reason: str
+    task: str | None = None
+    worker: str | None = None
+
+    def __str__(self) -> str:
+        who = f" worker {self.worker}" if self.worker else ""
+        what = f" task {self.task}" if self.task else ""
+        return f"row {self.row}{who}{what}: {self.reason}"
+
+
+@dataclass
+class ImportResult:
+    """Tidy labels plus everything that was left out, and why."""
+
+    labels: pd.DataFrame
+    platform: str
+    source: str
+    problems: list[RowProblem] = field(default_factory=list)
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for p in self.problems:
+            key = p.reason.split(":")[0]
+            counts[key] = counts.get(key, 0) + 1
+        lines = [
+            f"{self.source}: {len(self.labels)} labels from {self.labels['worker'].nunique()} workers "
+            f"on {self.labels['task'].nunique()} tasks ({self.platform})"
+        ]
+        lines += [f"  left out {n} row(s): {reason}" for reason, n in sorted(counts.items())]
+        return "\n".join(lines)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def read_labels(
+    path: str | os.PathLike[str],
+    question: Question,
+    *,
+    platform: str = "auto",
+    known_tasks: Iterable[str] | None = None,
+) -> ImportResult:
+    """Read one platform result file into tidy labels; see the module docstring for formats."""
+    path = Path(path)
+    if platform not in PLATFORMS:
+        raise LabelFileError(f"unknown platform {platform!r}; choose from {list(PLATFORMS)}")
+    if not path.is_file():
+        raise LabelFileError(f"{path}: no such file")
+    detected = detect_platform(path)
+    if platform == "auto":
+        platform = detected
+    elif platform != detected:
+        raise LabelFileError(f"{path}: asked to read it as {platform}, but it looks like a {detected} file")
+    if platform == "labelstudio-json":
+        rows, problems = _labelstudio_json(path, question)
+    elif platform == "labelstudio-csv":
+        rows, problems = _labelstudio_csv(path, question)
+    else:
+        rows, problems = _mturk(path, question)
+    labels = pd.DataFrame(rows, columns=["row", *LABEL_COLUMNS])
+    labels, more = _check_rows(labels, known_tasks)
+    problems += more
+    if labels.empty and not problems:
+        raise LabelFileError(f"{path}: contains no answers")
+    if known_tasks is not None and labels.empty and any("unknown task" in p.reason for p in problems):
+        raise LabelFileError(
+            f"{path}: none of its tasks belongs to this batch (wrong mapping or wrong file?)"
+        )
+    return ImportResult(
+        labels=labels.drop(columns="row").reset_index(drop=True),
+        platform=platform,
+        source=str(path),
+        problems=problems,
+    )
+
+
+def detect_platform(path: Path) -> str:
+    """Guess the platform from the file's content (not its name)."""
+    head = path.read_bytes()[:4096].lstrip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    if head[:1] in (b"[", b"{"):
+        return "labelstudio-json"
+    header = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    columns = {c.strip().strip('"') for c in header.split(",")}
+    if {"AssignmentId", "WorkerId"} <= columns or "HITId" in columns:
+        return "mturk"
+    if {"annotator", "annotation_id"} <= columns:
+        return "labelstudio-csv"
+    raise LabelFileError(
+        f"{path}: not a Label Studio export (JSON, or CSV with annotator/annotation_id columns) nor an MTurk "
+        f"batch results CSV (AssignmentId/WorkerId columns); header starts {header[:120]!r}"
+    )
+
+
+# -- shared checks -----------------------------------------------------------------------------------
+def task_from_url(url: str) -> str | None:
+    """The token of a task image URL (``.../<token>.png``, also after Label Studio's upload prefix)."""
+    if not isinstance(url, str) or not url:
+        return None
+    parsed = urlparse(url)
+    candidates = [parsed.path, *(v for part in parsed.query.split("&") for v in part.split("=")[1:])]
+    for candidate in candidates:
+        stem = PurePosixPath(unquote(candidate)).stem
+        stem = stem.rsplit("-", 1)[-1]  # Label Studio uploads are renamed <hash>-<original name>
+        if _TOKEN_PATTERN.match(stem):
+            return stem
+    return None
+
+
+def _check_rows(
+    labels: pd.DataFrame, known_tasks: Iterable[str] | None
+) -> tuple[pd.DataFrame, list[RowProblem]]:
+    problems: list[RowProblem] = []
+    keep = pd.Series(True, index=labels.index)
+    if known_tasks is not None:
+        known = set(known_tasks)
+        unknown = ~labels["task"].isin(known)
+        for r in labels[unknown].itertuples():
+            problems.append(RowProblem(r.row, "unknown task: not in the private mapping", r.task, r.worker))
+        keep &= ~unknown
+    duplicated = labels.duplicated(subset=["worker", "task"], keep="first") & keep
+    for r in labels[duplicated].itertuples():
+        problems.append(
+            RowProblem(
+                r.row,
+                "duplicate assignment: this worker already labelled this task (the first answer is kept)",
+                r.task,
+                r.worker,
+            )
+        )
+    keep &= ~duplicated
+    return labels[keep], problems
+
+
+def _normalise_label(value: Any, question: Question) -> tuple[str | None, str | None]:
+    """Return (label, None) or (None, why it is not usable)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None, "empty answer"
+    text = str(value).strip()
+    if not text:
+        return None, "empty answer"
+    if text not in question.choices:
+        return None, f"label {text!r} is not one of the choices {list(question.choices)}"
+    return text, None
+
+
+def _as_float(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number
+
+
+# -- Label Studio JSON ---------------------------------------------------------------------------------
+def _labelstudio_worker(completed_by: Any) -> str | None:
+    if isinstance(completed_by, dict):
+        for key in ("email", "id", "username"):
+            if completed_by.get(key) not in (None, ""):
+                return str(completed_by[key])
+        return None
+    return None if completed_by in (None, "") else str(completed_by)
+
+
+def _labelstudio_json(path: Path, question: Question) -> tuple[list[tuple], list[RowProblem]]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise LabelFileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if isinstance(tasks, dict):
+        tasks = [tasks]
+    if not isinstance(tasks, list) or (tasks and not all(isinstance(t, dict) and "data" in t for t in tasks)):
+        raise LabelFileError(f"{path}: not a Label Studio export (expected a list of tasks with 'data')")
+    if tasks and not any("annotations" in t or "completions" in t for t in tasks):
+        raise LabelFileError(
+            f"{path}: Label Studio tasks without 'annotations': this is a task import file, "
+            "not an export of results"
+        )
+    rows: list[tuple] = []
+    problems: list[RowProblem] = []
+    for t_index, task in enumerate(tasks):
+        data = task.get("data") or {}
+        token = data.get("token") or task_from_url(str(data.get("image", "")))
+        where_task = f"task {task.get('id', t_index)}"
+        if not token:
+            problems.append(RowProblem(where_task, "task has no token and its image URL holds none"))
+            continue
+        for a_index, annotation in enumerate(task.get("annotations", task.get("completions", [])) or []):
+            where = f"{where_task} annotation {annotation.get('id', a_index)}"
+            worker = _labelstudio_worker(annotation.get("completed_by"))
+            if worker is None:
+                problems.append(RowProblem(where, "annotation has no completed_by", token))
+                continue
+            if annotation.get("was_cancelled"):
+                problems.append(RowProblem(where, "skipped: annotation was cancelled", token, worker))
+                continue
+            chosen = [
+                c
+                for r in annotation.get("result", []) or []
+                if r.get("type") == "choices" and r.get("from_name") == question.name
+                for c in (r.get("value") or {}).get("choices", [])
+            ]
+            if len(chosen) > 1:
+                problems.append(
+                    RowProblem(where, f"several choices {chosen} for a single-choice question", token, worker)
+                )
+                continue
+            label, why = _normalise_label(chosen[0] if chosen else None, question)
+            if why:
+                problems.append(RowProblem(where, why, token, worker))
+                continue
+            rows.append(
+                (
+                    where,
+                    worker,
+                    token,
+                    label,
+                    _as_float(annotation.get("lead_time")),
+                    str(annotation.get("id", f"{t_index}.{a_index}")),
+                )
+            )
+    return rows, problems
+
+
+# -- Label Studio CSV ------------------------------------------------------------------------------------
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LabelFileError(f"{path}: not a readable CSV ({exc})") from exc
+    first = frame.columns[0] if len(frame.columns) else ""
+    if first == "" or str(first).startswith("Unnamed: 0"):  # pandas' index column, written by to_csv()
+        frame = frame.drop(columns=first)
+    return frame
+
+
+def _labelstudio_csv(path: Path, question: Question) -> tuple[list[tuple], list[RowProblem]]:
+    frame = _read_csv(path)
+    if question.name not in frame.columns:
+        raise LabelFileError(
+            f"{path}: no column {question.name!r} (the question name); columns: {list(frame.columns)}"
+        )
+    if "token" not in frame.columns and "image" not in frame.columns:
+        raise LabelFileError(f"{path}: needs a 'token' or 'image' column to identify the task")
+    rows: list[tuple] = []
+    problems: list[RowProblem] = []
+    for i, record in enumerate(frame.to_dict("records")):
+        row_no = i + 2  # 1-based, after the header line
+        token = record.get("token") or task_from_url(record.get("image", ""))
+        worker = str(record.get("annotator", "")).strip() or None
+        if not token:
+            problems.append(
+                RowProblem(row_no, "row has no token and its image URL holds none", worker=worker)
+            )
+            continue
+        if worker is None:
+            problems.append(RowProblem(row_no, "row has no annotator", token))
+            continue
+        raw = record.get(question.name, "")
+        if raw.startswith("{"):  # several choices are written as JSON {"choices": [...]}
+            try:
+                chosen = json.loads(raw).get("choices", [])
+            except (json.JSONDecodeError, AttributeError):
+                chosen = [raw]
+            if len(chosen) > 1:
+                problems.append(
+                    RowProblem(
+                        row_no, f"several choices {chosen} for a single-choice question", token, worker
+                    )
+                )
+                continue
+            raw = chosen[0] if chosen else ""
+        label, why = _normalise_label(raw, question)
+        if why:
+            problems.append(RowProblem(row_no, why, token, worker))
+            continue
+        rows.append(
+            (
+                row_no,
+                worker,
+                token,
+                label,
+                _as_float(record.get("lead_time")),
+                str(record.get("annotation_id", row_no)),
+            )
+        )
+    return rows, problems
+
+
+# -- Mechanical Turk -----------------------------------------------------------------------------------------
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "on", "yes")
+
+
+def _mturk_answer_columns(frame: pd.DataFrame, question: Question, path: Path) -> dict[str, Any]:
+    """How the answer is stored: option booleans, per-choice booleans, or a plain value column."""
+    prefix = f"Answer.{question.name}"
+    options = {}
+    for i, choice in enumerate(question.choices):
+        for candidate in (
+            f"{prefix}.option_{i}",
+            f"{prefix}.option_{i}.on",
+            f"{prefix}.{choice}",
+            f"{prefix}.{choice}.on",
+        ):
+            if candidate in frame.columns:
+                options[choice] = candidate
+                break
+    if options:
+        return {"booleans": options}
+    for candidate in (prefix, f"{prefix}.label"):
+        if candidate in frame.columns:
+            return {"value": candidate}
+    answers = [c for c in frame.columns if c.startswith("Answer.")]
+    raise LabelFileError(
+        f"{path}: no answer column for question {question.name!r} (expected {prefix}.option_N, "
+        f"{prefix} or {prefix}.label); answer columns present: {answers}"
+    )
+
+
+def _mturk(path: Path, question: Question) -> tuple[list[tuple], list[RowProblem]]:
+    frame = _read_csv(path)
+    missing = [c for c in _MTURK_REQUIRED if c not in frame.columns]
+    if missing:
+        raise LabelFileError(f"{path}: MTurk results CSV lacks column(s) {missing}")
+    answer = _mturk_answer_columns(frame, question, path)
+    token_column = next((c for c in ("Input.token",) if c in frame.columns), None)
+    url_column = next((c for c in ("Input.image_url",) if c in frame.columns), None)
+    if token_column is None and url_column is None:
+        raise LabelFileError(f"{path}: needs an Input.token or Input.image_url column to identify the task")
+    rows: list[tuple] = []
+    problems: list[RowProblem] = []
+    seen_assignments: set[str] = set()
+    for i, record in enumerate(frame.to_dict("records")):
+        row_no = i + 2
+        worker = record["WorkerId"].strip() or None
+        token = (record.get(token_column) if token_column else "") or task_from_url(
+            record.get(url_column, "")
+        )
+        assignment = record["AssignmentId"].strip()
+        status = record["AssignmentStatus"].strip()
+        if not token:
+            problems.append(
+                RowProblem(row_no, "row has no task token and its image URL holds none", worker=worker)
+            )
+            continue
+        if worker is None:
+            problems.append(RowProblem(row_no, "row has no WorkerId", token))
+            continue
+        if status == "Rejected":
+            problems.append(RowProblem(row_no, "rejected assignment: excluded", token, worker))
+            continue
+        if assignment and assignment in seen_assignments:
+            problems.append(
+                RowProblem(
+                    row_no, f"duplicate assignment: AssignmentId {assignment} appears again", token, worker
+                )
+            )
+            continue
+        seen_assignments.add(assignment)
+        if "booleans" in answer:
+            chosen = [c for c, column in answer["booleans"].items() if _truthy(record.get(column, ""))]
+            if len(chosen) > 1:
+                problems.append(
+                    RowProblem(
+                        row_no, f"several choices {chosen} for a single-choice question", token, worker
+                    )
+                )
+                continue
+            value = chosen[0] if chosen else None
+        else:
+            value = record.get(answer["value"])
+        label, why = _normalise_label(value, question)
+        if why:
+            problems.append(RowProblem(row_no, why, token, worker))
+            continue
+        rows.append((row_no, worker, token, label, _as_float(record.get("WorkTimeInSeconds")), assignment))
+    return rows, problems
+
+
+def write_labels(labels: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write the tidy table (worker, task, label, time_s, assignment) atomically."""
+    from surrogate.imageio import atomic_write_text
+
+    atomic_write_text(path, labels.loc[:, list(LABEL_COLUMNS)].to_csv(index=False))
+
+
+def read_tidy_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a tidy table written by ``write_labels`` (or any CSV with worker, task, label)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(
+            path, dtype={"worker": str, "task": str, "label": str, "assignment": str}, keep_default_na=False
+        )
+    except (OSError, pd.errors.ParserError) as exc:
+        raise LabelFileError(f"{path}: cannot read labels ({exc})") from exc
+    missing = [c for c in ("worker", "task", "label") if c not in frame.columns]
+    if missing:
+        raise LabelFileError(
+            f"{path}: tidy label table lacks column(s) {missing} (write it with 'surrogate annotate import')"
+        )
+    if "time_s" not in frame.columns:
+        frame["time_s"] = float("nan")
+    if "assignment" not in frame.columns:
+        frame["assignment"] = ""
+    frame["time_s"] = pd.to_numeric(frame["time_s"], errors="coerce")
+    return frame.loc[:, list(LABEL_COLUMNS)]

@@ -1,0 +1,545 @@
+"""The seed paper's analyses (sections 5.3 and 6) for any set of image versions (raw, gan, 3d).
+
+Definitions, following Shirai & Whitehill:
+  * ground truth: per private face, the majority label of its RAW image over all labellers (faces
+    whose raw vote is tied are left out and counted), or labels supplied from a file;
+  * individual accuracy ("Avg", Table 1): the share of individual labels equal to the ground truth;
+  * vote accuracy at >= X% consensus (Table 1): majority-vote accuracy over the faces whose modal
+    label has at least X% of the votes (a tied vote counts as the chance of picking the truth);
+  * agreement (Figure 5): the share of labellers who gave the modal label;
+  * majority vote over n labellers (Figure 6): n labels drawn without replacement per face, ties
+    broken at random, averaged over ``repeats`` draws, for n = 3 .. the fewest labels any face has;
+  * accuracy binned by an intensity covariate (Figures 7-8): per-face accuracy averaged within
+    equal-width bins of an attribute (e.g. AU12) or of an external score (e.g. Emotient evidence);
+  * paired t-tests (section 5.3): ``scipy.stats.ttest_rel`` on the per-face share of correct
+    labellers between each pair of versions (the paper's 1-sample t-test on the differences).
+Dawid-Skene accuracy (crowd-kit) is reported beside majority vote.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from annotation.aggregate import aggregate, item_agreement, item_labels, screen_workers
+from annotation.mapping import PrivateMapping
+from surrogate.imageio import atomic_write_bytes, atomic_write_text
+from surrogate.noise import rng_for
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.75, 0.9)
+_STREAM_SUBSAMPLE = 1002
+VERSION_NAMES = {"raw": "RAW", "gan": "GAN", "3d": "3-D"}
+
+
+class ReportError(ValueError):
+    """The labels cannot support the analysis asked for (no ground truth, unknown covariate ...)."""
+
+
+@dataclass
+class ReportOptions:
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+    repeats: int = 200
+    seed: int = 0
+    covariate: str | None = None  # an attribute name, or the column of covariate_values
+    covariate_values: Mapping[str, float] | None = None  # private id -> value (external score)
+    bins: int = 6
+    unambiguous: float | None = None  # also report accuracy where |covariate| >= this
+    min_gold_accuracy: float = 0.0  # drop workers below this accuracy on gold items
+    title: str = "Crowd labelling report"
+
+
+@dataclass
+class Analysis:
+    """All numbers of a report; ``to_dict`` is the JSON written next to the markdown."""
+
+    question: dict[str, Any]
+    truth_source: str
+    versions: list[str]
+    n_faces: int
+    n_truth_ties: int
+    table: dict[str, dict[str, Any]]
+    agreement: dict[str, list[float]]
+    majority_over_n: dict[str, dict[str, list[float]]]
+    binned: dict[str, Any] | None
+    ttests: list[dict[str, Any]]
+    workers: dict[str, Any]
+    per_face: pd.DataFrame = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "per_face"}
+        out["per_face"] = self.per_face.to_dict("records")
+        return _clean(out)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# -- analysis ------------------------------------------------------------------------------------
+def ground_truth(
+    labels: pd.DataFrame, mapping: PrivateMapping, truth: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], str, int]:
+    """(private id -> true label, where it came from, number of raw ties left out)."""
+    if truth is not None:
+        unknown = sorted(set(truth.values()) - set(mapping.question.choices))
+        if unknown:
+            raise ReportError(f"truth labels {unknown} are not choices {list(mapping.question.choices)}")
+        return dict(truth), "file", 0
+    raw = labels[labels["method"] == "raw"]
+    if raw.empty:
+        raise ReportError(
+            "no ground truth: the batch has no raw images (export with --include-raw for a "
+            "consenting pilot) and no --truth file was given"
+        )
+    per_task = aggregate(raw, "mv").set_index("task")
+    ids = raw.drop_duplicates("task").set_index("task")["private_id"]
+    untied = per_task[~per_task["tie"]]
+    return (
+        {ids[t]: str(lab) for t, lab in untied["label"].items()},
+        "raw majority vote",
+        int(per_task["tie"].sum()),
+    )
+
+
+def _vote_credit(task_labels: pd.DataFrame, truth: str) -> float:
+    """1 if the majority is the truth, 1/k if the truth is among k tied modes, else 0."""
+    counts = task_labels.value_counts()
+    modes = counts[counts == counts.max()].index
+    return 1.0 / len(modes) if truth in modes else 0.0
+
+
+def majority_over_n(
+    version_labels: pd.DataFrame,
+    truth: Mapping[str, str],
+    choices: Sequence[str],
+    *,
+    repeats: int,
+    seed: int,
+    stream: int,
+) -> dict[str, list[float]]:
+    """Figure 6: accuracy of the majority of n labels sampled per face, n = 3 .. fewest labels."""
+    faces = sorted(set(version_labels["private_id"]) & set(truth))
+    if not faces:
+        return {"n": [], "accuracy": [], "sd": []}
+    code = {c: i for i, c in enumerate(choices)}
+    grouped = version_labels.groupby("private_id")["label"]
+    per_face = [grouped.get_group(f).map(code).to_numpy() for f in faces]
+    width = max(len(p) for p in per_face)
+    n_max = min(len(p) for p in per_face)
+    codes = np.full((len(faces), width), -1)
+    for i, p in enumerate(per_face):
+        codes[i, : len(p)] = p
+    truth_codes = np.array([code[truth[f]] for f in faces])
+    rng = rng_for(seed, stream)
+    ns, means, sds = [], [], []
+    for n in range(min(3, n_max), n_max + 1):
+        keys = rng.random((repeats, len(faces), width))
+        keys[:, codes < 0] = np.inf
+        picked = np.take_along_axis(
+            np.broadcast_to(codes, keys.shape), np.argsort(keys, axis=2)[:, :, :n], axis=2
+        )
+        votes = (picked[..., None] == np.arange(len(choices))).sum(axis=2).astype(float)
+        votes += rng.random(votes.shape) * 0.5  # random tie break; never overturns a real majority
+        accuracy = (votes.argmax(axis=2) == truth_codes).mean(axis=1)
+        ns.append(n)
+        means.append(float(accuracy.mean()))
+        sds.append(float(accuracy.std()))
+    return {"n": ns, "accuracy": means, "sd": sds}
+
+
+def analyse(
+    labels: pd.DataFrame,
+    mapping: PrivateMapping,
+    *,
+    truth: Mapping[str, str] | None = None,
+    options: ReportOptions | None = None,
+) -> Analysis:
+    """Run every analysis on tidy labels (worker, task, label) of one batch."""
+    from scipy import stats
+
+    options = options or ReportOptions()
+    screen = screen_workers(labels, mapping, options.min_gold_accuracy)
+    items = item_labels(labels, mapping, exclude_workers=screen.failed)
+    if items.empty:
+        raise ReportError(
+            "no labels on any item of this batch (only gold items, or all workers screened out)"
+        )
+    frame = mapping.frame().set_index("token")
+    items = items.join(frame[["private_id", "method"]], on="task")
+    truth_map, truth_source, n_ties = ground_truth(items, mapping, truth)
+    items = items[items["private_id"].isin(truth_map)].copy()
+    items["correct"] = items["label"] == items["private_id"].map(truth_map)
+    versions = [v for v in mapping.methods if v in set(items["method"])]
+    covariate = _covariate(mapping, options)
+
+    table: dict[str, dict[str, Any]] = {}
+    agreement: dict[str, list[float]] = {}
+    over_n: dict[str, dict[str, list[float]]] = {}
+    per_face_parts = []
+    for v_index, version in enumerate(versions):
+        lv = items[items["method"] == version]
+        agree = item_agreement(lv).join(lv.drop_duplicates("task").set_index("task")["private_id"])
+        credit = {
+            t: _vote_credit(g["label"], truth_map[g["private_id"].iloc[0]]) for t, g in lv.groupby("task")
+        }
+        agree["vote_credit"] = agree.index.map(credit)
+        ds = aggregate(lv, "ds").set_index("task")
+        agree["ds_correct"] = [ds.at[t, "label"] == truth_map[p] for t, p in agree["private_id"].items()]
+        face_accuracy = lv.groupby("private_id")["correct"].mean()
+        agree["accuracy"] = agree["private_id"].map(face_accuracy)
+        worker_accuracy = lv.groupby("worker")["correct"].mean()
+        row: dict[str, Any] = {
+            "n_faces": int(len(agree)),
+            "n_labels": int(len(lv)),
+            "n_workers": int(lv["worker"].nunique()),
+            "avg_accuracy": float(lv["correct"].mean()),
+            "worker_accuracy_mean": float(worker_accuracy.mean()),
+            "worker_accuracy_sd": float(worker_accuracy.std(ddof=1))
+            if len(worker_accuracy) > 1
+            else float("nan"),
+            "mv_accuracy": float(agree["vote_credit"].mean()),
+            "ds_accuracy": float(agree["ds_correct"].mean()),
+            "vote": {},
+        }
+        for threshold in options.thresholds:
+            kept = agree[agree["agreement"] >= threshold - 1e-9]
+            row["vote"][f"{threshold:g}"] = {
+                "accuracy": float(kept["vote_credit"].mean()) if len(kept) else float("nan"),
+                "n_faces": int(len(kept)),
+                "coverage": float(len(kept) / len(agree)) if len(agree) else float("nan"),
+            }
+        if covariate is not None and options.unambiguous is not None:
+            strong = agree[agree["private_id"].map(covariate).abs() >= options.unambiguous]
+            row["unambiguous_accuracy"] = float(strong["accuracy"].mean()) if len(strong) else float("nan")
+            row["unambiguous_n_faces"] = int(len(strong))
+        table[version] = row
+        agreement[version] = [float(a) for a in agree["agreement"]]
+        over_n[version] = majority_over_n(
+            lv,
+            truth_map,
+            mapping.question.choices,
+            repeats=options.repeats,
+            seed=options.seed,
+            stream=_STREAM_SUBSAMPLE + v_index,
+        )
+        per_face_parts.append(
+            agree.reset_index(drop=True).assign(method=version)[
+                ["private_id", "method", "accuracy", "agreement", "vote_credit", "ds_correct"]
+            ]
+        )
+    per_face = pd.concat(per_face_parts, ignore_index=True) if per_face_parts else pd.DataFrame()
+
+    ttests = []
+    wide = per_face.pivot(index="private_id", columns="method", values="accuracy")
+    for a, b in combinations(versions, 2):
+        pair = wide[[a, b]].dropna()
+        entry: dict[str, Any] = {
+            "a": a,
+            "b": b,
+            "n_faces": int(len(pair)),
+            "mean_difference": float((pair[a] - pair[b]).mean()) if len(pair) else float("nan"),
+        }
+        if len(pair) >= 2 and (pair[a] - pair[b]).std() > 0:
+            result = stats.ttest_rel(pair[a], pair[b])
+            entry.update(t=float(result.statistic), p=float(result.pvalue))
+        else:
+            entry.update(
+                t=float("nan"), p=float("nan"), note="fewer than 2 faces or no variance in the differences"
+            )
+        ttests.append(entry)
+
+    binned = None
+    if covariate is not None:
+        per_face["covariate"] = per_face["private_id"].map(covariate)
+        binned = _bin(per_face, versions, options.bins, options.covariate or "covariate")
+
+    gold = screen.scores
+    workers = {
+        "n_workers": int(labels["worker"].nunique()),
+        "screened_out": screen.failed,
+        "min_gold_accuracy": options.min_gold_accuracy,
+        "gold_accuracy_mean": float(gold["gold_accuracy"].mean())
+        if gold["gold_accuracy"].notna().any()
+        else None,
+        "n_gold_items": len(mapping.gold()),
+    }
+    return Analysis(
+        question=mapping.question.to_dict(),
+        truth_source=truth_source,
+        versions=versions,
+        n_faces=len(truth_map),
+        n_truth_ties=n_ties,
+        table=table,
+        agreement=agreement,
+        majority_over_n=over_n,
+        binned=binned,
+        ttests=ttests,
+        workers=workers,
+        per_face=per_face,
+    )
+
+
+def _covariate(mapping: PrivateMapping, options: ReportOptions) -> dict[str, float] | None:
+    if options.covariate_values is not None:
+        return {str(k): float(v) for k, v in options.covariate_values.items()}
+    if options.covariate is None:
+        return None
+    if options.covariate not in mapping.schema:
+        raise ReportError(
+            f"covariate {options.covariate!r} is not an attribute of this batch "
+            f"({list(mapping.schema.names)}); pass a --covariates file for external scores"
+        )
+    return {e.private_id: mapping.attribute(e, options.covariate) for e in mapping.items() if e.private_id}
+
+
+def _bin(per_face: pd.DataFrame, versions: Sequence[str], bins: int, name: str) -> dict[str, Any]:
+    values = per_face["covariate"].dropna()
+    if values.empty:
+        raise ReportError(f"no face has a value for covariate {name!r}")
+    low, high = float(values.min()), float(values.max())
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    out: dict[str, Any] = {
+        "covariate": name,
+        "edges": edges.tolist(),
+        "centres": ((edges[:-1] + edges[1:]) / 2).tolist(),
+    }
+    for version in versions:
+        part = per_face[(per_face["method"] == version) & per_face["covariate"].notna()]
+        index = np.clip(np.digitize(part["covariate"], edges[1:-1]), 0, bins - 1)
+        grouped = part.groupby(index)["accuracy"]
+        mean, count, sem = grouped.mean(), grouped.size(), grouped.sem()
+        out[version] = {
+            "accuracy": [float(mean.get(b, np.nan)) for b in range(bins)],
+            "n_faces": [int(count.get(b, 0)) for b in range(bins)],
+            "sem": [float(sem.get(b, np.nan)) for b in range(bins)],
+        }
+    return out
+
+
+# -- output ----------------------------------------------------------------------------------------
+def _save_figure(fig: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plots(analysis: Analysis, out_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files: dict[str, str] = {}
+    versions = analysis.versions
+    k = len(analysis.question["choices"])
+    fig, axes = plt.subplots(1, len(versions), figsize=(3.2 * len(versions), 2.8), sharey=True, squeeze=False)
+    for ax, version in zip(axes[0], versions, strict=True):
+        ax.hist(
+            analysis.agreement[version], bins=np.linspace(1.0 / k, 1.0, 6), color="#4477aa", edgecolor="white"
+        )
+        ax.set_title(VERSION_NAMES.get(version, version))
+        ax.set_xlabel("agreement")
+    axes[0][0].set_ylabel("faces")
+    fig.suptitle("Figure 5: label agreement per face")
+    fig.tight_layout()
+    _save_figure(fig, out_dir / "agreement_histogram.png")
+    plt.close(fig)
+    files["agreement"] = "agreement_histogram.png"
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for version in versions:
+        curve = analysis.majority_over_n[version]
+        ax.plot(curve["n"], curve["accuracy"], marker=".", label=VERSION_NAMES.get(version, version))
+    ax.set_xlabel("labellers sampled per face (n)")
+    ax.set_ylabel("majority-vote accuracy")
+    ax.set_title("Figure 6: majority vote over n labellers")
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, out_dir / "majority_vote_over_n.png")
+    plt.close(fig)
+    files["majority_over_n"] = "majority_vote_over_n.png"
+
+    if analysis.binned is not None:
+        binned = analysis.binned
+        fig, ax = plt.subplots(figsize=(4.8, 3.2))
+        for version in versions:
+            ax.errorbar(
+                binned["centres"],
+                binned[version]["accuracy"],
+                yerr=binned[version]["sem"],
+                marker="o",
+                capsize=2,
+                label=VERSION_NAMES.get(version, version),
+            )
+        ax.set_xlabel(binned["covariate"])
+        ax.set_ylabel("mean per-face accuracy")
+        ax.set_title(f"Figures 7-8: accuracy by {binned['covariate']}")
+        ax.legend()
+        fig.tight_layout()
+        name = f"accuracy_by_{_slug(binned['covariate'])}.png"
+        _save_figure(fig, out_dir / name)
+        plt.close(fig)
+        files["binned"] = name
+    return files
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "covariate"
+
+
+def _pct(value: Any) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and not math.isfinite(value))
+        else f"{100 * value:.1f}"
+    )
+
+
+def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) -> str:
+    q = analysis.question
+    thresholds = list(next(iter(analysis.table.values()))["vote"]) if analysis.table else []
+    lines = [
+        f"# {title}",
+        "",
+        f"Question: *{q['text']}* (choices: {', '.join(q['choices'])}).",
+        f"Ground truth: {analysis.truth_source} for {analysis.n_faces} faces"
+        + (
+            f" ({analysis.n_truth_ties} faces with a tied raw vote left out)."
+            if analysis.n_truth_ties
+            else "."
+        ),
+        f"Workers: {analysis.workers['n_workers']}"
+        + (
+            f"; screened out on gold items: {', '.join(analysis.workers['screened_out'])}"
+            if analysis.workers["screened_out"]
+            else ""
+        )
+        + ".",
+        "",
+        "## Table 1: accuracy (%)",
+        "",
+        "| Version | Avg (individual) | "
+        + " | ".join(f"Vote (>= {float(t) * 100:g}%)" for t in thresholds)
+        + " | Dawid-Skene | faces | labels |",
+        "|---|---:|" + "---:|" * len(thresholds) + "---:|---:|---:|",
+    ]
+    raw_is_truth = analysis.truth_source.startswith("raw")
+    for version, row in analysis.table.items():
+        votes = []
+        for t in thresholds:
+            cell = row["vote"][t]
+            votes.append(
+                "-" if raw_is_truth and version == "raw" else f"{_pct(cell['accuracy'])} ({cell['n_faces']})"
+            )
+        ds = _pct(row["ds_accuracy"])
+        lines.append(
+            f"| {VERSION_NAMES.get(version, version)} | {_pct(row['avg_accuracy'])} | "
+            + " | ".join(votes)
+            + f" | {ds} | {row['n_faces']} | {row['n_labels']} |"
+        )
+    lines += [
+        "",
+        "Vote cells give accuracy (number of faces with that consensus). "
+        + (
+            "Raw vote columns are 100% by definition (raw majority is the ground truth) and are not shown."
+            if raw_is_truth
+            else ""
+        ),
+        "",
+    ]
+    if any("unambiguous_accuracy" in row for row in analysis.table.values()):
+        lines += [
+            "Accuracy on unambiguous faces (|covariate| >= threshold): "
+            + ", ".join(
+                f"{VERSION_NAMES.get(v, v)} {_pct(r['unambiguous_accuracy'])}% "
+                f"({r['unambiguous_n_faces']} faces)"
+                for v, r in analysis.table.items()
+            ),
+            "",
+        ]
+    lines += [
+        "## Paired t-tests on per-face accuracy",
+        "",
+        "| Pair | mean difference | t | p | faces |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in analysis.ttests:
+        lines.append(
+            f"| {VERSION_NAMES.get(t['a'], t['a'])} - {VERSION_NAMES.get(t['b'], t['b'])} | "
+            f"{_pct(t['mean_difference'])} pts | {_num(t['t'])} | {_num(t['p'], 4)} | {t['n_faces']} |"
+        )
+    lines += [
+        "",
+        "## Figure 5: agreement",
+        "",
+        f"![agreement]({figures['agreement']})",
+        "",
+        "## Figure 6: majority vote over n labellers",
+        "",
+        f"![majority vote]({figures['majority_over_n']})",
+        "",
+    ]
+    for version, curve in analysis.majority_over_n.items():
+        if curve["n"]:
+            lines.append(
+                f"- {VERSION_NAMES.get(version, version)}: n={curve['n'][0]}: {_pct(curve['accuracy'][0])}%, "
+                f"n={curve['n'][-1]}: {_pct(curve['accuracy'][-1])}%"
+            )
+    if analysis.binned is not None:
+        b = analysis.binned
+        lines += [
+            "",
+            f"## Figures 7-8: accuracy by {b['covariate']}",
+            "",
+            f"![binned]({figures['binned']})",
+            "",
+            "| bin centre | " + " | ".join(VERSION_NAMES.get(v, v) for v in analysis.versions) + " |",
+            "|---:|" + "---:|" * len(analysis.versions),
+        ]
+        for i, centre in enumerate(b["centres"]):
+            lines.append(
+                f"| {centre:.2f} | "
+                + " | ".join(f"{_pct(b[v]['accuracy'][i])} ({b[v]['n_faces'][i]})" for v in analysis.versions)
+                + " |"
+            )
+    lines += ["", "All numbers: `report.json`.", ""]
+    return "\n".join(lines)
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and not math.isfinite(value))
+        else f"{value:.{digits}f}"
+    )
+
+
+def write_report(
+    analysis: Analysis, out_dir: str | os.PathLike[str], *, title: str = "Crowd labelling report"
+) -> list[Path]:
+    """Write report.md, report.json and the PNG figures into ``out_dir`` (atomically, file by file)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = _plots(analysis, out_dir)
+    atomic_write_text(out_dir / "report.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
+    atomic_write_text(out_dir / "report.md", render_markdown(analysis, figures, title))
+    return [out_dir / "report.md", out_dir / "report.json", *(out_dir / f for f in figures.values())]

@@ -1,0 +1,250 @@
+"""A crowd simulator: labellers with per-version accuracy, item difficulty and spammers.
+
+It exists to test the round trip without a real crowd: it answers a real exported batch (through its
+private mapping), writes the answers in the platforms' own result formats (an MTurk batch results CSV
+or a Label Studio export JSON), and knows the accuracy it simulated, so a test can check that
+``report`` recovers it and that Dawid-Skene beats majority vote when spammers are present.
+
+Model, per task (face i shown as version v) and honest worker w::
+
+    p_correct = a_v + s_w - (a_v + s_w - 1/K) * difficulty_i        clipped to [1/K, 0.995]
+
+``a_v`` is the accuracy of a typical labeller on an easy face of version v, ``s_w ~ N(0, worker_sd)``
+a worker's skill offset, ``difficulty_i`` in [0, 1] pulls the answer towards chance (K choices). A
+wrong answer is uniform over the other choices. Spammers answer uniformly at random ("random") or
+always the same choice ("constant").
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from annotation.mapping import PrivateMapping, task_url
+from surrogate.imageio import atomic_write_text
+from surrogate.noise import rng_for
+
+_STREAM_CROWD = 1003
+SPAMMER_MODES: tuple[str, ...] = ("random", "constant")
+
+
+@dataclass
+class CrowdConfig:
+    """How the simulated crowd behaves."""
+
+    accuracy: Mapping[str, float] = field(default_factory=lambda: {"raw": 0.92, "gan": 0.8, "3d": 0.78})
+    n_workers: int = 30
+    labels_per_task: int | None = None  # None: every worker labels every task (the paper's design)
+    spammer_fraction: float = 0.0
+    spammer_mode: str = "random"
+    worker_sd: float = 0.04
+    rejected_fraction: float = 0.0  # MTurk assignments the requester rejected (excluded on import)
+    seed: int = 0
+
+    def check(self, versions: list[str], n_choices: int) -> None:
+        missing = [v for v in versions if v not in self.accuracy]
+        if missing:
+            raise ValueError(
+                f"no simulated accuracy for version(s) {missing}; give e.g. --accuracy {missing[0]}=0.8"
+            )
+        for version, a in self.accuracy.items():
+            if not 1.0 / n_choices <= a <= 1.0:
+                raise ValueError(f"accuracy of {version} must be in [1/{n_choices}, 1], got {a}")
+        if self.n_workers < 1:
+            raise ValueError("n_workers must be >= 1")
+        if self.labels_per_task is not None and not 1 <= self.labels_per_task <= self.n_workers:
+            raise ValueError(f"labels_per_task must be in [1, n_workers={self.n_workers}]")
+        if not 0.0 <= self.spammer_fraction < 1.0:
+            raise ValueError("spammer_fraction must be in [0, 1)")
+        if self.spammer_mode not in SPAMMER_MODES:
+            raise ValueError(f"spammer_mode must be one of {SPAMMER_MODES}")
+        if not 0.0 <= self.rejected_fraction < 1.0:
+            raise ValueError("rejected_fraction must be in [0, 1)")
+
+
+@dataclass
+class SimulatedCrowd:
+    """The simulated answers and what they were drawn from."""
+
+    labels: pd.DataFrame  # worker, task, label, time_s, assignment, status
+    workers: pd.DataFrame  # worker, spammer, skill
+    expected_accuracy: dict[str, float]  # per version: mean p(correct) over the labels drawn
+
+
+def truth_from_attribute(mapping: PrivateMapping, attribute: str, threshold: float) -> dict[str, str]:
+    """First choice when ``attribute`` >= threshold (e.g. AU12 >= 2 -> joy), else the second."""
+    if attribute not in mapping.schema:
+        raise ValueError(f"unknown attribute {attribute!r}; known: {list(mapping.schema.names)}")
+    yes, no = mapping.question.choices[:2]
+    return {
+        e.private_id: (yes if mapping.attribute(e, attribute) >= threshold else no)
+        for e in mapping.items()
+        if e.private_id is not None
+    }
+
+
+def difficulty_from_attribute(
+    mapping: PrivateMapping, attribute: str, threshold: float, scale: float = 1.0
+) -> dict[str, float]:
+    """Faces near the decision threshold are hard: difficulty = exp(-|x - threshold| / scale)."""
+    return {
+        e.private_id: math.exp(-abs(mapping.attribute(e, attribute) - threshold) / scale)
+        for e in mapping.items()
+        if e.private_id is not None
+    }
+
+
+def simulate_crowd(
+    mapping: PrivateMapping,
+    truth: Mapping[str, str],
+    config: CrowdConfig,
+    difficulty: Mapping[str, float] | None = None,
+) -> SimulatedCrowd:
+    """Draw answers for every task of ``mapping`` (gold items are easy and have their known answer)."""
+    choices = list(mapping.question.choices)
+    k = len(choices)
+    config.check(mapping.methods, k)
+    rng = rng_for(config.seed, _STREAM_CROWD)
+    n_spammers = int(round(config.spammer_fraction * config.n_workers))
+    workers = pd.DataFrame(
+        {
+            "worker": [f"W{i:04d}" for i in range(config.n_workers)],
+            "spammer": [i < n_spammers for i in range(config.n_workers)],
+            "skill": rng.normal(0.0, config.worker_sd, config.n_workers),
+            "constant_choice": rng.integers(0, k, config.n_workers),
+        }
+    )
+    workers = workers.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
+    rows = []
+    expected: dict[str, list[float]] = {}
+    for entry in mapping.entries:
+        if entry.kind == "gold":
+            true_label, hardness, version = entry.gold_label, 0.0, entry.method
+        else:
+            if entry.private_id not in truth:
+                continue
+            true_label = truth[entry.private_id]
+            hardness = float(difficulty.get(entry.private_id, 0.0)) if difficulty else 0.0
+            version = entry.method
+        true_index = choices.index(true_label)
+        who = (
+            np.arange(config.n_workers)
+            if config.labels_per_task is None
+            else rng.choice(config.n_workers, size=config.labels_per_task, replace=False)
+        )
+        for w in who:
+            worker = workers.iloc[w]
+            if worker["spammer"]:
+                if config.spammer_mode == "random":
+                    answer, p = int(rng.integers(0, k)), 1.0 / k
+                else:
+                    answer = int(worker["constant_choice"])
+                    p = float(answer == true_index)
+            else:
+                base = config.accuracy[version] + worker["skill"]
+                p = float(np.clip(base - (base - 1.0 / k) * hardness, 1.0 / k, 0.995))
+                if rng.random() < p:
+                    answer = true_index
+                else:
+                    answer = int(rng.choice([c for c in range(k) if c != true_index]))
+            if entry.kind != "gold":
+                expected.setdefault(version, []).append(p)
+            rows.append(
+                (worker["worker"], entry.token, choices[answer], float(np.round(rng.gamma(4.0, 1.5), 1)))
+            )
+    labels = pd.DataFrame(rows, columns=["worker", "task", "label", "time_s"])
+    labels["assignment"] = [f"A{i:08X}" for i in range(len(labels))]
+    labels["status"] = np.where(rng.random(len(labels)) < config.rejected_fraction, "Rejected", "Approved")
+    return SimulatedCrowd(
+        labels=labels,
+        workers=workers.drop(columns="constant_choice"),
+        expected_accuracy={v: float(np.mean(p)) for v, p in expected.items()},
+    )
+
+
+# -- writers in the platforms' own formats ---------------------------------------------------------------
+def write_mturk_results(crowd: SimulatedCrowd, mapping: PrivateMapping, path: str | os.PathLike[str]) -> None:
+    """An MTurk batch results CSV as the requester site gives it, passed once through pandas
+    (so it has the leading unnamed index column), with radio answers as Answer.<q>.option_N."""
+    q = mapping.question
+    hit_of = {token: f"3HIT{i:010d}" for i, token in enumerate(mapping.tokens)}
+    records = []
+    for r in crowd.labels.itertuples():
+        record = {
+            "HITId": hit_of[r.task],
+            "HITTypeId": "3TYPE0000000001",
+            "Title": q.text,
+            "Reward": "$0.05",
+            "MaxAssignments": crowd.labels["worker"].nunique(),
+            "AssignmentId": r.assignment,
+            "WorkerId": r.worker,
+            "AssignmentStatus": r.status,
+            "AcceptTime": "Mon Jan 01 10:00:00 PST 2024",
+            "SubmitTime": "Mon Jan 01 10:00:10 PST 2024",
+            "WorkTimeInSeconds": int(round(r.time_s)),
+            "LifetimeApprovalRate": "100% (10/10)",
+            "Input.image_url": task_url(mapping.url_prefix, r.task),
+            "Input.token": r.task,
+        }
+        for i, choice in enumerate(q.choices):
+            record[f"Answer.{q.name}.option_{i}"] = "true" if r.label == choice else "false"
+        records.append(record)
+    atomic_write_text(path, pd.DataFrame(records).to_csv(index=True))
+
+
+def write_labelstudio_export(
+    crowd: SimulatedCrowd, mapping: PrivateMapping, path: str | os.PathLike[str]
+) -> None:
+    """A Label Studio JSON export: tasks with annotations (completed_by = numeric user id).
+
+    Rejected answers are written as cancelled (skipped) annotations, Label Studio's nearest notion.
+    """
+    q = mapping.question
+    user_id = {w: 100 + i for i, w in enumerate(sorted(crowd.labels["worker"].unique()))}
+    by_task = {t: g for t, g in crowd.labels.groupby("task")}
+    tasks = []
+    annotation_id = 1
+    for task_id, token in enumerate(mapping.tokens, start=1):
+        annotations = []
+        group = by_task.get(token)
+        for r in [] if group is None else group.itertuples():
+            annotations.append(
+                {
+                    "id": annotation_id,
+                    "completed_by": user_id[r.worker],
+                    "was_cancelled": r.status == "Rejected",
+                    "lead_time": r.time_s,
+                    "created_at": "2024-01-01T10:00:00.000000Z",
+                    "result": []
+                    if r.status == "Rejected"
+                    else [
+                        {
+                            "id": f"r{annotation_id}",
+                            "type": "choices",
+                            "from_name": q.name,
+                            "to_name": "image",
+                            "origin": "manual",
+                            "value": {"choices": [r.label]},
+                        }
+                    ],
+                }
+            )
+            annotation_id += 1
+        tasks.append(
+            {
+                "id": task_id,
+                "data": {"image": task_url(mapping.url_prefix, token), "token": token},
+                "annotations": annotations,
+                "predictions": [],
+            }
+        )
+    buffer = io.StringIO()
+    json.dump(tasks, buffer, indent=1)
+    atomic_write_text(path, buffer.getvalue() + "\n")

@@ -1,0 +1,232 @@
+"""The simulator, aggregation and the paper's analyses; the CLI round trip."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from annotation.aggregate import aggregate, item_labels, transfer
+from annotation.mapping import MappingEntry, PrivateMapping
+from annotation.question import Question
+from annotation.report import ReportOptions, analyse, write_report
+from annotation.simulate import CrowdConfig, difficulty_from_attribute, simulate_crowd, truth_from_attribute
+from surrogate.schema import DEFAULT_SCHEMA
+
+TOLERANCE = 0.03  # simulated vs recovered individual accuracy (60 faces x 30 workers per version)
+
+
+def make_mapping(n_faces: int = 60, methods=("raw", "gan", "3d"), seed: int = 0) -> PrivateMapping:
+    """A mapping as 'export' writes it, without rendering: AU12 spread over 0-5."""
+    rng = np.random.default_rng(seed)
+    entries = []
+    for i in range(n_faces):
+        values = [0.0] * len(DEFAULT_SCHEMA)
+        values[DEFAULT_SCHEMA.index("AU12")] = float(rng.uniform(0, 5))
+        for m in methods:
+            entries.append(
+                MappingEntry(
+                    token=f"{len(entries):032x}",
+                    kind="item",
+                    method=m,
+                    attributes=tuple(values),
+                    private_id=f"face{i:03d}",
+                    seed=None if m == "raw" else i,
+                )
+            )
+    return PrivateMapping(question=Question(), schema=DEFAULT_SCHEMA, entries=entries)
+
+
+def test_report_recovers_simulated_accuracy() -> None:
+    mapping = make_mapping()
+    truth = truth_from_attribute(mapping, "AU12", 2.5)
+    config = CrowdConfig(accuracy={"raw": 0.95, "gan": 0.8, "3d": 0.7}, n_workers=30, seed=3)
+    crowd = simulate_crowd(mapping, truth, config, difficulty_from_attribute(mapping, "AU12", 2.5, scale=0.5))
+    analysis = analyse(crowd.labels, mapping, options=ReportOptions(covariate="AU12", repeats=40))
+    for version in ("raw", "gan", "3d"):
+        recovered = analysis.table[version]["avg_accuracy"]
+        assert abs(recovered - crowd.expected_accuracy[version]) < TOLERANCE, (version, recovered)
+    assert analysis.truth_source == "raw majority vote"
+    assert analysis.table["gan"]["mv_accuracy"] > analysis.table["gan"]["avg_accuracy"]  # voting helps
+    curve = analysis.majority_over_n["gan"]
+    assert curve["n"][0] == 3 and curve["accuracy"][-1] > curve["accuracy"][0]  # Figure 6 rises with n
+    ttest = {(t["a"], t["b"]): t for t in analysis.ttests}
+    assert ttest[("raw", "gan")]["t"] > 0 and ttest[("raw", "gan")]["p"] < 0.01
+    assert ttest[("gan", "3d")]["mean_difference"] > 0
+    # Figures 7-8: faces far from the threshold are easier than faces near it
+    gan = analysis.binned["gan"]["accuracy"]
+    assert min(gan[0], gan[-1]) > max(gan[2], gan[3])
+    vote = analysis.table["gan"]["vote"]
+    assert vote["0.9"]["n_faces"] <= vote["0.75"]["n_faces"] <= vote["0.5"]["n_faces"] == 60
+
+
+def test_dawid_skene_beats_majority_vote_with_spammers() -> None:
+    mapping = make_mapping(n_faces=150, methods=("gan",))
+    truth = truth_from_attribute(mapping, "AU12", 2.5)
+    config = CrowdConfig(
+        accuracy={"gan": 0.85}, n_workers=9, spammer_fraction=0.45, spammer_mode="constant", seed=5
+    )
+    labels = simulate_crowd(mapping, truth, config).labels
+    faces = {e.token: e.private_id for e in mapping.entries}
+
+    def accuracy(method: str) -> float:
+        result = aggregate(labels, method)
+        return float(
+            np.mean([lab == truth[faces[t]] for t, lab in zip(result["task"], result["label"], strict=True)])
+        )
+
+    mv, ds = accuracy("mv"), accuracy("ds")
+    assert ds > mv + 0.03, (mv, ds)
+    assert ds > 0.9
+
+
+def test_transfer_maps_labels_to_private_ids_and_flags_missing() -> None:
+    mapping = make_mapping(n_faces=4, methods=("gan",))
+    labels = pd.DataFrame(
+        {
+            "worker": ["w1", "w2", "w3", "w1"],
+            "task": [mapping.tokens[0]] * 3 + [mapping.tokens[1]],
+            "label": ["joy", "joy", "not joy", "not joy"],
+        }
+    )
+    out = transfer(aggregate(item_labels(labels, mapping), "mv"), mapping).set_index("private_id")
+    assert out.loc["face000", "label"] == "joy" and out.loc["face000", "agreement"] == pytest.approx(2 / 3)
+    assert out.loc["face001", "n_labels"] == 1
+    assert out.loc["face003", "n_labels"] == 0 and out.loc["face003", "label"] == ""
+
+
+def test_report_files(tmp_path: Path) -> None:
+    mapping = make_mapping(n_faces=20)
+    truth = truth_from_attribute(mapping, "AU12", 2.5)
+    crowd = simulate_crowd(mapping, truth, CrowdConfig(n_workers=8, seed=1))
+    analysis = analyse(crowd.labels, mapping, options=ReportOptions(covariate="AU12", repeats=5, bins=3))
+    paths = write_report(analysis, tmp_path)
+    assert {p.name for p in paths} == {
+        "report.md",
+        "report.json",
+        "agreement_histogram.png",
+        "majority_vote_over_n.png",
+        "accuracy_by_AU12.png",
+    }
+    numbers = json.loads((tmp_path / "report.json").read_text())
+    assert set(numbers["table"]) == {"raw", "gan", "3d"} and len(numbers["per_face"]) == 60
+    assert "Table 1" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_round_trip(tmp_path: Path) -> None:
+    pytest.importorskip("surrogate.surrogate3d")
+    from surrogate.cli import cli
+
+    manifest = tmp_path / "private" / "faces.csv"
+    manifest.parent.mkdir()
+    rng = np.random.default_rng(0)
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "file", *DEFAULT_SCHEMA.names])
+        for i in range(12):
+            row = {n: 0.0 for n in DEFAULT_SCHEMA.names} | {
+                "AU12": round(float(rng.uniform(0, 5)), 3),
+                "gender": 0.5,
+            }
+            writer.writerow([f"p{i:02d}", "", *row.values()])
+    private, batch = tmp_path / "private", tmp_path / "batch"
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["annotate", *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run(
+        "export",
+        str(manifest),
+        "--batch",
+        str(batch),
+        "--mapping",
+        str(private / "m.json"),
+        "--method",
+        "3d",
+        "--size",
+        "32",
+        "--gold",
+        "joy=AU12:5,AU06:4",
+        "--gold-per-rule",
+        "1",
+    )
+    run(
+        "simulate",
+        "--mapping",
+        str(private / "m.json"),
+        "--out",
+        str(private / "results.csv"),
+        "--workers",
+        "5",
+        "--accuracy",
+        "3d=0.9",
+        "--rejected",
+        "0.1",
+    )
+    out = run(
+        "import",
+        str(private / "results.csv"),
+        "--mapping",
+        str(private / "m.json"),
+        "--out",
+        str(private / "labels.csv"),
+        "--problems",
+        str(private / "problems.csv"),
+    )
+    assert "rejected assignment" in out
+    run(
+        "aggregate",
+        str(private / "labels.csv"),
+        "--mapping",
+        str(private / "m.json"),
+        "--out",
+        str(private / "agg.csv"),
+    )
+    run(
+        "transfer",
+        str(private / "agg.csv"),
+        "--mapping",
+        str(private / "m.json"),
+        "--out",
+        str(private / "t.csv"),
+    )
+    transferred = pd.read_csv(private / "t.csv", dtype={"private_id": str})
+    assert sorted(transferred["private_id"]) == [f"p{i:02d}" for i in range(12)]
+    truth = private / "truth.csv"
+    truth.write_text("private_id,label\n" + "".join(f"p{i:02d},joy\n" for i in range(12)))
+    run(
+        "report",
+        str(private / "labels.csv"),
+        "--mapping",
+        str(private / "m.json"),
+        "--out",
+        str(private / "r"),
+        "--truth",
+        str(truth),
+        "--covariate",
+        "AU12",
+        "--repeats",
+        "5",
+    )
+    assert (private / "r" / "report.md").is_file()
+    bad = runner.invoke(
+        cli,
+        [
+            "annotate",
+            "report",
+            str(private / "labels.csv"),
+            "--mapping",
+            str(private / "m.json"),
+            "--out",
+            str(private / "r2"),
+        ],
+    )
+    assert bad.exit_code != 0 and "no ground truth" in bad.output
