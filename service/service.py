@@ -1,0 +1,136 @@
+"""The BentoML services: a public front end and an adaptive-batching model worker.
+
+``SurrogateService`` (the one to serve: ``bentoml serve service.service:SurrogateService``) mounts the
+Starlette API of ``service.http_app`` at ``/`` (which also replaces BentoML's Swagger page, whose
+Google Tag Manager script would leak every visit to a third party) and forwards every model call to
+``ModelWorker``. The worker's APIs are *batchable*: BentoML merges the rows of concurrent requests into
+one backend call of up to ``SURROGATE_MAX_BATCH_SIZE`` rows. Rows are [attributes | z] so that a
+merged batch stays one float32 array; each row's image depends only on that row.
+
+Configuration: environment variables only (``service.config``). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+import bentoml  # noqa: E402 - tracking must be off before bentoml is imported
+import numpy as np  # noqa: E402
+
+from service.backends import BackendError, ModelInfo, create_backend, model_info_from_dict  # noqa: E402
+from service.config import ServiceConfig  # noqa: E402
+from service.http_app import SurrogateAPI, timed_call  # noqa: E402
+
+CONFIG = ServiceConfig.from_env()
+TRITON_WAIT_S = 60.0
+WORKER_RETRIES = 2
+
+
+@bentoml.service(name="surrogate_models", workers=1, traffic={"timeout": CONFIG.request_timeout_s})
+class ModelWorker:
+    """Runs the generator and the reconstruction network on merged batches."""
+
+    def __init__(self) -> None:
+        self.backend = create_backend(
+            CONFIG, **({"wait_s": TRITON_WAIT_S} if CONFIG.backend == "triton" else {})
+        )
+
+    @bentoml.api(batchable=True, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
+    def generate(self, rows: np.ndarray) -> np.ndarray:
+        """(N, A + Z) float32 [attributes in natural units | noise] -> (N, C, H, W) uint8."""
+        if self.backend.gan is None:
+            raise BackendError("no generator model is loaded")
+        width = len(self.backend.gan.schema)
+        rows = np.asarray(rows, dtype=np.float32)
+        return timed_call(self.backend.generate, "gan", self.backend.kind, rows[:, :width], rows[:, width:])
+
+    @bentoml.api(batchable=True, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, S, S) uint8 aligned crops -> (N, A) float32 attributes in natural units."""
+        return timed_call(
+            self.backend.reconstruct, "recon", self.backend.kind, np.asarray(images, dtype=np.uint8)
+        )
+
+    @bentoml.api
+    def describe(self) -> dict[str, Any]:
+        """Backend kind and the served models' facts (the front end caches them)."""
+        return {
+            "backend": self.backend.kind,
+            "gan": self.backend.gan.to_dict() if self.backend.gan else None,
+            "recon": self.backend.recon.to_dict() if self.backend.recon else None,
+        }
+
+
+class WorkerEngine:
+    """The front end's Engine: model calls go to the worker (and so through adaptive batching)."""
+
+    def __init__(self, worker: Any, max_batch_rows: int) -> None:
+        self.worker = worker
+        self.max_batch_rows = max_batch_rows
+        self.backend_kind = CONFIG.backend
+        self._models: tuple[ModelInfo | None, ModelInfo | None] | None = None
+
+    async def models(self) -> tuple[ModelInfo | None, ModelInfo | None]:
+        if self._models is None:
+            facts = await self.worker.to_async.describe()
+            self.backend_kind = facts["backend"]
+            self._models = tuple(
+                model_info_from_dict(facts[k]) if facts[k] else None  # type: ignore[assignment]
+                for k in ("gan", "recon")
+            )
+        return self._models  # type: ignore[return-value]
+
+    async def generate(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        rows = np.concatenate([attributes, z], axis=1).astype(np.float32)
+        return await self._call("generate", rows=rows)
+
+    async def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        return await self._call("reconstruct", images=images)
+
+    async def _call(self, name: str, **arrays: np.ndarray) -> np.ndarray:
+        """Call a worker API; retry a dropped connection (the calls are pure, so retrying is safe).
+
+        Under heavy concurrency the pooled connections to the worker are sometimes closed by the
+        worker's server while a request is being written ("Server disconnected").
+        """
+        import aiohttp
+
+        for attempt in range(WORKER_RETRIES + 1):
+            try:
+                return await getattr(self.worker.to_async, name)(**arrays)
+            except aiohttp.ClientConnectionError as exc:
+                if attempt == WORKER_RETRIES:
+                    raise BackendError(f"the model worker dropped the connection: {exc}") from None
+        raise AssertionError("unreachable")
+
+
+def _engine() -> WorkerEngine:
+    return bentoml.get_current_service().engine
+
+
+API = SurrogateAPI(_engine, CONFIG)
+
+
+@bentoml.service(
+    name="surrogate_faces",
+    traffic={"timeout": CONFIG.request_timeout_s, "max_concurrency": CONFIG.max_concurrency},
+)
+@bentoml.asgi_app(API.app(), path="/")
+class SurrogateService:
+    """Public API: /synthesize, /extract, /anonymize, /models (+ BentoML's /readyz, /livez, /metrics)."""
+
+    worker = bentoml.depends(ModelWorker)
+
+    def __init__(self) -> None:
+        self.engine = WorkerEngine(self.worker, CONFIG.max_batch_size)
+
+    async def __is_ready__(self) -> bool:
+        """Ready only once the worker has loaded its models and answered."""
+        try:
+            gan, recon = await self.engine.models()
+        except Exception:  # noqa: BLE001 - any failure means not ready yet
+            return False
+        return gan is not None or recon is not None

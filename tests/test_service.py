@@ -1,0 +1,357 @@
+"""The BentoML service end to end: a real `bentoml serve` on 127.0.0.1 with tiny demo ONNX models.
+
+The demo models (service.demo_models, built with the onnx helper API because trained models may not
+exist yet) have the exported models' exact I/O, so everything but image quality is exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("bentoml")
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from service.backends import EmbeddedBackend  # noqa: E402
+from service.client import HttpClient, record_seeds  # noqa: E402
+from service.config import ServiceConfig  # noqa: E402
+from service.demo_models import write_demo_repository  # noqa: E402
+from surrogate.imageio import decode_image, encode_png  # noqa: E402
+from surrogate.noise import z_batch  # noqa: E402
+from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = {
+    "yaw": 10.0,
+    "pitch": -5.0,
+    "roll": 2.0,
+    "AU04": 0.0,
+    "AU05": 1.0,
+    "AU06": 2.0,
+    "AU07": 0.5,
+    "AU12": 3.0,
+    "AU23": 0.0,
+    "gender": 0.3,
+}
+LIMITS = {
+    "SURROGATE_MAX_RECORDS": "20",
+    "SURROGATE_MAX_N": "4",
+    "SURROGATE_MAX_IMAGES": "40",
+    "SURROGATE_MAX_UPLOAD_BYTES": "200000",
+    "SURROGATE_MAX_EXTRACT_IMAGES": "4",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_demo_repository(tmp_path_factory.mktemp("repo") / "model_repository")
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    port = free_port()
+    env = dict(
+        os.environ,
+        BENTOML_DO_NOT_TRACK="true",
+        SURROGATE_MODEL_REPOSITORY=str(repository),
+        OMP_NUM_THREADS="1",
+        BENTOML_HOME=str(tmp_path_factory.mktemp("bentoml")),
+        **LIMITS,
+    )
+    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "service.service:SurrogateService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--working-dir",
+            str(ROOT),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        process.terminate()
+    if process.poll() is not None or time.monotonic() >= deadline:
+        log.seek(0)
+        pytest.fail("service did not become ready:\n" + log.read()[-3000:])
+    yield url, log
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+    log.close()
+
+
+def post(url: str, path: str, **kwargs):
+    return httpx.post(url + path, timeout=60, **kwargs)
+
+
+def test_service_imports_no_torch() -> None:
+    code = "import sys, service.service, service.client, service.cli; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, BENTOML_DO_NOT_TRACK="true"),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def test_single_record_gives_png_equal_to_the_model(server, repository: Path) -> None:
+    url, _ = server
+    response = post(url, "/synthesize", json={"records": [RECORD], "seed": 7})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-surrogate-model"] == "gan_generator"
+    image = decode_image(response.content, grayscale=True)
+    backend = EmbeddedBackend(ServiceConfig(model_repository=str(repository)))
+    expected = backend.generate(DEFAULT_SCHEMA.validate_records([RECORD]), z_batch([7]))[0, 0]
+    assert np.array_equal(image, expected)
+
+
+def test_same_seed_same_image_whatever_the_batch(server) -> None:
+    """Equal pixels (not merely within 1 grey level) alone, in one request, and under adaptive batching."""
+    url, _ = server
+    records = [dict(RECORD, yaw=float(y)) for y in range(-30, 30, 6)]
+    together = HttpClient(url).synthesize(records, seed=100, n=2)
+    assert [s.seed for s in together] == record_seeds(100, len(records), 2)
+
+    def alone(i: int) -> np.ndarray:
+        body = {"records": [records[i // 2]], "seeds": [together[i].seed]}
+        return decode_image(post(url, "/synthesize", json=body).content, grayscale=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(alone, range(len(together))))
+    for surrogate, image in zip(together, concurrent, strict=True):
+        assert np.array_equal(surrogate.image, image)
+    assert not np.array_equal(together[0].image, together[1].image)  # the seed matters
+
+
+def test_json_response_carries_model_seed_attributes(server) -> None:
+    url, _ = server
+    response = post(
+        url, "/synthesize", json={"records": [RECORD, dict(RECORD, gender=0.9)], "seed": 3, "n": 2}
+    )
+    assert response.status_code == 200
+    images = response.json()["images"]
+    assert [(i["record"], i["index"], i["seed"]) for i in images] == [
+        (0, 0, 3),
+        (0, 1, 4),
+        (1, 0, 5),
+        (1, 1, 6),
+    ]
+    assert images[2]["attributes"]["gender"] == pytest.approx(0.9)
+    assert images[0]["model"] == {"name": "gan_generator", "version": 1}
+    assert decode_image(base64.b64decode(images[0]["png_base64"])).shape[:2] == (32, 32)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "field"),
+    [
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, None),
+        (
+            {"content": b'{"records": [{"yaw": NaN}]}', "headers": {"content-type": "application/json"}},
+            422,
+            "yaw",
+        ),
+        ({"json": {"records": []}}, 422, "records"),
+        ({"json": {"records": [dict(RECORD, yaw="left")]}}, 422, "yaw"),
+        ({"json": {"records": [dict(RECORD, AU99=1)]}}, 422, "AU99"),
+        (
+            {
+                "content": json.dumps({"records": [dict(RECORD, pitch=float("inf"))]}).encode(),
+                "headers": {"content-type": "application/json"},
+            },
+            422,
+            "pitch",
+        ),
+        ({"json": {"records": [RECORD], "n": 5}}, 422, "n"),
+        ({"json": {"records": [RECORD] * 21}}, 413, "records"),
+        ({"json": {"records": [RECORD], "seed": -1}}, 422, "seed"),
+        ({"json": {"records": [RECORD], "method": "dream"}}, 422, "method"),
+        ({"json": {"records": [RECORD], "n": 2, "format": "png"}}, 422, "format"),
+        ({"json": [1, 2]}, 422, None),
+        ({"content": b"x" * 300_000, "headers": {"content-type": "application/json"}}, 413, None),
+        ({"content": b"yaw,pitch", "headers": {"content-type": "text/csv"}}, 415, None),
+    ],
+)
+def test_bad_synthesize_requests_are_4xx_naming_the_field(server, kwargs, status, field) -> None:
+    url, _ = server
+    response = post(url, "/synthesize", **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    if field:
+        assert any(field in p["field"] for p in error["problems"]), error
+
+
+def test_attribute_file_upload_gives_zip_with_row_status(server) -> None:
+    url, _ = server
+    names = DEFAULT_SCHEMA.names
+    lines = [
+        "id,file," + ",".join(names),
+        "a,a.png," + ",".join(str(RECORD[n]) for n in names),
+        "b,b.png," + ",".join("999" if n == "yaw" else str(RECORD[n]) for n in names),
+        "c,c.png," + ",".join(str(RECORD[n]) for n in names),
+    ]
+    files = {"file": ("faces.csv", "\n".join(lines).encode())}
+    response = post(url, "/synthesize", files=files, data={"seed": "5", "n": "2", "format": "canonical"})
+    assert response.status_code == 200, response.text
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    status = list(csv.DictReader(io.StringIO(archive.read("status.csv").decode())))
+    assert [(r["id"], r["status"]) for r in status] == [("a", "ok"), ("b", "rejected"), ("c", "ok")]
+    assert "yaw" in status[1]["reason"]
+    assert sorted(n for n in archive.namelist() if n.endswith(".png")) == [
+        "images/a_0.png",
+        "images/a_1.png",
+        "images/c_0.png",
+        "images/c_1.png",
+    ]
+    garbage = post(
+        url,
+        "/synthesize",
+        files={"file": ("x.csv", b"\x00\x01\x02 not,a\ncsv")},
+        data={"format": "canonical"},
+    )
+    assert garbage.status_code == 422
+    assert "tmp" not in garbage.text and "surrogate-upload" not in garbage.text
+
+
+def test_extract_and_anonymize(server) -> None:
+    url, _ = server
+    face = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    results = HttpClient(url).extract([encode_png(face), b"not an image"])
+    assert results[0]["status"] == "ok" and set(results[0]["attributes"]) == set(DEFAULT_SCHEMA.names)
+    assert results[1]["status"] == "rejected" and "not a readable image" in results[1]["reason"]
+    body = post(url, "/anonymize", files={"image": ("f.png", encode_png(face))}, data={"seed": "9"})
+    assert body.status_code == 200
+    data = body.json()
+    assert set(data) == {"seed", "method", "model", "attributes", "png_base64"}
+    # the surrogate is the generator's image for the extracted attributes and the seed
+    again = post(url, "/synthesize", json={"records": [data["attributes"]], "seeds": [9]})
+    assert np.array_equal(
+        decode_image(again.content, grayscale=True),
+        decode_image(base64.b64decode(data["png_base64"]), grayscale=True),
+    )
+    assert (
+        post(url, "/anonymize", content=b"\x89PNG broken", headers={"content-type": "image/png"}).status_code
+        == 422
+    )
+    too_many = [("image", (f"{i}.png", encode_png(face))) for i in range(5)]
+    assert post(url, "/extract", files=too_many).status_code == 413
+
+
+def test_models_health_metrics_and_no_third_party_scripts(server) -> None:
+    url, _ = server
+    models = httpx.get(url + "/models").json()
+    assert {m["name"] for m in models["models"]} == {"gan_generator", "recon"}
+    assert [a["name"] for a in models["models"][0]["attributes"]] == list(DEFAULT_SCHEMA.names)
+    for probe in ("/readyz", "/livez", "/healthz"):
+        assert httpx.get(url + probe).status_code == 200
+    text = httpx.get(url + "/metrics").text
+    for name in (
+        "surrogate_images_total",
+        "surrogate_backend_latency_seconds",
+        "surrogate_backend_batch_rows",
+        "surrogate_rejected_inputs_total",
+        "bentoml_service_request_total",
+    ):
+        assert name in text
+    for page in ("/", "/docs.json"):
+        body = httpx.get(url + page).text.lower()
+        assert "googletagmanager" not in body and '<script src="http' not in body and "gtm.js" not in body
+    assert httpx.get(url + "/").headers["content-security-policy"].startswith("default-src 'none'")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+NEAR_VALID = st.fixed_dictionaries(
+    {
+        "records": st.lists(
+            st.dictionaries(
+                st.sampled_from([*DEFAULT_SCHEMA.names, "x"]),
+                st.floats() | st.integers() | st.text(max_size=3),
+                max_size=11,
+            ),
+            max_size=3,
+        )
+    },
+    optional={
+        "seed": st.integers(-5, 2**64),
+        "n": st.integers(-1, 6),
+        "method": st.sampled_from(["gan", "3d", ""]),
+        "format": st.sampled_from(["auto", "png", "json", "gif"]),
+        "seeds": st.lists(st.integers(-1, 2**64)),
+    },
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(["/synthesize", "/extract", "/anonymize"]), body=JSON_VALUES | NEAR_VALID)
+def test_fuzz_the_openapi_endpoints_never_5xx(server, path: str, body) -> None:
+    url, _ = server
+    response = post(
+        url,
+        path,
+        content=json.dumps(body, allow_nan=True).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code < 500, (path, body, response.text[:300])
+    if response.status_code >= 400:
+        assert "error" in response.json()
+
+
+def test_openapi_document_lists_every_endpoint(server) -> None:
+    url, _ = server
+    spec = httpx.get(url + "/docs.json").json()
+    assert {"/synthesize", "/extract", "/anonymize", "/models"} <= set(spec["paths"])
+    assert "SynthesizeRequest" in spec["components"]["schemas"]
