@@ -1,0 +1,98 @@
+"""``surrogate synthesize-batch``: resumable, sharded surrogate synthesis for large attribute files.
+
+The engine is ``surrogate.batch``; this module only turns options into a run and errors into
+messages. Exit status: 0 when the shard is finished (per-row failures are listed in the error CSV
+and retried by the next run), 1 for bad input or options, 75 (EX_TEMPFAIL) when the backend cannot
+be reached, so that a Kubernetes Job retries the pod instead of failing the whole Job.
+"""
+
+from __future__ import annotations
+
+import click
+
+from surrogate.noise import MAX_SEED
+
+EXIT_BACKEND_UNAVAILABLE = 75
+
+
+class BackendUnavailableExit(click.ClickException):
+    exit_code = EXIT_BACKEND_UNAVAILABLE
+
+
+@click.command(name="synthesize-batch")
+@click.argument("attributes_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (shared by all shards of a run).")
+@click.option("--shard", default="0/1", show_default=True, metavar="INDEX/COUNT",
+              help="Render only the rows r with r % COUNT == INDEX (e.g. $JOB_COMPLETION_INDEX/$SHARDS).")
+@click.option("--method", type=click.Choice(["3d", "gan"]), default="3d", show_default=True,
+              help="3d: the parametric face model; gan: the conditional BEGAN-CS generator.")
+@click.option("--backend", type=click.Choice(["embedded", "triton"]), default="embedded", show_default=True,
+              help="embedded: in this process (onnxruntime, 3-D renderer); triton: the GAN on Triton.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+              help="Base seed; surrogate k of row i uses seed + i*n + k (as `surrogate synthesize`).")
+@click.option("--n", "n_per_row", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Surrogates per attribute row.")
+@click.option("--size", type=click.IntRange(16, 512), default=None, help="Output size in pixels.")
+@click.option("--format", "file_format", default="auto", show_default=True,
+              help="Attribute file format: auto, openface, pyfeat, libreface, canonical, json.")
+@click.option("--repository", type=click.Path(file_okay=False), default=None,
+              help="Model repository (default: $SURROGATE_MODEL_REPOSITORY or ./model_repository).")
+@click.option("--triton-url", envvar="SURROGATE_TRITON_URL", default="127.0.0.1:8001", show_default=True,
+              help="Triton host:port for --backend triton ($SURROGATE_TRITON_URL).")
+@click.option("--triton-protocol", envvar="SURROGATE_TRITON_PROTOCOL", type=click.Choice(["grpc", "http"]),
+              default="grpc", show_default=True, help="Triton transport ($SURROGATE_TRITON_PROTOCOL).")
+@click.option("--chunk-size", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Images per model call and per journal append (a kill redoes at most one chunk).")
+def synthesize_batch_command(attributes_file: str, out_dir: str, shard: str, method: str, backend: str,
+                             seed: int, n_per_row: int, size: int | None, file_format: str,
+                             repository: str | None, triton_url: str, triton_protocol: str,
+                             chunk_size: int) -> None:
+    """Render surrogates for every valid row of ATTRIBUTES_FILE into OUT, resumably.
+
+    Writes OUT/images/<id>_<k>.png, a manifest journal OUT/manifest[.shard-I-of-N].jsonl (one line
+    per finished image, with seed, model version and PNG sha256), its CSV form when the shard is
+    done, and OUT/errors[...].csv (rejected and failed rows). Rerunning the same command after a
+    kill or a failure finishes the rest without redoing journaled images.
+    """
+    from surrogate.adapters import AttributeFileError, read_attributes
+    from surrogate.batch import (
+        BackendUnavailableError,
+        BatchError,
+        Shard,
+        embedded_renderer,
+        run_batch,
+        triton_renderer,
+    )
+
+    try:
+        parsed_shard = Shard.parse(shard)
+        if backend == "triton":
+            if method != "gan":
+                raise BatchError("--backend triton serves the GAN only; the 3-D method renders in-process "
+                                 "(use --backend embedded)")
+            renderer = triton_renderer(url=triton_url, protocol=triton_protocol, repository=repository,
+                                       size=size)
+        else:
+            renderer = embedded_renderer(method, repository=repository, size=size)
+        table = read_attributes(attributes_file, format=file_format, schema=renderer.schema)
+        rejected = [{"row": r.row, "id": r.id, "reason": r.reason} for r in table.rejected]
+        result = run_batch(table.values, table.ids, out_dir, renderer, source_rows=table.rows or None,
+                           rejected=rejected, shard=parsed_shard, seed=seed, n_per_row=n_per_row,
+                           chunk_size=chunk_size, source=str(attributes_file))
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableExit(f"backend unavailable, nothing lost; rerun to continue: {exc}") from exc
+    except (AttributeFileError, BatchError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"shard {result.shard.index}/{result.shard.count}: {result.planned} images planned, "
+        f"{result.already_done} already done, {result.rendered} rendered now, {result.failed} failed, "
+        f"{result.rejected} rows rejected; manifest {result.manifest}, errors {result.errors}"
+    )
+    if result.failed:
+        click.echo(f"{result.failed} images failed (see {result.errors}); rerun the same command to retry.",
+                   err=True)
+
+
+if __name__ == "__main__":
+    synthesize_batch_command()
