@@ -43,13 +43,13 @@ from annotation.mapping import (
 )
 from annotation.question import GoldRule, Question
 from surrogate.imageio import ImageDecodeError, atomic_write_text, load_image, save_png
-from surrogate.noise import image_seeds, rng_for
+from surrogate.noise import STREAM_TASK_ORDER, image_seeds, rng_for
 from surrogate.schema import AttributeSchema
 
 SURROGATE_METHODS: tuple[str, ...] = ("gan", "3d")
 TOKEN_BYTES = 16
 # Stream id for the task order within surrogate.noise's seeded streams (surrogate streams use 0-2).
-_STREAM_TASK_ORDER = 1001
+_STREAM_TASK_ORDER = STREAM_TASK_ORDER
 
 LABELSTUDIO_TASKS = "labelstudio_tasks.json"
 LABELSTUDIO_CONFIG = "labelstudio_config.xml"

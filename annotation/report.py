@@ -34,10 +34,10 @@ import pandas as pd
 from annotation.aggregate import aggregate, item_agreement, item_labels, screen_workers
 from annotation.mapping import PrivateMapping
 from surrogate.imageio import atomic_write_bytes, atomic_write_text
-from surrogate.noise import rng_for
+from surrogate.noise import STREAM_SUBSAMPLING, rng_for
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.75, 0.9)
-_STREAM_SUBSAMPLE = 1002
+_STREAM_SUBSAMPLE = STREAM_SUBSAMPLING
 VERSION_NAMES = {"raw": "RAW", "gan": "GAN", "3d": "3-D"}
 
 

@@ -29,9 +29,9 @@ import pandas as pd
 
 from annotation.mapping import PrivateMapping, task_url
 from surrogate.imageio import atomic_write_text
-from surrogate.noise import rng_for
+from surrogate.noise import STREAM_CROWD_SIMULATION, rng_for
 
-_STREAM_CROWD = 1003
+_STREAM_CROWD = STREAM_CROWD_SIMULATION
 SPAMMER_MODES: tuple[str, ...] = ("random", "constant")
 
 

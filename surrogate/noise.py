@@ -18,6 +18,12 @@ MAX_SEED = 2**63 - 1
 _STREAM_GAN_Z = 0
 _STREAM_IDENTITY = 1
 _STREAM_SCENE = 2
+# Streams of the synthetic training data (surrogate.synth) and the annotation tools (annotation/).
+STREAM_SYNTH_ROW = 101
+STREAM_SYNTH_IDENTITY = 102
+STREAM_TASK_ORDER = 1001
+STREAM_SUBSAMPLING = 1002
+STREAM_CROWD_SIMULATION = 1003
 
 
 def check_seed(seed: int) -> int:
@@ -30,6 +36,11 @@ def check_seed(seed: int) -> int:
 
 def rng_for(seed: int, stream: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([check_seed(seed), stream])))
+
+
+def indexed_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    """Randomness of item ``index`` of a seeded collection (a dataset row, an identity)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([check_seed(seed), stream, index])))
 
 
 def z_from_seed(seed: int, dim: int = Z_DIM) -> np.ndarray:
