@@ -328,11 +328,16 @@ def synthesize_dataset(
     distribution: SynthDistribution | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    workers: int = 1,
 ) -> tuple[int, int]:
-    """Write (or complete) a dataset of ``n`` rows in ``out``; returns (rendered, skipped) counts."""
-    from tqdm import tqdm
+    """Write (or complete) a dataset of ``n`` rows in ``out``; returns (rendered, skipped) counts.
 
-    from surrogate.render import render_batch
+    ``workers`` > 1 renders batches in that many processes; every row still depends only on
+    (seed, index), so the images are identical to a single-process run.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
 
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -368,14 +373,20 @@ def synthesize_dataset(
     bar = tqdm(total=n, desc="rendering faces", unit="face", disable=not progress)
     pending: list[int] = []
 
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    futures = []
+
     def flush() -> None:
         nonlocal rendered
         if not pending:
             return
-        images = render_batch([rows[i].params for i in pending], size, rgb=rgb,
-                              backgrounds=[rows[i].background for i in pending])
-        for i, image in zip(pending, images, strict=True):
-            save_png(out / "images" / f"{row_id(i)}.png", image)
+        batch = [(out / "images" / f"{row_id(i)}.png", rows[i].params, rows[i].background) for i in pending]
+        if pool is None:
+            _render_and_save(batch, size, rgb)
+        else:
+            futures.append(pool.submit(_render_and_save, batch, size, rgb))
+            while len(futures) > 2 * workers:
+                futures.pop(0).result()
         rendered += len(pending)
         bar.update(len(pending))
         pending.clear()
@@ -391,9 +402,22 @@ def synthesize_dataset(
         if len(pending) >= batch_size:
             flush()
     flush()
+    if pool is not None:
+        for future in futures:
+            future.result()
+        pool.shutdown()
     bar.close()
     _write_tables(out, schema, rows)
     return rendered, skipped
+
+
+def _render_and_save(batch: Sequence[tuple[Path, FaceParams, Any]], size: int, rgb: bool) -> None:
+    """Render one batch and write its PNGs (atomically); runs in a worker process when --workers > 1."""
+    from surrogate.render import render_batch
+
+    images = render_batch([b[1] for b in batch], size, rgb=rgb, backgrounds=[b[2] for b in batch])
+    for (path, _, _), image in zip(batch, images, strict=True):
+        save_png(path, image)
 
 
 def _write_tables(out: Path, schema: AttributeSchema, rows: Sequence[RowSample]) -> None:
@@ -526,8 +550,10 @@ def load_dataset(root: str | Path, *, check_images: bool = True) -> SyntheticDat
               help="Attribute schema JSON (default: the paper's ten attributes).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Faces rendered per batch.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Rendering processes (images are identical for any number).")
 def synth_command(n: int, out: Path, seed: int, size: int, rgb: bool, distribution: Path | None,
-                  schema_file: Path | None, batch_size: int) -> None:
+                  schema_file: Path | None, batch_size: int, workers: int) -> None:
     """Render a synthetic labelled face dataset: images, attributes.csv, identities, params.npz.
 
     Deterministic for a seed and resumable: rerunning skips the images that already exist.
@@ -538,7 +564,7 @@ def synth_command(n: int, out: Path, seed: int, size: int, rgb: bool, distributi
         if schema_file:
             schema = AttributeSchema.from_json(schema_file.read_text(encoding="utf-8"))
         rendered, skipped = synthesize_dataset(out, n, seed=seed, size=size, rgb=rgb, schema=schema,
-                                               distribution=dist, batch_size=batch_size)
+                                               distribution=dist, batch_size=batch_size, workers=workers)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{out}: {n} faces ({rendered} rendered, {skipped} already there); "

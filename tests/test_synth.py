@@ -56,6 +56,15 @@ def test_same_seed_gives_the_same_rows_whatever_n(tmp_path):
     assert not np.array_equal(a.values, c.values)
 
 
+def test_worker_processes_write_identical_files(tmp_path):
+    _synth(tmp_path / "one", "--n", "12", "--seed", "2", "--size", "32")
+    _synth(tmp_path / "two", "--n", "12", "--seed", "2", "--size", "32", "--workers", "2", "--batch-size", "4")
+    for name in ("attributes.csv", "params.npz"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    for image in (tmp_path / "one" / "images").iterdir():
+        assert image.read_bytes() == (tmp_path / "two" / "images" / image.name).read_bytes()
+
+
 def test_rerun_resumes_and_rejects_other_settings(tmp_path):
     out = tmp_path / "ds"
     rendered, skipped = synthesize_dataset(out, 5, seed=1, size=32, progress=False)
