@@ -1,0 +1,200 @@
+"""``surrogate attributes extract``: attributes of real face images with the reconstruction network.
+
+Every input image gets exactly one row: ``id,file,<schema names>,status,confidence``. Only rows with
+status ``ok`` carry values; an image that cannot be read (``unreadable``), where no face is found
+(``no_face``) or whose face is too small (``face_too_small``) gets that status and empty values, never
+a guess. ``confidence`` is the agreement of the estimate with that of the mirrored image (see
+``surrogate.face_align.agreement_confidence``): low values flag crops the network reads inconsistently.
+
+The model is either a torch checkpoint of ``surrogate train recon`` (``.pt``; needs torch) or a model
+repository directory with a ``recon`` model (onnxruntime only; ``surrogate.model_repo``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import click
+import numpy as np
+
+from surrogate.face_align import agreement_confidence, align_face, mirror_attributes, prepare_crops, to_gray
+from surrogate.imageio import ImageDecodeError, atomic_write_text, load_image
+from surrogate.schema import AttributeSchema
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"})
+RECON_MODEL = "recon"
+STATUS_OK = "ok"
+STATUS_NO_FACE = "no_face"
+STATUS_UNREADABLE = "unreadable"
+STATUS_TOO_SMALL = "face_too_small"
+
+
+class Estimator(Protocol):
+    schema: AttributeSchema
+
+    def predict_with_confidence(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class OnnxEstimator:
+    """The ``recon`` model of a model repository, run with onnxruntime (no torch)."""
+
+    def __init__(self, repository: str | os.PathLike[str], version: int | None = None, *, mirror: bool = True):
+        from surrogate.model_repo import ModelRepository
+
+        repo = ModelRepository(repository)
+        self.model = repo.session(RECON_MODEL, version)
+        self.schema = self.model.schema or repo.schema(RECON_MODEL)
+        image = next((s for s in self.model.inputs if s.name == "image"), self.model.inputs[0])
+        self.input_name = image.name
+        self.channels, self.image_size = int(image.shape[1]), int(image.shape[2])
+        self.mirror = mirror
+
+    def _run(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+        parts = [self.model.run({self.input_name: crops[i:i + batch]})["attributes"]
+                 for i in range(0, len(crops), batch)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, len(self.schema)), np.float32)
+
+    def predict_with_confidence(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        crops = prepare_crops(list(images), self.image_size, self.channels)
+        values = self._run(crops)
+        confidence = np.ones(len(crops), np.float32)
+        if self.mirror and len(crops):
+            mirrored = self._run(np.ascontiguousarray(crops[..., ::-1]))
+            confidence = agreement_confidence(self.schema, values, mirrored)
+            values = (values + mirror_attributes(self.schema, mirrored)) / 2
+        return self.schema.clip(values), confidence
+
+    def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.predict_with_confidence(images)[0]
+
+
+def load_any_estimator(model: str | os.PathLike[str], *, device: str = "cpu") -> Estimator:
+    """A torch checkpoint file (lazy torch import) or a model repository folder (onnxruntime)."""
+    path = Path(model)
+    if path.is_dir():
+        return OnnxEstimator(path)
+    if path.is_file():
+        try:
+            from training.recon.estimator import load_estimator
+        except ImportError as exc:
+            raise click.ClickException(
+                f"{path}: reading a torch checkpoint needs torch (pip install 'surrogate-faces[train]'); "
+                f"or pass a model repository folder ({exc})") from exc
+        try:
+            return load_estimator(path, device)
+        except ValueError as exc:  # CheckpointError: not a reconstruction checkpoint
+            raise click.ClickException(str(exc)) from exc
+    raise click.ClickException(f"--model {path}: no such checkpoint file or model repository folder")
+
+
+def collect_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given (any suffix: an unreadable one gets its status) and image files under folders."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise click.ClickException(f"{path}: no such file or folder")
+    return found
+
+
+def unique_ids(paths: Sequence[Path]) -> list[str]:
+    """Image file stems; where two stems collide, the path without suffix keeps them apart."""
+    stems = [p.stem for p in paths]
+    counts = {s: stems.count(s) for s in stems}
+    return [p.stem if counts[p.stem] == 1 else p.with_suffix("").as_posix() for p in paths]
+
+
+@dataclass
+class ExtractionRow:
+    id: str
+    file: str
+    status: str
+    values: np.ndarray | None = None
+    confidence: float | None = None
+
+
+def extract_attributes(paths: Sequence[Path], estimator: Estimator, *, aligned: bool = False,
+                       show_progress: bool = True) -> list[ExtractionRow]:
+    """One row per path, in order: read, detect and align (unless ``aligned``), estimate."""
+    from tqdm import tqdm
+
+    size = int(getattr(estimator, "image_size", 64))
+    rows: list[ExtractionRow] = []
+    crops: list[np.ndarray] = []
+    crop_rows: list[int] = []
+    for path, image_id in tqdm(list(zip(paths, unique_ids(paths), strict=True)), desc="detect faces",
+                               unit="img", disable=not show_progress):
+        row = ExtractionRow(image_id, str(path), STATUS_OK)
+        rows.append(row)
+        try:
+            image = load_image(path)
+        except ImageDecodeError:
+            row.status = STATUS_UNREADABLE
+            continue
+        if aligned:
+            crops.append(to_gray(image))
+        else:
+            face = align_face(image, size)
+            if face is None:
+                row.status = STATUS_NO_FACE if min(image.shape[:2]) >= 24 else STATUS_TOO_SMALL
+                continue
+            crops.append(face.crop)
+        crop_rows.append(len(rows) - 1)
+    if crops:
+        values, confidence = estimator.predict_with_confidence(crops)
+        for i, row_index in enumerate(crop_rows):
+            rows[row_index].values = values[i]
+            rows[row_index].confidence = float(confidence[i])
+    return rows
+
+
+def rows_to_csv(rows: Sequence[ExtractionRow], schema: AttributeSchema) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "file", *schema.names, "status", "confidence"])
+    for row in rows:
+        values = [f"{v:.4f}" for v in row.values] if row.values is not None else [""] * len(schema)
+        confidence = f"{row.confidence:.4f}" if row.confidence is not None else ""
+        writer.writerow([row.id, row.file, *values, row.status, confidence])
+    return buffer.getvalue()
+
+
+@click.command("extract")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", required=True, type=click.Path(path_type=Path),
+              help="Reconstruction checkpoint (.pt from 'surrogate train recon') or a model repository folder.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV to write.")
+@click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops: skip detection.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Device for a torch checkpoint.")
+def extract_command(inputs: tuple[Path, ...], model: Path, out: Path, aligned: bool, device: str) -> None:
+    """Estimate pose, AUs and gender of every face image in INPUTS (files or folders).
+
+    Writes id,file,<attributes>,status,confidence per image; status is ok, no_face, face_too_small
+    or unreadable, and only ok rows carry values.
+    """
+    from surrogate.face_align import FaceAlignError
+
+    paths = collect_images(inputs)
+    if not paths:
+        raise click.ClickException("no image files found in " + ", ".join(map(str, inputs)))
+    estimator = load_any_estimator(model, device=device)
+    try:
+        rows = extract_attributes(paths, estimator, aligned=aligned)
+    except FaceAlignError as exc:
+        raise click.ClickException(str(exc)) from exc
+    atomic_write_text(out, rows_to_csv(rows, estimator.schema))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    click.echo(f"wrote {out}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -1,0 +1,99 @@
+"""Self-contained checkpoints of the reconstruction network, written atomically.
+
+A checkpoint holds everything needed to rebuild the network without the config file (config, schema
+JSON, identity dimension, lighting ranges) and, for training checkpoints, everything needed to resume
+exactly (optimiser, scheduler, step, data-stream position, RNG states, metric history). ``export_weights``
+writes a weights-only file (a few MB) for the model repository and the attribute extractor.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from surrogate.imageio import atomic_write_bytes
+from surrogate.schema import AttributeSchema
+from training.recon.config import config_from_dict
+from training.recon.networks import ReconNet
+
+CHECKPOINT_KIND = "surrogate-faces/recon"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable reconstruction-network checkpoint."""
+
+
+def build_network(config: dict[str, Any], n_identity: int, lighting_low, lighting_high) -> ReconNet:
+    model = config["model"]
+    return ReconNet(
+        len(config["attributes"]),
+        n_identity,
+        image_size=int(model["image_size"]),
+        channels=int(model["channels"]),
+        width=float(model["width"]),
+        head_features=int(model["head_features"]),
+        dropout=float(model["dropout"]),
+        lighting_low=lighting_low,
+        lighting_high=lighting_high,
+    )
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """torch.save ``state`` (plus kind/version tags) atomically."""
+    buffer = io.BytesIO()
+    torch.save({"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, **state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        kind = state.get("kind") if isinstance(state, dict) else None
+        raise CheckpointError(f"{path}: not a reconstruction-network checkpoint (kind {kind!r})")
+    if int(state.get("version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {state['version']} is newer than this code ({CHECKPOINT_VERSION})")
+    return state
+
+
+def network_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> ReconNet:
+    net = build_network(state["config"], int(state["n_identity"]), state["lighting_low"], state["lighting_high"])
+    net.load_state_dict(state["model"])
+    return net.to(device).eval()
+
+
+def load_reconnet(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[ReconNet, AttributeSchema, dict[str, Any]]:
+    """Contract 5: (ReconNet in eval mode, its AttributeSchema, its config dict)."""
+    state = read_checkpoint(path, device)
+    schema = AttributeSchema.from_json(state["schema"])
+    config = dict(state["config"])
+    config.setdefault("image_size", config["model"]["image_size"])
+    config.setdefault("channels", config["model"]["channels"])
+    return network_from_state(state, device), schema, config
+
+
+def export_weights(state: dict[str, Any], path: str | Path) -> None:
+    """Write a weights-only checkpoint (no optimiser): what the model repository and extractor need."""
+    keep = ("config", "schema", "n_identity", "lighting_low", "lighting_high", "step", "metrics_summary")
+    model = {k: v.detach().cpu() for k, v in state["model"].items()}
+    save_checkpoint(path, {**{k: state[k] for k in keep if k in state}, "model": model})
+
+
+def check_config_roundtrip(state: dict[str, Any]) -> None:
+    """Fail early if the stored config no longer parses (e.g. a checkpoint from an incompatible version)."""
+    try:
+        config_from_dict(state["config"], "checkpoint config")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc

@@ -1,0 +1,207 @@
+"""Configuration of a reconstruction-network run: one dataclass per concern, loaded from TOML.
+
+A run is fully described by its config file (plus ``--steps``/``--device`` overrides), and the resolved
+config is stored in every checkpoint, so a model can be rebuilt and its training repeated exactly.
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 64
+    channels: int = 1
+    width: float = 1.0  # channel multiplier of the MobileNetV2-style trunk
+    head_features: int = 256
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training images are made. ``mode``: "stream" renders every batch fresh; "pool" keeps a
+    ring buffer of rendered faces on the device and refreshes ``refresh`` of them per step (each face is
+    then seen ~pool_size/refresh times, each time under a different on-device augmentation)."""
+
+    mode: str = "pool"
+    workers: int = 0  # DataLoader worker processes rendering faces (0 = render in the training process)
+    chunk: int = 64  # faces rendered per worker task
+    pool_size: int = 4096
+    refresh: int = 64  # new faces per step in pool mode (a multiple of chunk)
+    render_size: int = 0  # 0 = model.image_size
+    attribute_distribution: str = "coverage"  # "coverage" (whole valid range) or "synth" (surrogate.synth's)
+    neutral_au_probability: float = 0.3  # each AU is exactly 0 with this probability
+    pose_uniform_fraction: float = 0.6  # rest of the poses ~ N(0, limits/3), clipped
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Domain randomisation. Scene randomisation happens in the renderer; the rest on the device."""
+
+    scale_jitter: float = 0.12  # face size x U(1 - j, 1 + j)
+    shift_jitter: float = 0.06  # translation, fraction of the image
+    light_azimuth: tuple[float, float] = (-70.0, 70.0)
+    light_elevation: tuple[float, float] = (-15.0, 60.0)
+    light_strength: tuple[float, float] = (0.25, 1.0)
+    ambient: tuple[float, float] = (0.15, 0.65)
+    skin: tuple[float, float] = (0.05, 0.95)
+    background_probability: float = 0.8  # textured background instead of the renderer's plain one
+    contrast: tuple[float, float] = (0.6, 1.4)
+    brightness: float = 0.2  # additive, in [-1, 1] pixel units
+    gamma: tuple[float, float] = (0.7, 1.4)
+    blur_probability: float = 0.2
+    lowres_probability: float = 0.15  # down- then up-sample (LFW-like 25 px faces)
+    noise_std: tuple[float, float] = (0.0, 0.06)
+    occluder_probability: float = 0.25
+    occluder_size: tuple[float, float] = (0.12, 0.4)  # side, fraction of the image
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    pose: float = 4.0
+    aus: float = 6.0  # AUs are small, local changes at 64 px: they need the largest weight
+    gender: float = 1.0
+    identity: float = 0.1
+    lighting: float = 0.25
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True
+    compile: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    eval_every: int = 1000
+    eval_size: int = 512
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    name: str = "recon"
+    out_dir: str = "runs/recon"
+    attributes: tuple[str, ...] = DEFAULT_SCHEMA.names
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def schema(self) -> AttributeSchema:
+        return AttributeSchema.from_names(self.attributes)
+
+    @property
+    def render_size(self) -> int:
+        return self.data.render_size or self.model.image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, *, steps: int | None = None, device: str | None = None,
+                       out_dir: str | None = None) -> ReconConfig:
+        train = self.train
+        if steps is not None:
+            train = replace(train, steps=steps)
+        if device is not None:
+            train = replace(train, device=device)
+        return replace(self, train=train, out_dir=out_dir if out_dir is not None else self.out_dir)
+
+    def check(self) -> None:
+        """Reject values that would fail later, with the key that is wrong."""
+        problems = []
+        if self.data.mode not in ("stream", "pool"):
+            problems.append(f"data.mode must be 'stream' or 'pool', not {self.data.mode!r}")
+        if self.data.attribute_distribution not in ("coverage", "synth"):
+            problems.append("data.attribute_distribution must be 'coverage' or 'synth'")
+        pool_ok = self.data.refresh % self.data.chunk == 0 and self.data.pool_size >= self.train.batch_size
+        if self.data.mode == "pool" and not pool_ok:
+            problems.append("data.refresh must be a multiple of data.chunk and data.pool_size >= train.batch_size")
+        if self.model.channels not in (1, 3):
+            problems.append(f"model.channels must be 1 or 3, not {self.model.channels}")
+        if self.model.image_size % 16 or self.model.image_size < 32:
+            problems.append(f"model.image_size must be a multiple of 16 and >= 32, not {self.model.image_size}")
+        if self.train.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"train.device must be auto, cpu or cuda, not {self.train.device!r}")
+        for name, value in (("train.steps", self.train.steps), ("train.batch_size", self.train.batch_size)):
+            if value < 1:
+                problems.append(f"{name} must be >= 1, not {value}")
+        try:
+            self.schema  # noqa: B018 - validates the attribute names
+        except ValueError as exc:
+            problems.append(f"attributes: {exc}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
+        default = getattr(cls(), key)
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{key}' must be a table")
+            kwargs[key] = _build(type(default), value, f"{where} [{key}]")
+        elif isinstance(default, tuple):
+            if not isinstance(value, list | tuple):
+                raise ConfigError(f"{where}: '{key}' must be a list")
+            kwargs[key] = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
+            kwargs[key] = value
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
+            kwargs[key] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
+            if isinstance(default, int) and not float(value).is_integer():
+                raise ConfigError(f"{where}: '{key}' must be an integer, not {value!r}")
+            kwargs[key] = type(default)(value)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> ReconConfig:
+    config = _build(ReconConfig, data, where)
+    config.check()
+    return config
+
+
+def load_config(path: str | Path) -> ReconConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    try:
+        return config_from_dict(data, str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from exc
