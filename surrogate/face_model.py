@@ -72,6 +72,7 @@ PIXELS_PER_UNIT = (MOUTH_ROW - EYE_ROW) / (EYE_Y - MOUTH_Y)  # fraction of the i
 TEXTURE_FIELDS: tuple[str, ...] = (
     "skin", "gender", "hair", "eye_upper", "eye_lower", "lip_scale", "mouth_gap", "furrow",
     "forehead_lines", "crows_feet", "nasolabial", "nose_wrinkle", "chin_wrinkle", "teeth",
+    "lower_lid_shape", "lid_fold", "lip_corner", "mouth_width", "lip_press",
 )
 
 
@@ -439,6 +440,7 @@ def _action_units(p: np.ndarray) -> dict[str, np.ndarray]:
     upper_lid = _pair(x, y, EYE_X, EYE_Y + 0.055, 0.11, 0.04)
     lower_lid = _pair(x, y, EYE_X, EYE_Y - 0.05, 0.11, 0.035)
     cheek = _pair(x, y, 0.33, -0.22, 0.12, 0.1)
+    lower_cheek = _pair(x, y, 0.33, -0.34, 0.12, 0.08)  # lifted by AU12 without reaching the eyes
     corner = _pair(x, y, 0.21, MOUTH_Y, 0.08, 0.07)
     lips = (1 - _smoothstep(0.15, 0.3, ax))
     upper_lip = _gauss(y + 0.545, 0.045) * lips
@@ -451,21 +453,22 @@ def _action_units(p: np.ndarray) -> dict[str, np.ndarray]:
         # Outer brow raiser: the lateral brows go up.
         "AU02": field_(dy=0.07 * outer_brow),
         # Brow lowerer: brows down and drawn together, a bulge between them.
-        "AU04": field_(dx=-0.035 * sx * brow * _gauss(ax - 0.2, 0.2), dy=-0.07 * brow,
-                       dz=0.015 * _blob(x, y, 0.0, 0.16, 0.08, 0.05)),
+        "AU04": field_(dx=-0.08 * sx * brow * _gauss(ax - 0.2, 0.2), dy=-0.12 * brow,
+                       dz=0.035 * _blob(x, y, 0.0, 0.16, 0.08, 0.05) - 0.02 * outer_brow),
         # Upper lid raiser: the upper lid skin lifts (aperture in the texture).
-        "AU05": field_(dy=0.025 * upper_lid),
-        # Cheek raiser: the cheeks lift and bulge, pushing the lower lid up.
-        "AU06": field_(dy=0.06 * cheek + 0.02 * lower_lid, dz=0.025 * cheek),
+        "AU05": field_(dy=0.07 * upper_lid, dz=-0.015 * upper_lid),
+        # Cheek raiser: the cheeks lift and bulge, pushing the lower lid up (crow's feet in the texture).
+        "AU06": field_(dy=0.12 * cheek + 0.04 * lower_lid, dz=0.075 * cheek + 0.015 * lower_lid),
         # Lid tightener: the lower lid rises and straightens.
-        "AU07": field_(dy=0.025 * lower_lid - 0.01 * upper_lid, dz=0.01 * lower_lid),
+        "AU07": field_(dy=0.045 * lower_lid - 0.02 * upper_lid, dz=0.06 * lower_lid),
         # Nose wrinkler: nose sides and upper lip pulled up, brows' inner ends pulled down.
         "AU09": field_(dy=0.045 * _blob(x, y, 0.0, -0.15, 0.12, 0.15) + 0.02 * upper_lip
                        - 0.025 * inner_brow),
         # Upper lip raiser: the upper lip rises, deepening the nasolabial furrow.
         "AU10": field_(dy=0.045 * upper_lip * _smoothstep(-0.6, -0.52, y), dz=0.01 * upper_lip),
-        # Lip corner puller: the corners go up, out and back; the cheeks lift a little.
-        "AU12": field_(dx=0.045 * sx * corner, dy=0.085 * corner, dz=-0.035 * corner),
+        # Lip corner puller: the corners go up, out and back; the lower cheeks lift a little.
+        "AU12": field_(dx=0.07 * sx * corner, dy=0.14 * corner + 0.05 * lower_cheek,
+                       dz=-0.05 * corner + 0.035 * lower_cheek),
         # Dimpler: the corners tighten inwards and back.
         "AU14": field_(dx=-0.02 * sx * corner, dz=-0.03 * corner),
         # Lip corner depressor: the corners are pulled down.
@@ -474,9 +477,10 @@ def _action_units(p: np.ndarray) -> dict[str, np.ndarray]:
         "AU17": field_(dy=0.04 * chin + 0.025 * lower_lip, dz=0.02 * chin + 0.015 * lower_lip),
         # Lip stretcher: the corners are pulled sideways.
         "AU20": field_(dx=0.05 * sx * corner, dy=-0.01 * corner),
-        # Lip tightener: the lips narrow and press together (red thickness in the texture).
-        "AU23": field_(dx=-0.025 * sx * corner, dy=-0.012 * upper_lip + 0.012 * lower_lip,
-                       dz=0.008 * (upper_lip + lower_lip)),
+        # Lip tightener: the lips narrow and press together (red thickness in the texture), the skin
+        # under the lower lip bulges.
+        "AU23": field_(dx=-0.07 * sx * corner, dy=-0.015 * upper_lip + 0.015 * lower_lip,
+                       dz=0.015 * (upper_lip + lower_lip) + 0.045 * _blob(x, y, 0.0, -0.7, 0.13, 0.04)),
         # Lips part: the lower lip drops slightly (the opening is in the texture).
         "AU25": field_(dy=-0.02 * lower_lip),
         # Jaw drop: everything below the mouth line moves down.
@@ -595,13 +599,18 @@ def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 
 def texture_parameters(params: FaceParams) -> np.ndarray:
-    """Per-face inputs of the procedural texture (``TEXTURE_FIELDS`` order) from AUs and scene."""
+    """Per-face inputs of the procedural texture (``TEXTURE_FIELDS`` order) from AUs and scene.
+
+    The gains are sized so that each paper AU at intensity 5 changes a 64 x 64 render by 1.5-4 grey
+    levels on average (a CNN must be able to read intensities 1-3 apart), while every effect stays in
+    the region FACS describes for that AU.
+    """
     au = params.au
     # Women's eyes are drawn a little larger (1.08 at gender 0, 0.92 at gender 1).
-    eye_upper = (1.08 - 0.16 * params.gender + 0.11 * au("AU05") - 0.05 * au("AU07") - 0.03 * au("AU06")
-                 - 0.04 * au("AU04") - 0.2 * au("AU45"))
-    eye_lower = 1.0 - 0.13 * au("AU07") - 0.11 * au("AU06") + 0.02 * au("AU05") - 0.2 * au("AU45")
-    lip_scale = (1.0 - 0.13 * au("AU23")) * (1.0 - 0.03 * au("AU20")) * (1 - 0.04 * au("AU12"))
+    eye_upper = (1.08 - 0.16 * params.gender + 0.28 * au("AU05") - 0.075 * au("AU07") - 0.05 * au("AU06")
+                 - 0.06 * au("AU04") - 0.2 * au("AU45"))
+    eye_lower = 1.0 - 0.14 * au("AU07") - 0.13 * au("AU06") + 0.03 * au("AU05") - 0.2 * au("AU45")
+    lip_scale = (1.0 - 0.12 * au("AU23")) * (1.0 - 0.03 * au("AU20")) * (1 - 0.05 * au("AU12"))
     mouth_gap = 0.007 * au("AU25") + 0.014 * au("AU26") + 0.004 * au("AU10")
     return np.array([
         params.skin,
@@ -614,8 +623,16 @@ def texture_parameters(params: FaceParams) -> np.ndarray:
         au("AU04") / 5,
         max(au("AU01"), au("AU02")) / 5,
         au("AU06") / 5,
-        0.25 + 0.5 * au("AU12") / 5 + 0.4 * au("AU10") / 5 + 0.3 * au("AU09") / 5 + 0.15 * au("AU06") / 5,
+        0.25 + 1.0 * au("AU12") / 5 + 0.4 * au("AU10") / 5 + 0.3 * au("AU09") / 5 + 0.3 * au("AU06") / 5,
         au("AU09") / 5,
         au("AU17") / 5,
         min(1.0, (au("AU25") + au("AU10") + 0.5 * au("AU12")) / 5),
+        # Exponent of the lower-lid curve: AU07 straightens the lid (a flatter, tenser line).
+        max(0.7 - 0.1 * au("AU07"), 0.2),
+        # The fold under the lower lid (infraorbital furrow) that AU06 and AU07 push up.
+        min(1.0, (au("AU06") + 0.8 * au("AU07")) / 5),
+        au("AU12") / 5,
+        # Mouth width relative to neutral: AU23 narrows it (on top of the mesh pulling the corners in).
+        1.0 - 0.06 * au("AU23"),
+        au("AU23") / 5,
     ], dtype=np.float32)

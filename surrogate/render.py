@@ -350,12 +350,23 @@ def _albedo(
     # Nasolabial fold: a line from the nose wing to beyond the mouth corner.
     t = np.clip((-0.34 - Y) / 0.32, 0.0, 1.0)
     fold_x = 0.12 + 0.14 * t
-    dark += 0.14 * nl * np.exp(-0.5 * ((ax - fold_x) / 0.012) ** 2) * (Y < -0.33) * (Y > -0.7)
-    dark += 0.2 * tex[:, _TEX["furrow"]] * np.exp(-0.5 * ((ax - 0.035) / 0.009) ** 2) * (Y > 0.08) * (Y < 0.26)
+    fold_fade = np.clip((-0.31 - Y) / 0.04, 0.0, 1.0) * np.clip((Y + 0.72) / 0.04, 0.0, 1.0)
+    dark += 0.2 * nl * np.exp(-0.5 * ((ax - fold_x) / 0.018) ** 2) * fold_fade
+    # AU12: the pocket of skin bunched at each pulled-up lip corner.
+    dark += 0.18 * tex[:, _TEX["lip_corner"]] * np.exp(-0.5 * (((ax - 0.225) / 0.02) ** 2
+                                                               + ((Y - MOUTH_Y) / 0.025) ** 2))
+    # AU04: vertical glabellar furrows between the brows and the shadow of the lowered brows.
+    furrow = tex[:, _TEX["furrow"]]
+    glabella = np.clip((Y - 0.06) / 0.04, 0.0, 1.0) * np.clip((0.28 - Y) / 0.04, 0.0, 1.0)
+    dark += 0.55 * furrow * np.exp(-0.5 * ((ax - 0.04) / 0.016) ** 2) * glabella
+    dark += 0.4 * furrow * np.exp(-0.5 * (((ax - EYE_X + 0.04) / 0.12) ** 2 + ((Y - 0.1) / 0.04) ** 2))
     lines = sum(np.exp(-0.5 * ((Y - y0) / 0.008) ** 2) for y0 in (0.35, 0.42, 0.49))
     dark += 0.12 * tex[:, _TEX["forehead_lines"]] * lines * (ax < 0.35)
-    crow = np.exp(-0.5 * (((ax - 0.46) / 0.03) ** 2 + ((Y - EYE_Y) / 0.05) ** 2))
-    dark += 0.18 * tex[:, _TEX["crows_feet"]] * crow * (0.5 + 0.5 * np.cos(Y * 140.0))
+    crow = np.exp(-0.5 * (((ax - 0.46) / 0.04) ** 2 + ((Y - EYE_Y + 0.01) / 0.05) ** 2))
+    dark += 0.32 * tex[:, _TEX["crows_feet"]] * crow * (0.6 + 0.4 * np.cos((Y - EYE_Y) * 110.0))
+    # AU06 / AU07: the fold under the lower lid, pushed up with it.
+    lid_fold = np.exp(-0.5 * (((ax - EYE_X) / 0.1) ** 2 + ((Y - EYE_Y + 0.075) / 0.014) ** 2))
+    dark += 0.25 * tex[:, _TEX["lid_fold"]] * lid_fold
     nose_lines = sum(np.exp(-0.5 * ((Y - y0) / 0.008) ** 2) for y0 in (-0.02, 0.03))
     dark += 0.16 * tex[:, _TEX["nose_wrinkle"]] * nose_lines * (ax < 0.08)
     chin = np.exp(-0.5 * ((X / 0.1) ** 2 + ((Y + 0.83) / 0.05) ** 2))
@@ -382,7 +393,7 @@ def _albedo(
     v = Y - EYE_Y
     prof = np.clip(1.0 - u * u, 0.0, 1.0)
     upper = 0.048 * tex[:, _TEX["eye_upper"]] * prof ** 0.6
-    lower = -0.034 * tex[:, _TEX["eye_lower"]] * prof ** 0.7
+    lower = -0.034 * tex[:, _TEX["eye_lower"]] * prof ** tex[:, _TEX["lower_lid_shape"]]
     aperture = _cover(np.minimum(upper - v, v - lower), aa) * front * (np.abs(u) < 1.0)
     r = np.hypot(ax - EYE_X, v)
     eye = _mix(np.broadcast_to(col(_SCLERA), colour.shape).copy(), col(_IRIS), _cover(0.05 - r, aa))
@@ -401,7 +412,7 @@ def _albedo(
     colour = _mix(colour, col(_MOUTH_INSIDE) * 0.6, 0.85 * nostril)
 
     # Mouth: lips (thinner with AU23), the lip line, and an opening with teeth (AU25 / AU26 / AU10).
-    half = 0.21
+    half = 0.21 * tex[:, _TEX["mouth_width"]]
     inm = np.clip(1.0 - (ax / half) ** 2, 0.0, 1.0)
     gap = tex[:, _TEX["mouth_gap"]] * np.sqrt(inm)  # the opening is widest in the middle
     lip_scale = tex[:, _TEX["lip_scale"]] * (1.08 - 0.16 * gender)
@@ -414,6 +425,12 @@ def _albedo(
     lip *= _cover(half - ax, aa)
     lip_col = colour * (col(_LIP_TINT) * (0.97 - 0.17 * (1 - gender))[:, None])
     colour = _mix(colour, lip_col, lip * front)
+    # AU23: the lips press together and roll in, darkening the line between them.
+    press = tex[:, _TEX["lip_press"]] * np.exp(-0.5 * ((Y - MOUTH_Y) / 0.016) ** 2) * _cover(half - ax, aa)
+    # Vertical wrinkles of the tightened skin above the upper lip.
+    pucker = np.exp(-0.5 * ((Y - MOUTH_Y - 0.07) / 0.025) ** 2) * _cover(0.17 - ax, aa) * (ax > 0.03)
+    press += 0.3 * tex[:, _TEX["lip_press"]] * pucker * (0.6 + 0.4 * np.cos(ax * 60.0))
+    colour *= (1.0 - 0.5 * press * front)[:, None]
     opening = _cover(np.minimum(0.004 + 0.5 * gap - np.abs(Y - MOUTH_Y), half * 1.01 - ax), aa) * front
     inside = _mix(np.broadcast_to(col(_MOUTH_INSIDE), colour.shape).copy(), col(_TEETH),
                   tex[:, _TEX["teeth"]] * _cover(Y - MOUTH_Y + 0.2 * gap, aa) * _cover(0.15 - ax, aa)
