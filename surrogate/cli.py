@@ -60,6 +60,7 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
     "export": ("export.cli:export_command", "Export trained networks into the Triton model repository.", "train"),
     "serve": ("service.cli:serve_command", "Start the HTTP service (BentoML).", "serve"),
     "client": ("service.cli:client_group", "Call the service over HTTP, or Triton over gRPC.", "serve"),
+    "audit": ("audit.cli:audit_command", "Privacy and fidelity audit of the surrogates.", "audit"),
     "annotate": ("annotation.cli:annotate_group", "Crowd batches out, labels back, the paper's analyses.", "annotate"),
 }
 
