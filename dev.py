@@ -50,13 +50,19 @@ def demo() -> None:
     print(f"\nSample sheet: {out / 'sheet.png'}")
 
 
+def triton_env() -> None:
+    """The real Triton server (inside nvidia-pytriton, numpy<2) lives in its own venv, .venv-triton."""
+    run("bash", ROOT / "scripts" / "triton_env.sh")
+
+
 def test() -> None:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    triton_env()
     run(BIN / "ruff", "check", ".", env=env)
     run(BIN / "python", "-m", "pytest", "-q", "-ra", "tests", env=env)
 
 
-TASKS = {"demo": demo, "test": test, "install": lambda: None}
+TASKS = {"demo": demo, "test": test, "install": lambda: None, "triton-env": triton_env}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in TASKS:
