@@ -1,0 +1,104 @@
+"""Each conditional BEGAN-CS loss term against a hand-computed example, and the network shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.gan.config import ConfigError, ModelConfig, load_config
+from training.gan.losses import (
+    constraint_loss,
+    convergence_measure,
+    discriminator_loss,
+    generator_loss,
+    label_loss,
+    reconstruction_loss,
+    update_k,
+)
+from training.gan.networks import Discriminator, Generator, from_began, to_began
+
+V = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
+D_V = torch.tensor([[0.5, -1.0], [0.0, 1.0]])
+
+
+def test_reconstruction_loss_l1_and_l2_by_hand() -> None:
+    # |diff| = 0.5, 0, 0.5, 1 -> mean 0.5 ; diff^2 = 0.25, 0, 0.25, 1 -> mean 0.375
+    assert reconstruction_loss(V, D_V, "l1").item() == pytest.approx(0.5)
+    assert reconstruction_loss(V, D_V, "l2").item() == pytest.approx(0.375)
+    with pytest.raises(ValueError, match="l3"):
+        reconstruction_loss(V, D_V, "l3")
+
+
+def test_constraint_loss_is_mean_abs_between_z_and_encoding() -> None:
+    z = torch.tensor([[0.5, -0.5]])
+    encoded = torch.tensor([[0.0, 0.5]])
+    assert constraint_loss(z, encoded).item() == pytest.approx(0.75)  # (0.5 + 1.0) / 2
+
+
+def test_label_loss_is_mse() -> None:
+    y = torch.tensor([[0.2, 0.8]])
+    y_hat = torch.tensor([[0.4, 0.4]])
+    assert label_loss(y, y_hat).item() == pytest.approx(0.1)  # (0.04 + 0.16) / 2
+
+
+def test_discriminator_and_generator_losses_follow_the_paper() -> None:
+    lx, lg, lc, lab = (torch.tensor(v) for v in (0.3, 0.2, 0.4, 0.1))
+    # L_D = L(x) - k L(G) + alpha L_C + MSE = 0.3 - 0.5*0.2 + 0.5*0.4 + 0.1 = 0.5
+    assert discriminator_loss(lx, lg, 0.5, lc, lab, alpha=0.5).item() == pytest.approx(0.5)
+    # label weight scales only the MSE term
+    assert discriminator_loss(lx, lg, 0.5, lc, lab, alpha=0.5, label_weight=0.0).item() == pytest.approx(0.4)
+    # L_G = L(G) + MSE = 0.2 + 0.1
+    assert generator_loss(lg, lab).item() == pytest.approx(0.3)
+
+
+def test_k_update_is_proportional_control_clipped_to_unit_interval() -> None:
+    lx, lg = torch.tensor(0.3), torch.tensor(0.2)
+    # 0.5 + 0.001 * (0.5*0.3 - 0.2) = 0.49995
+    assert update_k(torch.tensor(0.5), lx, lg, gamma=0.5, lambda_k=0.001).item() == pytest.approx(0.49995)
+    assert update_k(torch.tensor(0.0), lx, lg, gamma=0.5, lambda_k=0.001).item() == 0.0
+    assert update_k(torch.tensor(1.0), lx, torch.tensor(0.0), gamma=0.5, lambda_k=10.0).item() == 1.0
+
+
+def test_convergence_measure() -> None:
+    # M = L(x) + |gamma L(x) - L(G)| = 0.3 + |0.15 - 0.2| = 0.35
+    assert convergence_measure(torch.tensor(0.3), torch.tensor(0.2), 0.5).item() == pytest.approx(0.35)
+
+
+@pytest.mark.parametrize(("size", "channels", "skip"), [(16, 1, False), (32, 3, True), (64, 1, True)])
+def test_network_shapes(size: int, channels: int, skip: bool) -> None:
+    cfg = ModelConfig(image_size=size, channels=channels, n=4, skip=skip)
+    generator, discriminator = Generator(cfg, 10), Discriminator(cfg, 10)
+    z, y = torch.rand(3, 64) * 2 - 1, torch.rand(3, 10)
+    image = generator(z, y)
+    assert image.shape == (3, channels, size, size)
+    out = discriminator(image)
+    assert out.reconstruction.shape == image.shape
+    assert out.latent.shape == (3, 64)
+    assert out.labels.shape == (3, 10) and bool(((out.labels >= 0) & (out.labels <= 1)).all())
+
+
+def test_generator_output_depends_on_z_and_y() -> None:
+    torch.manual_seed(0)
+    generator = Generator(ModelConfig(image_size=16, n=4), 3)
+    z, y = torch.rand(2, 64), torch.rand(2, 3)
+    base = generator(z, y)
+    assert not torch.allclose(base, generator(z + 0.5, y))
+    assert not torch.allclose(base, generator(z, y + 0.5))
+
+
+def test_began_scaling_round_trip() -> None:
+    pixels = torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8)
+    scaled = to_began(pixels)
+    assert scaled.min().item() == -1.0 and scaled.max().item() == 1.0
+    assert torch.equal(from_began(scaled), pixels)
+
+
+def test_config_rejects_bad_values_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="model.image_size"):
+        load_config(None, {"model.image_size": 48})
+    with pytest.raises(ConfigError, match="loss.gama"):
+        load_config(None, {"loss.gama": 0.5})
+    with pytest.raises(ConfigError, match="latent_dim"):
+        load_config(None, {"model.latent_dim": 32})
+    assert load_config(None, {"model.latent_dim": 74}).model.latent_dim == 74
+    assert load_config(None, {"loss.gamma": 0.5}).loss.gamma == 0.5

@@ -1,0 +1,224 @@
+"""GAN training end to end on a tiny dataset: CLI, data loading, checkpoints, kill-and-resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from surrogate.cli import cli
+from surrogate.imageio import save_png
+from surrogate.schema import DEFAULT_SCHEMA
+from training.gan.checkpoint import CheckpointError, load_checkpoint, load_generator
+from training.gan.dataset import DatasetError, load_face_dataset, match_images, split_held_out
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "configs" / "gan" / "tiny_cpu.toml"
+
+
+def write_image_folder(root: Path, n: int = 24, size: int = 20) -> Path:
+    """Blob 'faces' whose brightness follows AU12, plus a canonical attribute CSV (adapter format)."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    values = DEFAULT_SCHEMA.denormalise(rng.random((n, len(DEFAULT_SCHEMA))).astype(np.float32))
+    yy, xx = np.mgrid[:size, :size]
+    rows = ["id,file," + ",".join(DEFAULT_SCHEMA.names)]
+    for i in range(n):
+        cx, cy = rng.uniform(6, size - 6, 2)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 20.0)
+        image = (40 + 200 * blob * values[i, DEFAULT_SCHEMA.index("AU12")] / 5).astype(np.uint8)
+        save_png(root / "images" / f"face{i:03d}.png", image)
+        rows.append(f"face{i:03d},images/face{i:03d}.png," + ",".join(f"{v:.4f}" for v in values[i]))
+    (root / "attributes.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("gan_data"))
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "gan",
+        "--config",
+        str(TINY),
+        "--data",
+        str(data),
+        "--attributes",
+        str(data / "attributes.csv"),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_dry_run_prints_resolved_config_with_overrides() -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "gan",
+            "--config",
+            str(TINY),
+            "--dry-run",
+            "--steps",
+            "7",
+            "--set",
+            "loss.gamma=0.5",
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "steps = 7" in result.output and "gamma = 0.5" in result.output and "batch_size = 4" in result.output
+    bad = CliRunner().invoke(cli, ["train", "gan", "--config", str(TINY), "--dry-run", "--set", "loss.gama=1"])
+    assert bad.exit_code != 0 and "loss.gama" in bad.output and "Traceback" not in bad.output
+
+
+def test_training_cli_writes_checkpoints_samples_and_metrics(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, train_args(image_folder, out, "--steps", "10"))
+    assert result.exit_code == 0, result.output
+    for name in (
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "config.toml",
+        "samples/real.png",
+        "samples/probe_0000010.png",
+        "samples/sweep_0000010.png",
+    ):
+        assert (out / name).is_file(), name
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 11))
+    assert all(0.0 <= float(r["k_t"]) <= 1.0 for r in rows)
+    assert rows[-1]["diversity"] != ""
+    generator, schema, config = load_generator(out / "last.pt")
+    assert schema == DEFAULT_SCHEMA and config["step"] == 10 and not generator.training
+    image = generator(torch.zeros(2, 64), torch.full((2, 10), 0.5))
+    assert image.shape == (2, 1, 16, 16)
+
+
+def test_same_seed_gives_identical_training(image_folder: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        result = CliRunner().invoke(cli, train_args(image_folder, tmp_path / name, "--steps", "4"))
+        assert result.exit_code == 0, result.output
+    a, b = read_metrics(tmp_path / "a" / "metrics.csv"), read_metrics(tmp_path / "b" / "metrics.csv")
+    assert [r["loss_d"] for r in a] == [r["loss_d"] for r in b]
+
+
+def test_killed_run_resumes_exactly(image_folder: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-run: last.pt is intact, at most one interval is lost, and the resumed run matches an
+    uninterrupted one step for step (k_t, optimiser state and RNG all continued)."""
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "surrogate.cli", *train_args(image_folder, killed, "--steps", "1000000")]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if (killed / "last.pt").is_file() and load_checkpoint(killed / "last.pt")["step"] >= 10:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.05)
+        else:
+            pytest.fail("training never reached step 10")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    checkpoint = load_checkpoint(killed / "last.pt")  # never torn: atomic writes
+    saved_step = checkpoint["step"]
+    logged_step = int(read_metrics(killed / "metrics.csv")[-1]["step"])
+    assert 0 <= logged_step - saved_step < 5  # checkpoint_every = 5: at most one interval lost
+
+    target = str(saved_step + 3)
+    resumed = CliRunner().invoke(cli, train_args(image_folder, killed, "--steps", target, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed from" in resumed.output
+    reference = CliRunner().invoke(cli, train_args(image_folder, tmp_path / "ref", "--steps", target))
+    assert reference.exit_code == 0, reference.output
+    got, want = read_metrics(killed / "metrics.csv"), read_metrics(tmp_path / "ref" / "metrics.csv")
+    assert [int(r["step"]) for r in got] == list(range(1, int(target) + 1))  # no duplicated steps
+    for key in ("loss_d", "loss_g", "k_t", "label_real", "constraint"):
+        np.testing.assert_allclose(
+            [float(r[key]) for r in got[-4:]], [float(r[key]) for r in want[-4:]], rtol=1e-5, err_msg=key
+        )
+
+
+def test_bad_and_missing_images_are_reported_by_name_and_skipped(image_folder: Path, tmp_path: Path) -> None:
+    data = write_image_folder(tmp_path / "d", n=6)
+    (data / "images" / "face001.png").write_bytes(b"not a png")
+    (data / "images" / "face002.png").unlink()
+    dataset = load_face_dataset(data, attributes=data / "attributes.csv", size=16)
+    assert len(dataset) == 4 and dataset.images.shape == (4, 1, 16, 16)
+    joined = "\n".join(dataset.skipped)
+    assert "face001" in joined and "face002" in joined
+    result = CliRunner().invoke(cli, train_args(data, tmp_path / "r", "--steps", "1"))
+    assert result.exit_code == 0 and "face001" in result.output
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_face_dataset(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="attribute file"):
+        load_face_dataset(data / "images")
+
+
+def test_openface_frames_and_stems_match_image_files(tmp_path: Path) -> None:
+    for name in ("frame_det_00_000001.bmp", "frame_det_00_000002.bmp", "subject7.png"):
+        (tmp_path / name).write_bytes(b"x")
+    found = match_images(tmp_path, ["1", "2", "subject7", "9"], [None, None, None, None], tmp_path)
+    assert [p.name if p else None for p in found] == [
+        "frame_det_00_000001.bmp",
+        "frame_det_00_000002.bmp",
+        "subject7.png",
+        None,
+    ]
+
+
+def test_held_out_split_is_by_identity_and_deterministic() -> None:
+    identities = np.repeat(np.arange(10), 3)
+    train, held = split_held_out(identities, 0.2, seed=1)
+    assert len(set(identities[train]) & set(identities[held])) == 0 and len(set(identities[held])) == 2
+    np.testing.assert_array_equal(held, split_held_out(identities, 0.2, seed=1)[1])
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "x.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="x.pt"):
+        load_generator(tmp_path / "x.pt")
+
+
+def test_synthetic_dataset_layout_loads(tmp_path: Path) -> None:
+    pytest.importorskip("surrogate.synth")
+    data = tmp_path / "synth"
+    (data / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    values = DEFAULT_SCHEMA.denormalise(rng.random((4, 10)).astype(np.float32))
+    (data / "schema.json").write_text(DEFAULT_SCHEMA.to_json())
+    rows = ["id,file,identity," + ",".join(DEFAULT_SCHEMA.names)]
+    for i in range(4):
+        save_png(data / "images" / f"{i}.png", rng.integers(0, 255, (32, 32), dtype=np.uint8))
+        rows.append(f"{i},images/{i}.png,{i // 2}," + ",".join(f"{v:.4f}" for v in values[i]))
+    (data / "attributes.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_face_dataset(data, size=16)
+    assert dataset.images.shape == (4, 1, 16, 16)
+    np.testing.assert_array_equal(dataset.identities, [0, 0, 1, 1])

@@ -1,0 +1,242 @@
+"""Training configuration of the conditional BEGAN-CS: dataclasses loaded from TOML files.
+
+One config file fully describes a run (data, network shape, losses, optimiser, schedule, device), so a
+run is reproducible from its file and seed; the resolved config is also stored in every checkpoint.
+Defaults follow the paper (alpha = 0.5, gamma = 0.1, Adam lr 1e-4, beta1 0.5, z ~ U(-1, 1)^64); the
+upstream BEGAN-CS values (alpha = 0.1, gamma = 0.5, L2 reconstruction) are one config away
+(``configs/gan/upstream.toml`` style overrides, see docs/gan.md).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""  # synthetic dataset folder, or folder of images
+    attributes: str = ""  # attribute file (any adapter format) when ``path`` is an image folder
+    format: str = "auto"  # adapter format of ``attributes``
+    min_confidence: float = 0.75  # OpenFace rows below this confidence are rejected by the adapter
+    held_out_fraction: float = 0.1  # share of identities (or rows) kept out of training for evaluation
+    limit: int = 0  # use at most this many training rows (0 = all); for quick experiments
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 64  # 16, 32, 64 or 128
+    channels: int = 1  # 1 grayscale, 3 RGB
+    n: int = 64  # conv filters (BEGAN's "n")
+    z_dim: int = 64  # generator noise dimension
+    # Discriminator bottleneck (BEGAN's "h"). L_C ties its first z_dim entries to z; extra entries (e.g.
+    # z_dim + number of attributes) leave the encoder room to carry y for the auxiliary predictor.
+    latent_dim: int = 64
+    aux_hidden: int = 128  # hidden width of the 2-layer auxiliary label predictor
+    skip: bool = False  # BEGAN skip connections (upsampled h0 into every decoder stage)
+    output_activation: str = "none"  # "none" (BEGAN) or "tanh"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    recon: str = "l1"  # L(v) = mean |v - D(v)| ("l1") or mean (v - D(v))^2 ("l2", upstream)
+    alpha: float = 0.5  # weight of the BEGAN-CS constraint loss L_C (paper 0.5, upstream 0.1)
+    gamma: float = 0.1  # equilibrium ratio (paper 0.1, upstream 0.5)
+    lambda_k: float = 0.001  # k_t learning rate
+    k_init: float = 0.0
+    label_weight_d: float = 1.0  # weight of MSE(y, y_hat(x)) in L_D (paper: 1)
+    label_weight_g: float = 1.0  # weight of MSE(y, y_hat(G(z|y))) in L_G (paper: 1)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    batch_size: int = 16
+    lr: float = 1e-4  # both networks (paper)
+    lr_d: float = 0.0  # 0 = same as lr
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_every: int = 0  # halve lr every this many steps (0 = never; upstream BEGAN-CS: never)
+    lr_floor: float = 2e-5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20000
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    seed: int = 0
+    out_dir: str = "runs/gan"
+    device: str = "cpu"  # cpu | cuda
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    log_every: int = 50
+    amp: bool = True  # CUDA: bf16 autocast + TF32
+    channels_last: bool = True  # CUDA, and CPU when cpu_bf16
+    cpu_bf16: bool = False  # CPU: bf16 autocast + channels_last (~1.75x faster on these CPUs)
+    num_threads: int = 0  # torch CPU threads (0 = torch default)
+    probe_count: int = 8  # attribute vectors in the sample grid (rows)
+    probe_z: int = 8  # noise vectors in the sample grid (columns)
+    sweep_steps: int = 7  # columns of the attribute-sweep grid
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_toml(self) -> str:
+        """The resolved config as TOML (what ``--dry-run`` prints; loadable again)."""
+        lines: list[str] = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+            lines.append("")
+        return "\n".join(lines)
+
+    def validate(self) -> GanConfig:
+        m, loss, o, t = self.model, self.loss, self.optim, self.train
+        problems = []
+        if m.image_size not in (16, 32, 64, 128):
+            problems.append(f"model.image_size must be 16, 32, 64 or 128, got {m.image_size}")
+        if m.channels not in (1, 3):
+            problems.append(f"model.channels must be 1 or 3, got {m.channels}")
+        if m.latent_dim < m.z_dim:
+            problems.append(f"model.latent_dim ({m.latent_dim}) must be at least model.z_dim ({m.z_dim}) for L_C")
+        if m.output_activation not in ("none", "tanh"):
+            problems.append(f"model.output_activation must be 'none' or 'tanh', got {m.output_activation!r}")
+        if loss.recon not in ("l1", "l2"):
+            problems.append(f"loss.recon must be 'l1' or 'l2', got {loss.recon!r}")
+        if t.device not in ("cpu", "cuda"):
+            problems.append(f"train.device must be 'cpu' or 'cuda', got {t.device!r}")
+        if not 0.0 <= self.data.held_out_fraction < 1.0:
+            problems.append(f"data.held_out_fraction must be in [0, 1), got {self.data.held_out_fraction}")
+        for name, value in (
+            ("model.n", m.n),
+            ("optim.batch_size", o.batch_size),
+            ("train.steps", t.steps),
+            ("train.checkpoint_every", t.checkpoint_every),
+            ("train.log_every", t.log_every),
+            ("train.sample_every", t.sample_every),
+        ):
+            if value <= 0:
+                problems.append(f"{name} must be positive, got {value}")
+        if o.lr <= 0:
+            problems.append(f"optim.lr must be positive, got {o.lr}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key '{where}{key}'; known: {', '.join(known)}")
+        default = getattr(cls(), key)
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{where}{key}' must be a table")
+            kwargs[key] = _build(type(default), value, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, default, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ConfigError(f"'{name}' must be true or false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}") from None
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"'{name}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GanConfig:
+    """Load a TOML config (missing keys take the paper defaults) and apply dotted overrides.
+
+    Relative ``data.path``/``data.attributes`` stay relative to the working directory, like every other
+    path given on the command line.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override '{dotted}' must be section.key")
+        raw.setdefault(section, {})[key] = value
+    return _build(GanConfig, raw, "").validate()
+
+
+def config_from_dict(data: dict[str, Any]) -> GanConfig:
+    """Rebuild a config stored in a checkpoint (tolerates keys added by newer versions)."""
+    return _build(GanConfig, {k: v for k, v in data.items() if k in {f.name for f in fields(GanConfig)}}, "")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``section.key=value`` with the value parsed as TOML (so numbers/bools/strings keep their type)."""
+    dotted, sep, value = text.partition("=")
+    if not sep:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return dotted.strip(), parsed
+
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "GanConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+    "replace",
+]

@@ -1,0 +1,89 @@
+"""The conditional BEGAN-CS losses, exactly as paper section 4 (with the issue's choices).
+
+L(v)     = mean |v - D(v)|            (L1; "l2" gives mean (v - D(v))^2 like upstream BEGAN-CS)
+L_C      = mean |z - Enc(G(z|y))|     (in L_D only, weight alpha)
+L_D      = L(x) - k_t L(G(z|y)) + alpha L_C + MSE(y, y_hat(x))
+L_G      = L(G(z|y)) + MSE(y, y_hat(G(z|y)))
+k_{t+1}  = clip(k_t + lambda_k (gamma L(x) - L(G(z|y))), 0, 1)
+M_global = L(x) + |gamma L(x) - L(G(z|y))|
+Every term is a separate function so each has its own hand-computed unit test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+def reconstruction_loss(v: torch.Tensor, reconstruction: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """L(v): mean per-pixel reconstruction error of the auto-encoder discriminator."""
+    diff = v.float() - reconstruction.float()
+    if kind == "l1":
+        return diff.abs().mean()
+    if kind == "l2":
+        return diff.pow(2).mean()
+    raise ValueError(f"unknown reconstruction loss {kind!r}; use 'l1' or 'l2'")
+
+
+def constraint_loss(z: torch.Tensor, encoded_fake: torch.Tensor) -> torch.Tensor:
+    """BEGAN-CS L_C: mean |z - Enc(G(z|y))| (upstream's form of ||z_D - Enc(G(z_D))||)."""
+    return (z.float() - encoded_fake.float()).abs().mean()
+
+
+def label_loss(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    """MSE between the requested (normalised) labels and the auxiliary predictor's."""
+    return F.mse_loss(y_hat.float(), y.float())
+
+
+def discriminator_loss(
+    loss_real: torch.Tensor,
+    loss_fake: torch.Tensor,
+    k_t: torch.Tensor | float,
+    constraint: torch.Tensor,
+    label_real: torch.Tensor,
+    alpha: float,
+    label_weight: float = 1.0,
+) -> torch.Tensor:
+    """L_D = L(x) - k_t L(G) + alpha L_C + MSE(y, y_hat(x))."""
+    return loss_real - k_t * loss_fake + alpha * constraint + label_weight * label_real
+
+
+def generator_loss(loss_fake: torch.Tensor, label_fake: torch.Tensor, label_weight: float = 1.0) -> torch.Tensor:
+    """L_G = L(G(z|y)) + MSE(y, y_hat(G(z|y)))."""
+    return loss_fake + label_weight * label_fake
+
+
+def update_k(
+    k_t: torch.Tensor, loss_real: torch.Tensor, loss_fake: torch.Tensor, gamma: float, lambda_k: float
+) -> torch.Tensor:
+    """Proportional control of the equilibrium: k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G)), 0, 1).
+
+    Stays a tensor on the training device so the GPU never waits for a host sync every step.
+    """
+    return (k_t + lambda_k * (gamma * loss_real.detach() - loss_fake.detach())).clamp(0.0, 1.0)
+
+
+def convergence_measure(loss_real: torch.Tensor, loss_fake: torch.Tensor, gamma: float) -> torch.Tensor:
+    """BEGAN's M_global = L(x) + |gamma L(x) - L(G)| (lower is better)."""
+    return loss_real.detach() + (gamma * loss_real.detach() - loss_fake.detach()).abs()
+
+
+@dataclass
+class StepLosses:
+    """Detached per-step values for logging (tensors until someone asks for floats)."""
+
+    loss_d: torch.Tensor
+    loss_g: torch.Tensor
+    loss_real: torch.Tensor
+    loss_fake: torch.Tensor
+    constraint: torch.Tensor
+    label_real: torch.Tensor
+    label_fake: torch.Tensor
+    k_t: torch.Tensor
+    m_global: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        values = torch.stack([v.detach().float().reshape(()) for v in vars(self).values()]).cpu().tolist()
+        return dict(zip(vars(self).keys(), values, strict=True))
