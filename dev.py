@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set-up and task runner that needs nothing but Python 3.11+ and pip.
 
-    python3 dev.py demo   # create .venv, install, run the main job on the embedded default
+    python3 dev.py demo   # create .venv, install, start the service on the embedded default (127.0.0.1:3000)
     python3 dev.py test   # create .venv, install, run ruff and the whole test suite
 
 Installing is skipped when .venv is already up to date with pyproject.toml.
@@ -44,10 +44,14 @@ def install() -> None:
 
 
 def demo() -> None:
+    """Draw a sample sheet of surrogates, then serve the embedded default on 127.0.0.1 (Ctrl-C stops)."""
     out = ROOT / "out" / "demo"
-    run(BIN / "surrogate", "data", "synth", "--n", "48", "--out", out / "data", "--seed", "0")
-    run(BIN / "surrogate", "data", "sheet", out / "data", "--out", out / "sheet.png")
-    print(f"\nSample sheet: {out / 'sheet.png'}")
+    run(BIN / "surrogate", "data", "synth", "--n", "16", "--out", out / "faces", "--seed", "0")
+    run(BIN / "surrogate", "data", "sheet", out / "faces", "--out", out / "sheet.png", "--n", "16")
+    port = os.environ.get("SURROGATE_PORT", "3000")
+    print(f"\nSample sheet: {out / 'sheet.png'}\nServing on http://127.0.0.1:{port} (see README: curl)\n", flush=True)
+    run(BIN / "surrogate", "serve", "--host", "127.0.0.1", "--port", port,
+        env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
 
 
 def triton_env() -> None:

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import numpy as np
@@ -39,9 +39,11 @@ from service.backends import Backend, BackendError, ModelInfo
 from service.config import ServiceConfig
 from service.schemas import AnonymizeRequest, ImageRequest, SynthesizeRequest, openapi_document
 from surrogate.imageio import ImageDecodeError, decode_image, encode_png
-from surrogate.noise import check_seed, image_seeds, z_batch
+from surrogate.noise import check_seed, image_seeds, record_seed, z_batch
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema, AttributeValidationError
 from surrogate.synthesis import reorder
+
+_T = TypeVar("_T")
 
 
 class Engine(Protocol):
@@ -479,7 +481,7 @@ class SurrogateAPI:
 
     def record_seeds(self, req: SynthesizeRequest) -> list[int]:
         if req.seeds is None:
-            return [req.seed + r * req.n for r in range(len(req.records))]
+            return [self.checked(record_seed, req.seed, r, req.n) for r in range(len(req.records))]
         if len(req.seeds) != len(req.records):
             raise RequestError(
                 422,
@@ -495,10 +497,15 @@ class SurrogateAPI:
                 ) from None
         return list(req.seeds)
 
+    @classmethod
+    def image_seeds(cls, seed: int, n: int) -> list[int]:
+        return cls.checked(image_seeds, seed, n)
+
     @staticmethod
-    def image_seeds(seed: int, n: int) -> list[int]:
+    def checked(rule: Callable[..., _T], *args: int) -> _T:
+        """Apply a seeding rule of surrogate.noise; a seed out of range is the caller's 422."""
         try:
-            return image_seeds(seed, n)
+            return rule(*args)
         except ValueError as exc:
             raise RequestError(422, str(exc), [{"row": None, "field": "seed", "reason": str(exc)}]) from None
 
@@ -521,7 +528,7 @@ class SurrogateAPI:
         schema, gan = await self.target_schema(method)
         table = await anyio.to_thread.run_sync(read_attribute_upload, upload, file_format, schema)
         self.check_counts(len(table.ids), n)
-        record_seeds = [seed + r * n for r in range(len(table.ids))]
+        record_seeds = [self.checked(record_seed, seed, r, n) for r in range(len(table.ids))]
         seeds = [s for rs in record_seeds for s in self.image_seeds(rs, n)]
         images = (
             await self.render(method, schema, np.repeat(table.values, n, axis=0), seeds)

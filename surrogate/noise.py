@@ -62,6 +62,23 @@ def scene_rng(seed: int) -> np.random.Generator:
     return rng_for(seed, _STREAM_SCENE)
 
 
+def record_seed(seed: int, row: int, n: int) -> int:
+    """Seed of the first of the n surrogates of record ``row`` in a request or file with base ``seed``.
+
+    Record r, copy k uses ``seed + r*n + k`` everywhere (service, clients, synthesize, batch), so a
+    row's images do not depend on how the rows are batched or sharded.
+    """
+    first = check_seed(seed) + row * n
+    if first + n - 1 > MAX_SEED:
+        raise ValueError(f"seed {seed} with row {row} and n {n} exceeds the largest seed {MAX_SEED}")
+    return first
+
+
+def record_seeds(seed: int, records: int, n: int) -> list[int]:
+    """Seeds of every image of ``records`` records with n copies each, record-major."""
+    return [s for r in range(records) for s in image_seeds(record_seed(seed, r, n), n)]
+
+
 def image_seeds(seed: int, n: int) -> list[int]:
     """Seeds of the n surrogates requested for one record with ``seed``: seed, seed+1, ..."""
     check_seed(seed)

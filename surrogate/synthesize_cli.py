@@ -11,13 +11,13 @@ import numpy as np
 from tqdm import tqdm
 
 from surrogate.imageio import atomic_write_text, save_png
-from surrogate.noise import MAX_SEED
+from surrogate.noise import MAX_SEED, record_seed
 from surrogate.synthesis import METHODS, method_schema, synthesize
 
 
 def row_seed(base_seed: int, row: int, k: int, n: int) -> int:
     """Seed of surrogate k of source row ``row``: stable across reruns and independent of other rows."""
-    return (base_seed + row * n + k) % (MAX_SEED + 1)
+    return record_seed(base_seed, row, n) + k
 
 
 @click.command(name="synthesize")

@@ -99,3 +99,10 @@ def test_cli_unknown_command_is_a_clean_error() -> None:
     result = CliRunner().invoke(cli, ["no-such-command"])
     assert result.exit_code == 2
     assert "No such command" in result.output
+
+
+def test_record_seeds_are_record_major_and_bounded() -> None:
+    assert noise.record_seeds(100, 2, 3) == [100, 101, 102, 103, 104, 105]
+    assert noise.record_seed(100, 1, 3) == 103
+    with pytest.raises(ValueError, match="exceeds"):
+        noise.record_seed(noise.MAX_SEED - 2, 1, 2)
