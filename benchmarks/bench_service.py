@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-RECORD = {
-    "yaw": 10.0,
-    "pitch": -5.0,
-    "roll": 2.0,
-    "AU04": 0.0,
-    "AU05": 1.0,
-    "AU06": 2.0,
-    "AU07": 0.5,
-    "AU12": 3.0,
-    "AU23": 0.0,
-    "gender": 0.3,
-}
+from service.testing import EXAMPLE_RECORD as RECORD  # noqa: E402 - after the sys.path entry
+from service.testing import ServiceProcess, ServiceStartError  # noqa: E402
 
 try:
     from locust import HttpUser, constant, task
@@ -56,12 +45,6 @@ try:
 
 except ImportError:  # the script part still explains what is missing
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def in_process_images_per_s(
@@ -150,66 +133,27 @@ def main() -> None:
 
         repository = write_demo_repository(work / "model_repository", size=64)
     baseline = in_process_images_per_s(repository, [1, 8, 32, 128])
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(
-        os.environ,
-        BENTOML_DO_NOT_TRACK="true",
-        SURROGATE_MODEL_REPOSITORY=str(repository.resolve()),
-        SURROGATE_MAX_CONCURRENCY="256",
-    )
-    log = open(work / "serve.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "service.service:SurrogateService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--working-dir",
-            str(ROOT),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    service = ServiceProcess({"SURROGATE_MAX_CONCURRENCY": "256"}, repository=repository,
+                             log_path=work / "serve.log")
     try:
-        import httpx
-
-        for _ in range(180):
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"service not ready; see {work / 'serve.log'}")
-        print(
-            "in-process onnxruntime generator (images/s by batch size):",
-            ", ".join(f"b{b}: {r:.0f}" for b, r in baseline.items()),
-        )
-        best = max(baseline.values())
-        print(
-            f"{'users':>5} {'requests':>8} {'errors':>6} {'images/s':>9} {'ratio':>6} "
-            f"{'p50 ms':>7} {'p99 ms':>7}"
-        )
-        for users in [int(u) for u in args.users.split(",")]:
-            r = run_locust(url, users, args.duration, args.records, work)
+        with service as url:
             print(
-                f"{r['users']:>5} {r['requests']:>8} {r['errors']:>6} {r['images_per_s']:>9.0f} "
-                f"{r['images_per_s'] / best:>6.2f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f}"
+                "in-process onnxruntime generator (images/s by batch size):",
+                ", ".join(f"b{b}: {r:.0f}" for b, r in baseline.items()),
             )
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(20)
-        log.close()
+            best = max(baseline.values())
+            print(
+                f"{'users':>5} {'requests':>8} {'errors':>6} {'images/s':>9} {'ratio':>6} "
+                f"{'p50 ms':>7} {'p99 ms':>7}"
+            )
+            for users in [int(u) for u in args.users.split(",")]:
+                r = run_locust(url, users, args.duration, args.records, work)
+                print(
+                    f"{r['users']:>5} {r['requests']:>8} {r['errors']:>6} {r['images_per_s']:>9.0f} "
+                    f"{r['images_per_s'] / best:>6.2f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f}"
+                )
+    except ServiceStartError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":

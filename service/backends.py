@@ -9,6 +9,7 @@ versions are loaded. Nothing here imports torch.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,13 +140,13 @@ class TritonBackend:
         else:
             import tritonclient.http as client_module
         self._module = client_module
-        self._client = (
-            client_module.InferenceServerClient(self.url)
-            if self.protocol == "grpc"
-            else client_module.InferenceServerClient(
-                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-            )
-        )
+        # tritonclient's gRPC client is thread-safe; its HTTP client (geventhttpclient) is not and fails
+        # with "greenlet.error: Cannot switch to a different thread" when the BentoML worker calls it
+        # from another thread than the one that created it, so HTTP gets one client per thread.
+        self._shared_client = self._new_client() if self.protocol == "grpc" else None
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._clients_lock = threading.Lock()
         self.repository = ModelRepository(config.model_repository)
         deadline = time.monotonic() + wait_s
         while True:
@@ -168,6 +169,25 @@ class TritonBackend:
             raise BackendError(
                 f"Triton at {self.url} serves neither {config.gan_model!r} nor {config.recon_model!r}"
             )
+
+    def _new_client(self) -> Any:
+        if self.protocol == "grpc":
+            return self._module.InferenceServerClient(self.url)
+        return self._module.InferenceServerClient(
+            self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+        )
+
+    @property
+    def _client(self) -> Any:
+        """The tritonclient client for the calling thread (one shared client for gRPC)."""
+        if self._shared_client is not None:
+            return self._shared_client
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._new_client()
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
 
     def _info(self, name: str) -> ModelInfo | None:
         if name not in self.repository.model_names():
@@ -223,7 +243,12 @@ class TritonBackend:
         return self._infer(_require(self.recon, "reconstruction"), {"image": images}, "attributes")
 
     def close(self) -> None:
-        self._client.close()
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        if self._shared_client is not None:
+            clients.append(self._shared_client)
+        for client in clients:
+            client.close()
 
 
 def _triton_dtype(dtype: np.dtype) -> str:

@@ -338,8 +338,12 @@ class SurrogateAPI:
                 return error_response(503, str(exc))
             except Exception as exc:
                 if _is_unavailable(exc):
-                    metrics.REJECTED.labels(endpoint=endpoint, reason="overloaded").inc()
-                    return error_response(503, "the model worker is overloaded; retry later")
+                    overloaded = "overload" in str(exc).lower() or not str(exc)
+                    reason = "overloaded" if overloaded else "unavailable"
+                    metrics.REJECTED.labels(endpoint=endpoint, reason=reason).inc()
+                    if overloaded:
+                        return error_response(503, "the model worker is overloaded; retry later")
+                    return error_response(503, f"model backend unavailable: {exc}")
                 raise
 
         return guarded

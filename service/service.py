@@ -42,16 +42,18 @@ class ModelWorker:
     def generate(self, rows: np.ndarray) -> np.ndarray:
         """(N, A + Z) float32 [attributes in natural units | noise] -> (N, C, H, W) uint8."""
         if self.backend.gan is None:
-            raise BackendError("no generator model is loaded")
+            raise bentoml.exceptions.ServiceUnavailable("no generator model is loaded")
         width = len(self.backend.gan.schema)
         rows = np.asarray(rows, dtype=np.float32)
-        return timed_call(self.backend.generate, "gan", self.backend.kind, rows[:, :width], rows[:, width:])
+        return _unavailable_on_backend_error(
+            timed_call, self.backend.generate, "gan", self.backend.kind, rows[:, :width], rows[:, width:]
+        )
 
     @bentoml.api(batchable=True, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """(N, C, S, S) uint8 aligned crops -> (N, A) float32 attributes in natural units."""
-        return timed_call(
-            self.backend.reconstruct, "recon", self.backend.kind, np.asarray(images, dtype=np.uint8)
+        return _unavailable_on_backend_error(
+            timed_call, self.backend.reconstruct, "recon", self.backend.kind, np.asarray(images, dtype=np.uint8)
         )
 
     @bentoml.api
@@ -62,6 +64,14 @@ class ModelWorker:
             "gan": self.backend.gan.to_dict() if self.backend.gan else None,
             "recon": self.backend.recon.to_dict() if self.backend.recon else None,
         }
+
+
+def _unavailable_on_backend_error(call: Any, *args: Any) -> Any:
+    """A backend failure (Triton down, model missing) is a 503 for the caller, not an internal error."""
+    try:
+        return call(*args)
+    except BackendError as exc:
+        raise bentoml.exceptions.ServiceUnavailable(str(exc)) from None
 
 
 class WorkerEngine:

@@ -10,12 +10,7 @@ image but not the attributes. A structural check then traces what crosses into s
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +26,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 from audit.attributes_only import signature_findings, trace_anonymize  # noqa: E402
 from service.demo_models import N_IDENTITY_DEMO, write_demo_repository  # noqa: E402
+from service.testing import running_service  # noqa: E402
 from surrogate.imageio import atomic_write_bytes, encode_png, save_png  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZE, BLOCK = 32, 16
 SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -104,43 +99,11 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(repository: Path, tmp_path_factory: pytest.TempPathFactory):
-    port = free_port()
-    env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", SURROGATE_MODEL_REPOSITORY=str(repository),
-               OMP_NUM_THREADS="1", BENTOML_HOME=str(tmp_path_factory.mktemp("bentoml")))
-    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:SurrogateService", "--host", "127.0.0.1",
-         "--port", str(port), "--working-dir", str(ROOT)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    ready = False
-    while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(httpx.HTTPError):
-            ready = httpx.get(url + "/readyz", timeout=2).status_code == 200
-        if ready:
-            break
-        time.sleep(0.5)
-    if not ready:
-        os.killpg(process.pid, 9)
-        log.seek(0)
-        pytest.fail("service did not become ready:\n" + log.read()[-3000:])
-    yield url
-    os.killpg(process.pid, 15)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-    log.close()
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = {"OMP_NUM_THREADS": "1", "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml"))}
+    with running_service(env, repository, log_path=tmp_path_factory.mktemp("log") / "serve.log") as url:
+        yield url
 
 
 def anonymize(url: str, image: np.ndarray, method: str, seed: int) -> dict:

@@ -12,11 +12,8 @@ import hashlib
 import os
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -315,16 +312,11 @@ def test_stage_models_stages_pinned_or_newest_versions(tmp_path: Path) -> None:
 
 # -- the real service answers the probes the manifests declare -----------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_probe_paths_and_metrics_are_served_by_the_real_service(rendered, tmp_path: Path) -> None:
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("bentoml")
     from service.demo_models import write_demo_repository
+    from service.testing import running_service
 
     deployment = one(rendered["overlays/cpu"], "Deployment", "surrogate-api")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -338,44 +330,21 @@ def test_probe_paths_and_metrics_are_served_by_the_real_service(rendered, tmp_pa
     short_tmp = tempfile.mkdtemp(prefix="sf-")
     env.update(SURROGATE_MODEL_REPOSITORY=str(repository), BENTOML_HOME=str(tmp_path / "bentoml"),
                HOME=str(tmp_path), TMPDIR=short_tmp, OMP_NUM_THREADS="1")
-    port = free_port()  # port 3000 may be taken on a shared machine; the path is what is checked here
-    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:SurrogateService", "--host", "127.0.0.1",
-         "--port", str(port), "--working-dir", str(ROOT)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    # port 3000 may be taken on a shared machine: a free port; the paths are what is checked here
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        if process.poll() is not None or time.monotonic() >= deadline:
-            log.seek(0)
-            pytest.fail("service did not become ready:\n" + log.read()[-3000:])
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            path = container[probe]["httpGet"]["path"]
-            assert httpx.get(url + path, timeout=5).status_code == 200, f"{probe} {path}"
-        record = {"yaw": 0.0, "pitch": 0.0, "roll": 0.0, "AU04": 0.0, "AU05": 0.0, "AU06": 0.0, "AU07": 0.0,
-                  "AU12": 1.0, "AU23": 0.0, "gender": 0.5}
-        httpx.post(url + "/synthesize", json={"records": [record]}, timeout=60)
-        monitor = one(rendered["overlays/cpu"], "ServiceMonitor", "surrogate-api")
-        metrics = httpx.get(url + monitor["spec"]["endpoints"][0]["path"], timeout=10).text
-        rules = yaml.safe_load(one(rendered["monitoring"], "ConfigMap", "surrogate-faces-adapter-rules")
-                               ["data"]["config.yaml"])["rules"]
-        api_series = rules[0]["seriesQuery"].split("{")[0]
-        assert f"\n{api_series}{{" in metrics or metrics.startswith(f"{api_series}{{"), \
-            f"the adapter rule reads {api_series}, which /metrics does not export"
+        with running_service(env, log_path=tmp_path / "serve.log") as url:
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                path = container[probe]["httpGet"]["path"]
+                assert httpx.get(url + path, timeout=5).status_code == 200, f"{probe} {path}"
+            record = {"yaw": 0.0, "pitch": 0.0, "roll": 0.0, "AU04": 0.0, "AU05": 0.0, "AU06": 0.0, "AU07": 0.0,
+                      "AU12": 1.0, "AU23": 0.0, "gender": 0.5}
+            httpx.post(url + "/synthesize", json={"records": [record]}, timeout=60)
+            monitor = one(rendered["overlays/cpu"], "ServiceMonitor", "surrogate-api")
+            metrics = httpx.get(url + monitor["spec"]["endpoints"][0]["path"], timeout=10).text
+            rules = yaml.safe_load(one(rendered["monitoring"], "ConfigMap", "surrogate-faces-adapter-rules")
+                                   ["data"]["config.yaml"])["rules"]
+            api_series = rules[0]["seriesQuery"].split("{")[0]
+            assert f"\n{api_series}{{" in metrics or metrics.startswith(f"{api_series}{{"), \
+                f"the adapter rule reads {api_series}, which /metrics does not export"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-        log.close()
         shutil.rmtree(short_tmp, ignore_errors=True)

@@ -11,11 +11,10 @@ import csv
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,23 +31,13 @@ from service.backends import EmbeddedBackend  # noqa: E402
 from service.client import HttpClient, record_seeds  # noqa: E402
 from service.config import ServiceConfig  # noqa: E402
 from service.demo_models import write_demo_repository  # noqa: E402
+from service.testing import EXAMPLE_RECORD, running_service  # noqa: E402
 from surrogate.imageio import decode_image, encode_png  # noqa: E402
 from surrogate.noise import z_batch  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORD = {
-    "yaw": 10.0,
-    "pitch": -5.0,
-    "roll": 2.0,
-    "AU04": 0.0,
-    "AU05": 1.0,
-    "AU06": 2.0,
-    "AU07": 0.5,
-    "AU12": 3.0,
-    "AU23": 0.0,
-    "gender": 0.3,
-}
+RECORD = EXAMPLE_RECORD
 LIMITS = {
     "SURROGATE_MAX_RECORDS": "20",
     "SURROGATE_MAX_N": "4",
@@ -58,72 +47,16 @@ LIMITS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_repository(tmp_path_factory.mktemp("repo") / "model_repository")
 
 
 @pytest.fixture(scope="module")
-def server(repository: Path, tmp_path_factory: pytest.TempPathFactory):
-    port = free_port()
-    env = dict(
-        os.environ,
-        BENTOML_DO_NOT_TRACK="true",
-        SURROGATE_MODEL_REPOSITORY=str(repository),
-        OMP_NUM_THREADS="1",
-        BENTOML_HOME=str(tmp_path_factory.mktemp("bentoml")),
-        **LIMITS,
-    )
-    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "service.service:SurrogateService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--working-dir",
-            str(ROOT),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        process.terminate()
-    if process.poll() is not None or time.monotonic() >= deadline:
-        log.seek(0)
-        pytest.fail("service did not become ready:\n" + log.read()[-3000:])
-    yield url, log
-    os.killpg(process.pid, 15)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-    log.close()
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = {"OMP_NUM_THREADS": "1", "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml")), **LIMITS}
+    with running_service(env, repository, log_path=tmp_path_factory.mktemp("log") / "serve.log") as url:
+        yield url
 
 
 def post(url: str, path: str, **kwargs):
@@ -145,7 +78,7 @@ def test_service_imports_no_torch() -> None:
 
 
 def test_single_record_gives_png_equal_to_the_model(server, repository: Path) -> None:
-    url, _ = server
+    url = server
     response = post(url, "/synthesize", json={"records": [RECORD], "seed": 7})
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
@@ -158,7 +91,7 @@ def test_single_record_gives_png_equal_to_the_model(server, repository: Path) ->
 
 def test_same_seed_same_image_whatever_the_batch(server) -> None:
     """Equal pixels (not merely within 1 grey level) alone, in one request, and under adaptive batching."""
-    url, _ = server
+    url = server
     records = [dict(RECORD, yaw=float(y)) for y in range(-30, 30, 6)]
     together = HttpClient(url).synthesize(records, seed=100, n=2)
     assert [s.seed for s in together] == record_seeds(100, len(records), 2)
@@ -175,7 +108,7 @@ def test_same_seed_same_image_whatever_the_batch(server) -> None:
 
 
 def test_json_response_carries_model_seed_attributes(server) -> None:
-    url, _ = server
+    url = server
     response = post(
         url, "/synthesize", json={"records": [RECORD, dict(RECORD, gender=0.9)], "seed": 3, "n": 2}
     )
@@ -223,7 +156,7 @@ def test_json_response_carries_model_seed_attributes(server) -> None:
     ],
 )
 def test_bad_synthesize_requests_are_4xx_naming_the_field(server, kwargs, status, field) -> None:
-    url, _ = server
+    url = server
     response = post(url, "/synthesize", **kwargs)
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -232,7 +165,7 @@ def test_bad_synthesize_requests_are_4xx_naming_the_field(server, kwargs, status
 
 
 def test_attribute_file_upload_gives_zip_with_row_status(server) -> None:
-    url, _ = server
+    url = server
     names = DEFAULT_SCHEMA.names
     lines = [
         "id,file," + ",".join(names),
@@ -264,7 +197,7 @@ def test_attribute_file_upload_gives_zip_with_row_status(server) -> None:
 
 
 def test_extract_and_anonymize(server) -> None:
-    url, _ = server
+    url = server
     face = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
     results = HttpClient(url).extract([encode_png(face), b"not an image"])
     assert results[0]["status"] == "ok" and set(results[0]["attributes"]) == set(DEFAULT_SCHEMA.names)
@@ -288,7 +221,7 @@ def test_extract_and_anonymize(server) -> None:
 
 
 def test_models_health_metrics_and_no_third_party_scripts(server) -> None:
-    url, _ = server
+    url = server
     models = httpx.get(url + "/models").json()
     assert {m["name"] for m in models["models"]} == {"gan_generator", "recon"}
     assert [a["name"] for a in models["models"][0]["attributes"]] == list(DEFAULT_SCHEMA.names)
@@ -338,7 +271,7 @@ NEAR_VALID = st.fixed_dictionaries(
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(path=st.sampled_from(["/synthesize", "/extract", "/anonymize"]), body=JSON_VALUES | NEAR_VALID)
 def test_fuzz_the_openapi_endpoints_never_5xx(server, path: str, body) -> None:
-    url, _ = server
+    url = server
     response = post(
         url,
         path,
@@ -351,7 +284,7 @@ def test_fuzz_the_openapi_endpoints_never_5xx(server, path: str, body) -> None:
 
 
 def test_openapi_document_lists_every_endpoint(server) -> None:
-    url, _ = server
+    url = server
     spec = httpx.get(url + "/docs.json").json()
     assert {"/synthesize", "/extract", "/anonymize", "/models"} <= set(spec["paths"])
     assert "SynthesizeRequest" in spec["components"]["schemas"]

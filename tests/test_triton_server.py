@@ -3,7 +3,9 @@
 Uses the ``tritonserver`` binary bundled in the nvidia-pytriton wheel (Python backend only), from a
 separate venv (numpy<2) created by scripts/triton_env.sh on first use. The repository is the
 Python-backend variant of an exported one (``write_python_backend_repository``): same model.onnx,
-run by onnxruntime inside Triton. Skips only when that venv cannot be created (no network).
+run by onnxruntime inside Triton. The server is the session fixture ``triton_served`` of
+tests/conftest.py (shared with test_service_triton.py). Skips only when that venv cannot be created
+(no network).
 """
 
 from __future__ import annotations
@@ -13,60 +15,11 @@ import urllib.request
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")
 http = pytest.importorskip("tritonclient.http")
 grpc = pytest.importorskip("tritonclient.grpc")
 
-from export.onnx_export import export_generator, export_reconnet  # noqa: E402
-from export.triton import (  # noqa: E402
-    ModelCardInfo,
-    ModelVersion,
-    ServingOptions,
-    TritonServer,
-    add_version,
-    ensure_triton_venv,
-    write_python_backend_repository,
-)
-from surrogate.model_repo import ModelRepository  # noqa: E402
 from surrogate.noise import z_batch  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
-from training.gan.config import ModelConfig as GanModelConfig  # noqa: E402
-from training.gan.networks import Generator  # noqa: E402
-from training.recon.networks import ReconNet  # noqa: E402
-
-torch.set_num_threads(1)
-
-
-def add(repo, exported, name):
-    add_version(repo, ModelVersion(name, exported.to_bytes(), exported.schema, exported.facts,
-                                   {"parity": exported.parity.to_dict()}, ModelCardInfo(kind=exported.kind)),
-                ServingOptions(max_batch_size=64, preferred_batch_sizes=(8, 32), max_queue_delay_us=1000))
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    try:
-        installation = ensure_triton_venv()
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"Triton venv (nvidia-pytriton) could not be created, no network? {exc}")
-    root = tmp_path_factory.mktemp("triton")
-    repo = root / "model_repository"
-    torch.manual_seed(0)
-    generators = [Generator(GanModelConfig(image_size=16, n=8), len(DEFAULT_SCHEMA)) for _ in range(2)]
-    for generator in generators:  # two versions with different weights
-        add(repo, export_generator(generator, DEFAULT_SCHEMA, batch_sizes=(2,)), "gan_generator")
-    net = ReconNet(len(DEFAULT_SCHEMA), 12, image_size=16, width=0.25, head_features=32).eval()
-    for p in net.parameters():
-        torch.nn.init.normal_(p, 0.0, 0.1)
-    add(repo, export_reconnet(net, DEFAULT_SCHEMA, image_size=16, channels=1, batch_sizes=(2,), exporter="legacy"),
-        "recon")
-    python_repo = write_python_backend_repository(repo, root / "python_repository",
-                                                  extra_sys_path=[str(installation.site_packages)])
-    server = TritonServer(python_repo, installation, workdir=root / "work")
-    server.start(timeout_s=180)
-    yield server, ModelRepository(repo)
-    server.stop()
 
 
 def generator_inputs(n: int) -> dict[str, np.ndarray]:
@@ -86,8 +39,8 @@ def infer_http(client, model, feed, outputs, version=""):
     return {o: result.as_numpy(o) for o in outputs}
 
 
-def test_models_and_all_versions_are_ready(served):
-    server, _ = served
+def test_models_and_all_versions_are_ready(triton_served):
+    server, _ = triton_served
     client = http.InferenceServerClient(server.http_url)
     try:
         assert client.is_server_ready()
@@ -100,8 +53,8 @@ def test_models_and_all_versions_are_ready(served):
         client.close()
 
 
-def test_generator_outputs_equal_local_onnxruntime(served):
-    server, repository = served
+def test_generator_outputs_equal_local_onnxruntime(triton_served):
+    server, repository = triton_served
     client = http.InferenceServerClient(server.http_url)
     try:
         for version in (1, 2):
@@ -117,8 +70,8 @@ def test_generator_outputs_equal_local_onnxruntime(served):
         client.close()
 
 
-def test_recon_outputs_equal_local_onnxruntime_over_grpc(served):
-    server, repository = served
+def test_recon_outputs_equal_local_onnxruntime_over_grpc(triton_served):
+    server, repository = triton_served
     client = grpc.InferenceServerClient(server.grpc_url)
     try:
         images = np.random.default_rng(1).integers(0, 256, (7, 1, 16, 16), dtype=np.uint8)
@@ -133,9 +86,9 @@ def test_recon_outputs_equal_local_onnxruntime_over_grpc(served):
         client.close()
 
 
-def test_concurrent_requests_are_batched_and_split_correctly(served):
+def test_concurrent_requests_are_batched_and_split_correctly(triton_served):
     """Dynamic batching merges requests into one model.py call; each caller must get its own rows."""
-    server, repository = served
+    server, repository = triton_served
     client = http.InferenceServerClient(server.http_url, concurrency=8)
     try:
         feeds = [generator_inputs(n) for n in (1, 2, 3, 4, 5, 6)]
