@@ -49,6 +49,9 @@ def _serving_options(f: Any) -> Any:
         click.option("--metrics", "metrics_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      default=None, help="Evaluation JSON (e.g. from `surrogate evaluate`) to put in the model card."),
         click.option("--licence", default="Apache-2.0", show_default=True, help="Licence stated in the model card."),
+        click.option("--training-command", default=None,
+                     help="The exact command that trained the checkpoint, for the model card "
+                          "(default: the generic `surrogate train ... --config CONFIG.toml`)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity-check batches."),
     ]
     for option in reversed(options):
@@ -131,6 +134,7 @@ def _run_export(
     metrics_path: Path | None,
     licence: str,
     seed: int,
+    training_command: str | None = None,
     checkpoint_metrics: dict[str, Any] | None = None,
 ) -> None:
     from export.onnx_export import (
@@ -180,7 +184,7 @@ def _run_export(
     checkpoint_sha = _sha256_file(checkpoint)
     card = ModelCardInfo(
         kind=exported.kind, checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha,
-        training_command=f"{command} --config CONFIG.toml", training_config=config,
+        training_command=training_command or f"{command} --config CONFIG.toml", training_config=config,
         data=str(data_path or ""), steps=int(steps) if steps is not None else None,
         metrics=metrics, metrics_source=metrics_source, licence=licence,
     )
