@@ -6,10 +6,11 @@ changes a figure (sizes, seeds, model paths, thresholds) lives in a versioned co
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from surrogate.configfile import build_dataclass, load_toml
 
 
 class AuditConfigError(ValueError):
@@ -74,50 +75,11 @@ class AuditConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> AuditConfig:
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise AuditConfigError(f"{path}: cannot read the audit config ({exc})") from exc
-        config = _build(cls, data.get("audit", data), str(path))
+        data = load_toml(path, AuditConfigError)
+        # Every number in the audit is a size, count, seed or threshold, so negatives are typos.
+        config = build_dataclass(cls, data.get("audit", data), str(path), AuditConfigError, non_negative=True)
         base = path.resolve().parent
         return _resolve_paths(config, base)
-
-
-def _build(kind: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(kind)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise AuditConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    values: dict[str, Any] = {}
-    defaults = kind()
-    for name, value in data.items():
-        default = getattr(defaults, name)
-        key = f"{where}: {name}"
-        if is_dataclass(default):
-            if not isinstance(value, dict):
-                raise AuditConfigError(f"{key} must be a table")
-            values[name] = _build(type(default), value, f"{where} [{name}]")
-        elif isinstance(default, tuple):
-            if not isinstance(value, list):
-                raise AuditConfigError(f"{key} must be a list")
-            values[name] = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise AuditConfigError(f"{key} must be true or false, got {value!r}")
-            values[name] = value
-        elif isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise AuditConfigError(f"{key} must be a number, got {value!r}")
-            if isinstance(default, int) and not isinstance(value, int):
-                raise AuditConfigError(f"{key} must be an integer, got {value!r}")
-            if value < 0:
-                raise AuditConfigError(f"{key} must not be negative, got {value!r}")
-            values[name] = type(default)(value)
-        else:
-            if not isinstance(value, str):
-                raise AuditConfigError(f"{key} must be a string, got {value!r}")
-            values[name] = value
-    return kind(**values)
 
 
 def _resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:

@@ -26,15 +26,15 @@ import csv
 import io
 import json
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
+from surrogate.configfile import build_dataclass, load_settings
 from surrogate.face_model import N_IDENTITY, SUPPORTED_AUS, FaceParams, params_from_attributes
 from surrogate.imageio import atomic_write_bytes, atomic_write_text, save_png
 from surrogate.noise import STREAM_SYNTH_IDENTITY, STREAM_SYNTH_ROW, indexed_rng
@@ -113,45 +113,14 @@ class SynthDistribution:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "distribution") -> SynthDistribution:
         """Defaults overridden by ``data``; unknown keys and bad values raise ValueError naming them."""
-        obj = _merge(cls(), data, source)
+        obj = build_dataclass(cls, data, source, ValueError)
         _check_distribution(obj, source)
         return obj
 
     @classmethod
     def from_file(cls, path: str | Path) -> SynthDistribution:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read ({exc.strerror})") from exc
-        try:
-            data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
-            raise ValueError(f"{path}: not valid {kind}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a table/object at the top level")
-        return cls.from_dict(data, source=str(path))
-
-
-def _merge(obj: Any, data: Mapping[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(obj)}
-    updates: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            raise ValueError(f"{where}: unknown key {key!r}; known: {', '.join(known)}")
-        current = getattr(obj, key)
-        if is_dataclass(current):
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{where}: {key} must be a table of settings")
-            updates[key] = _merge(current, value, f"{where}.{key}")
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{where}: {key} must be a number, got {value!r}")
-            if isinstance(current, int) and not float(value).is_integer():
-                raise ValueError(f"{where}: {key} must be an integer, got {value!r}")
-            updates[key] = type(current)(value)
-    return type(obj)(**{**{f: getattr(obj, f) for f in known}, **updates})
+        """Overrides from a ``.toml`` file or a JSON object (any other suffix)."""
+        return cls.from_dict(load_settings(path, ValueError), source=str(path))
 
 
 def _check_distribution(dist: SynthDistribution, where: str) -> None:

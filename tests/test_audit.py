@@ -62,12 +62,12 @@ def test_config_rejects_unknown_keys_and_bad_types(tmp_path: Path) -> None:
     with pytest.raises(AuditConfigError, match="unknown key"):
         AuditConfig.from_file(path)
     path.write_text("[audit.synthetic]\nidentities = 'many'\n")
-    with pytest.raises(AuditConfigError, match="identities must be a number"):
+    with pytest.raises(AuditConfigError, match="synthetic.identities must be an integer"):
         AuditConfig.from_file(path)
     from audit.cli import audit_command
 
     result = CliRunner().invoke(audit_command, ["--config", str(path)])
-    assert result.exit_code == 1 and "identities must be a number" in result.output
+    assert result.exit_code == 1 and "synthetic.identities must be an integer" in result.output
 
 
 def test_shipped_configs_parse() -> None:

@@ -102,3 +102,16 @@ def test_config_rejects_bad_values_naming_the_key() -> None:
         load_config(None, {"model.latent_dim": 32})
     assert load_config(None, {"model.latent_dim": 74}).model.latent_dim == 74
     assert load_config(None, {"loss.gamma": 0.5}).loss.gamma == 0.5
+
+
+def test_standardised_label_loss_weights_each_attribute_by_inverse_variance() -> None:
+    from training.gan.losses import label_loss, standardising_weights
+
+    labels = torch.tensor([[0.0, 0.45], [1.0, 0.55], [0.0, 0.45], [1.0, 0.55]])
+    weights = standardising_weights(labels)
+    # variances 0.25 and 0.0025 -> inverse 4 and 400 -> scaled to mean 1
+    assert torch.allclose(weights, torch.tensor([8 / 404, 800 / 404]))
+    y, y_hat = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.6, 0.6]])
+    # hand computed: mean(0.01 * w) over the two attributes
+    assert torch.isclose(label_loss(y, y_hat, weights), torch.tensor(0.01 * (8 / 404 + 800 / 404) / 2))
+    assert torch.isclose(label_loss(y, y_hat), torch.tensor(0.01))

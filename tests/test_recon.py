@@ -33,8 +33,8 @@ def test_shipped_configs_load() -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"train": {"stepz": 3}}, "unknown key 'stepz'"),
-    ({"train": {"steps": "many"}}, "'steps' must be a number"),
+    ({"train": {"stepz": 3}}, "unknown key 'train.stepz'"),
+    ({"train": {"steps": "many"}}, "train.steps must be an integer"),
     ({"model": {"channels": 2}}, "model.channels"),
     ({"data": {"mode": "magic"}}, "data.mode"),
     ({"attributes": ["yaw", "AU99"]}, "AU99"),

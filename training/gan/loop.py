@@ -39,6 +39,7 @@ from training.gan.losses import (
     generator_loss,
     label_loss,
     reconstruction_loss,
+    standardising_weights,
     update_k,
 )
 from training.gan.networks import build_networks, to_began
@@ -138,6 +139,7 @@ class GanTrainer:
         self.images = torch.from_numpy(train.images).to(self.device)
         self.labels_np = train.normalised
         self.labels = torch.from_numpy(self.labels_np).to(self.device)
+        self.label_weights = standardising_weights(self.labels) if config.loss.label_standardise else None
         self.real_preview = train.images[:64]
 
         self.generator, self.discriminator = build_networks(config.model, len(self.schema))
@@ -270,7 +272,7 @@ class GanTrainer:
         loss_real = reconstruction_loss(x, rec_real, lossc.recon)
         loss_fake = reconstruction_loss(fake.detach(), rec_fake, lossc.recon)
         constraint = constraint_loss(z, out.latent[batch:, : cfg.model.z_dim])  # encoder output reused: no extra pass
-        label_real = label_loss(y, out.labels[:batch])
+        label_real = label_loss(y, out.labels[:batch], self.label_weights)
         loss_d = discriminator_loss(
             loss_real, loss_fake, self.k_t, constraint, label_real, lossc.alpha, lossc.label_weight_d
         )
@@ -283,7 +285,7 @@ class GanTrainer:
         with self._autocast():
             out_g = self.discriminator(fake)
         loss_fake_g = reconstruction_loss(fake, out_g.reconstruction, lossc.recon)
-        label_fake = label_loss(y, out_g.labels)
+        label_fake = label_loss(y, out_g.labels, self.label_weights)
         loss_g = generator_loss(loss_fake_g, label_fake, lossc.label_weight_g)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -32,9 +32,20 @@ def constraint_loss(z: torch.Tensor, encoded_fake: torch.Tensor) -> torch.Tensor
     return (z.float() - encoded_fake.float()).abs().mean()
 
 
-def label_loss(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
-    """MSE between the requested (normalised) labels and the auxiliary predictor's."""
-    return F.mse_loss(y_hat.float(), y.float())
+def label_loss(y: torch.Tensor, y_hat: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the requested (normalised) labels and the auxiliary predictor's.
+
+    ``weights`` (one per attribute, mean 1) turn it into a per-attribute weighted mean squared error.
+    """
+    if weights is None:
+        return F.mse_loss(y_hat.float(), y.float())
+    return ((y_hat.float() - y.float()).pow(2) * weights.float()).mean()
+
+
+def standardising_weights(labels: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """1 / variance of each attribute column (floored), scaled to mean 1."""
+    inverse = 1.0 / labels.float().var(dim=0, unbiased=False).clamp_min(floor)
+    return inverse / inverse.mean()
 
 
 def discriminator_loss(

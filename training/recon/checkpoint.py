@@ -8,22 +8,24 @@ writes a weights-only file (a few MB) for the model repository and the attribute
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from surrogate.imageio import atomic_write_bytes
 from surrogate.schema import AttributeSchema
+from training import checkpointing
+from training.checkpointing import CheckpointFormat
 from training.recon.config import config_from_dict
 from training.recon.networks import ReconNet
 
 CHECKPOINT_KIND = "surrogate-faces/recon"
 CHECKPOINT_VERSION = 1
+_FORMAT = CheckpointFormat(key="kind", tag=CHECKPOINT_KIND, description="reconstruction-network checkpoint",
+                           version=CHECKPOINT_VERSION)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(checkpointing.CheckpointError):
     """A file that is not a usable reconstruction-network checkpoint."""
 
 
@@ -44,26 +46,11 @@ def build_network(config: dict[str, Any], n_identity: int, lighting_low, lightin
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """torch.save ``state`` (plus kind/version tags) atomically."""
-    buffer = io.BytesIO()
-    torch.save({"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    checkpointing.save_checkpoint(path, state, _FORMAT)
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        kind = state.get("kind") if isinstance(state, dict) else None
-        raise CheckpointError(f"{path}: not a reconstruction-network checkpoint (kind {kind!r})")
-    if int(state.get("version", 0)) > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {state['version']} is newer than this code ({CHECKPOINT_VERSION})")
-    return state
+    return checkpointing.load_checkpoint(path, device, _FORMAT, CheckpointError)
 
 
 def network_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> ReconNet:

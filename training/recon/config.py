@@ -7,11 +7,11 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from surrogate.configfile import build_dataclass, load_toml
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
 
@@ -155,52 +155,15 @@ class ReconConfig:
             raise ConfigError("; ".join(problems))
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
-        default = getattr(cls(), key)
-        if is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{key}' must be a table")
-            kwargs[key] = _build(type(default), value, f"{where} [{key}]")
-        elif isinstance(default, tuple):
-            if not isinstance(value, list | tuple):
-                raise ConfigError(f"{where}: '{key}' must be a list")
-            kwargs[key] = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
-            kwargs[key] = value
-        elif isinstance(default, str):
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
-            kwargs[key] = value
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
-            if isinstance(default, int) and not float(value).is_integer():
-                raise ConfigError(f"{where}: '{key}' must be an integer, not {value!r}")
-            kwargs[key] = type(default)(value)
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any], where: str = "config") -> ReconConfig:
-    config = _build(ReconConfig, data, where)
+    config = build_dataclass(ReconConfig, data, where, ConfigError)
     config.check()
     return config
 
 
 def load_config(path: str | Path) -> ReconConfig:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    data = load_toml(path, ConfigError)
     try:
         return config_from_dict(data, str(path))
     except ConfigError as exc:
