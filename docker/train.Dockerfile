@@ -26,5 +26,5 @@ RUN pip install ".[train,serve]" && python -c "import torch, onnx, onnxruntime, 
 
 RUN groupadd --gid 1000 surrogate && useradd --uid 1000 --gid 1000 --no-create-home surrogate
 USER 1000:1000
-WORKDIR /work
+WORKDIR /workspace
 ENTRYPOINT ["surrogate"]

@@ -5,12 +5,12 @@
 # empty = render a synthetic one with SYNTH_N faces), TRAIN_ATTRIBUTES (attribute file for an image
 # folder of your own, any adapter format), RUN_DIR, REPOSITORY, STEPS, SEED.
 set -eu
-RUN_DIR="${RUN_DIR:-/work/runs/gan}"
+RUN_DIR="${RUN_DIR:-/workspace/runs/gan}"
 REPOSITORY="${REPOSITORY:-/repository}"
 DATA="${TRAIN_DATA:-}"
 
 if [ -z "$DATA" ]; then
-  DATA=/work/data/synthetic
+  DATA=/workspace/data/synthetic
   if [ ! -f "$DATA/attributes.csv" ]; then
     surrogate data synth --n "${SYNTH_N:-50000}" --out "$DATA" --seed "${SEED:-0}"
   fi
