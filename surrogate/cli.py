@@ -65,6 +65,14 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
 }
 
 
+GROUP_HELP: dict[str, str] = {
+    "data": "Synthetic labelled faces and contact sheets.",
+    "attributes": "Convert, extract and describe attribute files.",
+    "train": "Train the GAN or the reconstruction network.",
+    "evaluate": "Measure a trained network against its targets.",
+}
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
@@ -80,7 +88,7 @@ class LazyGroup(click.Group):
         if entry is None:
             return None
         if isinstance(entry, dict):
-            return LazyGroup(name=cmd_name, lazy=entry, help=f"{cmd_name} commands.")
+            return LazyGroup(name=cmd_name, lazy=entry, help=GROUP_HELP.get(cmd_name, f"{cmd_name} commands."))
         target, short_help, extra = entry
         module_name, attr = target.split(":")
         try:
