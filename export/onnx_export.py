@@ -237,6 +237,29 @@ def keep_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
     return kept
 
 
+def strip_source_traces(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces with this machine's file paths).
+
+    Nothing at run time reads it; keeping it would put build-machine paths into every shipped model and
+    make the same checkpoint export to different bytes on different checkouts.
+    """
+    def clean(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    clean(attribute.g)
+                for subgraph in attribute.graphs:
+                    clean(subgraph)
+
+    clean(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+
+
 def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
     """Record provenance in the ONNX file itself (no timestamps: re-export must be byte-identical)."""
     existing = {p.key: p for p in model.metadata_props}
@@ -393,6 +416,7 @@ def _export(
 ) -> ExportedModel:
     """Export ``exported`` and check it against ``reference`` (the float32 torch graph)."""
     full = export_to_onnx(exported, spec, exporter=exporter, seed=seed)
+    strip_source_traces(full)
     set_metadata(full, {
         "surrogate.kind": spec.kind,
         "surrogate.precision": precision,

@@ -5,7 +5,10 @@ Real networks (training.gan / training.recon) at a small size so each export tak
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -204,3 +207,16 @@ def test_recon_wrong_schema_is_refused(exported_recon):
     net, _ = exported_recon
     with pytest.raises(ExportError, match="predicts 10 attributes but the schema has 3"):
         export_reconnet(net, AttributeSchema.from_names(["yaw", "pitch", "roll"]), image_size=16, channels=1)
+
+
+def test_exported_graph_carries_no_source_paths(exported_generator):
+    model = onnx.load_from_string(exported_generator.to_bytes())
+    assert all(len(node.metadata_props) == 0 and not node.doc_string for node in model.graph.node)
+    assert b"onnx_export.py" not in exported_generator.to_bytes()
+
+
+def test_shipped_models_carry_no_build_machine_paths():
+    root = Path(__file__).resolve().parent.parent / "model_repository"
+    for model in root.glob("*/*/model.onnx"):
+        data = model.read_bytes()
+        assert b"stack_trace" not in data and b".py\", line" not in data, model
