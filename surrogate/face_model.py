@@ -607,10 +607,14 @@ def texture_parameters(params: FaceParams) -> np.ndarray:
     """
     au = params.au
     # Women's eyes are drawn a little larger (1.08 at gender 0, 0.92 at gender 1).
-    eye_upper = (1.08 - 0.16 * params.gender + 0.28 * au("AU05") - 0.075 * au("AU07") - 0.05 * au("AU06")
+    # Each eye AU has its own signature so that a network can tell them apart (they all change the
+    # aperture): the upper lid follows AU05 (and AU04 / AU45) only; AU07 lifts and straightens the lower
+    # lid with a tension bulge under it; AU06 lifts the lower lid less and shows on the cheek instead
+    # (raised, lit cheek apple, crow's feet, the infraorbital furrow below the bulge).
+    eye_upper = (1.08 - 0.16 * params.gender + 0.28 * au("AU05") - 0.03 * au("AU07")
                  - 0.06 * au("AU04") - 0.2 * au("AU45"))
-    eye_lower = 1.0 - 0.14 * au("AU07") - 0.13 * au("AU06") + 0.03 * au("AU05") - 0.2 * au("AU45")
-    lip_scale = (1.0 - 0.12 * au("AU23")) * (1.0 - 0.03 * au("AU20")) * (1 - 0.05 * au("AU12"))
+    eye_lower = 1.0 - 0.19 * au("AU07") - 0.07 * au("AU06") + 0.03 * au("AU05") - 0.2 * au("AU45")
+    lip_scale = (1.0 - 0.15 * au("AU23")) * (1.0 - 0.03 * au("AU20")) * (1 - 0.05 * au("AU12"))
     mouth_gap = 0.007 * au("AU25") + 0.014 * au("AU26") + 0.004 * au("AU10")
     return np.array([
         params.skin,
@@ -629,10 +633,10 @@ def texture_parameters(params: FaceParams) -> np.ndarray:
         min(1.0, (au("AU25") + au("AU10") + 0.5 * au("AU12")) / 5),
         # Exponent of the lower-lid curve: AU07 straightens the lid (a flatter, tenser line).
         max(0.7 - 0.1 * au("AU07"), 0.2),
-        # The fold under the lower lid (infraorbital furrow) that AU06 and AU07 push up.
-        min(1.0, (au("AU06") + 0.8 * au("AU07")) / 5),
+        # The tension bulge under the tightened lower lid (AU07).
+        au("AU07") / 5,
         au("AU12") / 5,
         # Mouth width relative to neutral: AU23 narrows it (on top of the mesh pulling the corners in).
-        1.0 - 0.06 * au("AU23"),
+        1.0 - 0.07 * au("AU23"),
         au("AU23") / 5,
     ], dtype=np.float32)

@@ -362,11 +362,17 @@ def _albedo(
     dark += 0.4 * furrow * np.exp(-0.5 * (((ax - EYE_X + 0.04) / 0.12) ** 2 + ((Y - 0.1) / 0.04) ** 2))
     lines = sum(np.exp(-0.5 * ((Y - y0) / 0.008) ** 2) for y0 in (0.35, 0.42, 0.49))
     dark += 0.12 * tex[:, _TEX["forehead_lines"]] * lines * (ax < 0.35)
-    crow = np.exp(-0.5 * (((ax - 0.46) / 0.04) ** 2 + ((Y - EYE_Y + 0.01) / 0.05) ** 2))
-    dark += 0.32 * tex[:, _TEX["crows_feet"]] * crow * (0.6 + 0.4 * np.cos((Y - EYE_Y) * 110.0))
-    # AU06 / AU07: the fold under the lower lid, pushed up with it.
-    lid_fold = np.exp(-0.5 * (((ax - EYE_X) / 0.1) ** 2 + ((Y - EYE_Y + 0.075) / 0.014) ** 2))
-    dark += 0.25 * tex[:, _TEX["lid_fold"]] * lid_fold
+    # AU06: crow's feet at the outer eye corners, the infraorbital furrow under the raised cheek and
+    # the lit apple of the cheek above it.
+    cheek_raise = tex[:, _TEX["crows_feet"]]
+    crow = np.exp(-0.5 * (((ax - 0.47) / 0.045) ** 2 + ((Y - EYE_Y + 0.01) / 0.055) ** 2))
+    dark += 0.42 * cheek_raise * crow * (0.6 + 0.4 * np.cos((Y - EYE_Y) * 110.0))
+    furrow_y = EYE_Y - 0.13 - 0.25 * (ax - EYE_X)
+    dark += 0.22 * cheek_raise * np.exp(-0.5 * (((ax - EYE_X - 0.02) / 0.1) ** 2 + ((Y - furrow_y) / 0.018) ** 2))
+    dark -= 0.12 * cheek_raise * np.exp(-0.5 * (((ax - 0.33) / 0.08) ** 2 + ((Y + 0.21) / 0.06) ** 2))
+    # AU07: the tension bulge right under the tightened lower lid.
+    lid_fold = np.exp(-0.5 * (((ax - EYE_X) / 0.1) ** 2 + ((Y - EYE_Y + 0.07) / 0.013) ** 2))
+    dark += 0.3 * tex[:, _TEX["lid_fold"]] * lid_fold
     nose_lines = sum(np.exp(-0.5 * ((Y - y0) / 0.008) ** 2) for y0 in (-0.02, 0.03))
     dark += 0.16 * tex[:, _TEX["nose_wrinkle"]] * nose_lines * (ax < 0.08)
     chin = np.exp(-0.5 * ((X / 0.1) ** 2 + ((Y + 0.83) / 0.05) ** 2))
