@@ -157,3 +157,40 @@ def test_estimator_and_evaluation(trained: Path, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["sets"]["clean"]["per_attribute"]) == set(DEFAULT_SCHEMA.names)
     assert (tmp_path / "metrics.md").read_text().startswith("# Reconstruction network evaluation")
+
+
+def _config_with_init(tmp_path: Path, init_from: Path) -> Path:
+    text = TINY.read_text().replace("[train]\n", f'[train]\ninit_from = "{init_from.as_posix()}"\n', 1)
+    assert "init_from" in text
+    path = tmp_path / "finetune.toml"
+    path.write_text(text)
+    return path
+
+
+def test_init_from_loads_an_earlier_runs_weights(trained: Path, tmp_path: Path) -> None:
+    from training.recon.checkpoint import build_network, read_checkpoint
+    from training.recon.loop import init_weights
+
+    state = read_checkpoint(trained / "model.pt")
+    net = build_network(state["config"], int(state["n_identity"]), state["lighting_low"], state["lighting_high"])
+    init_weights(net, trained / "model.pt", torch.device("cpu"))
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(tensor, state["model"][name]), name
+    wider = dict(state["config"], model=dict(state["config"]["model"], width=1.5))
+    other = build_network(wider, int(state["n_identity"]), state["lighting_low"], state["lighting_high"])
+    with pytest.raises(RuntimeError, match="different architecture"):
+        init_weights(other, trained / "model.pt", torch.device("cpu"))
+
+    config = _config_with_init(tmp_path, trained / "model.pt")
+    out = tmp_path / "finetuned"
+    result = CliRunner().invoke(cli, ["train", "recon", "--config", str(config), "--out", str(out), "--steps", "10"])
+    assert result.exit_code == 0, result.output
+    assert "initialised from the weights in" in result.output and (out / "model.pt").is_file()
+
+
+def test_init_from_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    config = _config_with_init(tmp_path, tmp_path / "nope.pt")
+    result = CliRunner().invoke(cli, ["train", "recon", "--config", str(config), "--out", str(tmp_path / "o"),
+                                      "--steps", "5"])
+    assert result.exit_code != 0 and "train.init_from: no checkpoint at" in result.output
+    assert "Traceback" not in result.output

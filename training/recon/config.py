@@ -95,6 +95,9 @@ class TrainConfig:
     eval_every: int = 1000
     eval_size: int = 512
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # Start from the weights of an earlier run (last.pt or model.pt of the same architecture): fine-tuning
+    # after a renderer change or on new data. Optimiser and schedule start fresh; "" = random init.
+    init_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,18 @@ def describe(config: ReconConfig, device: torch.device, net: ReconNet) -> str:
     )
 
 
+def init_weights(net: torch.nn.Module, path: Path, device: torch.device) -> None:
+    """Load another run's weights into ``net``; a different architecture is a clear error, not a crash."""
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from: no checkpoint at {path}")
+    state = read_checkpoint(path, device)
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise RuntimeError(f"train.init_from: {path} holds a different architecture ({first[0].strip()})") from exc
+
+
 def train(config: ReconConfig, *, resume: bool = False, dry_run: bool = False,
           echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or with ``dry_run`` only resolve and check) a reconstruction network; return a summary."""
@@ -191,6 +203,9 @@ def train(config: ReconConfig, *, resume: bool = False, dry_run: bool = False,
         echo(f"resumed from {last_path} at step {step}")
     elif last_path.exists():
         raise FileExistsError(f"{last_path} exists: pass --resume to continue it or choose another out_dir")
+    elif config.train.init_from:
+        init_weights(net, Path(config.train.init_from), device)
+        echo(f"initialised from the weights in {config.train.init_from}")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     atomic_write_text(out_dir / "schema.json", schema.to_json())
