@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import re
-import tempfile
 import zipfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -703,29 +702,21 @@ def decode_base64(text: str, field: str) -> bytes:
 
 
 def read_attribute_upload(upload: Part, file_format: str, schema: AttributeSchema) -> Any:
-    """Parse an uploaded attribute file with the adapters; errors name the upload, never a temp path.
+    """Parse an uploaded attribute file in memory with the adapters (nothing is written to disk); errors
+    name the upload's file."""
+    from surrogate.adapters import AttributeFileError, InMemoryFile, read_attributes
 
-    The adapters read paths (and OpenFace ids derive from the file's stem), so the bytes go to a file
-    of the upload's own name inside a private temporary folder that is removed before returning.
-    """
-    from surrogate.adapters import AttributeFileError, read_attributes
-
-    safe_name = (
-        re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.filename or "upload.csv").name)[:100] or "upload.csv"
-    )
-    if safe_name.startswith("."):
-        safe_name = "upload" + safe_name
-    with tempfile.TemporaryDirectory(prefix="surrogate-upload-") as folder:
-        path = Path(folder) / safe_name
-        path.write_bytes(upload.data)
-        try:
-            return read_attributes(path, format=file_format, schema=schema)
-        except (AttributeFileError, ValueError, UnicodeDecodeError, OSError) as exc:
-            message = str(exc).replace(str(path), f"file '{safe_name}'").replace(folder, "")
-            column = getattr(exc, "column", None)
-            raise RequestError(
-                422, message, [{"row": None, "field": column or "file", "reason": message}]
-            ) from None
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.filename or "upload.csv").name)[:100] or "upload.csv"
+    try:
+        return read_attributes(InMemoryFile(name, upload.data), format=file_format, schema=schema)
+    except (AttributeFileError, ValueError, UnicodeDecodeError) as exc:
+        message = str(exc)
+        if message.startswith(f"{name}: "):
+            message = f"file '{name}': " + message[len(name) + 2:]
+        column = getattr(exc, "column", None)
+        raise RequestError(
+            422, message, [{"row": None, "field": column or "file", "reason": message}]
+        ) from None
 
 
 def build_zip(

@@ -26,6 +26,7 @@ See docs/attributes.md for each format, its sign conventions and the missing-att
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -34,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from pathlib import Path, PurePath, PureWindowsPath
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -69,10 +70,50 @@ KIND_MALFORMED = "malformed row"
 KIND_DUPLICATE = "duplicate id"
 
 
+@dataclass(frozen=True)
+class InMemoryFile:
+    """An attribute file held in memory, e.g. an HTTP upload: the service parses uploads without ever
+    writing them to disk. Read like a path; ``name`` gives the OpenFace id stem and error messages."""
+
+    name: str
+    data: bytes
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_file(self) -> bool:
+        return True
+
+    def exists(self) -> bool:
+        return True
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.data.decode(encoding)
+
+
+Source = Path | InMemoryFile
+
+
+def _open_text(source: Source) -> io.TextIOBase:
+    """Open a path or an in-memory file as UTF-8 text (BOM stripped, newlines untranslated)."""
+    if isinstance(source, InMemoryFile):
+        return io.TextIOWrapper(io.BytesIO(source.data), encoding="utf-8-sig", newline="")
+    return open(source, encoding="utf-8-sig", newline="")
+
+
 class AttributeFileError(ValueError):
     """The file as a whole cannot be read as attributes: unreadable, wrong format, missing column."""
 
-    def __init__(self, path: str | os.PathLike[str], message: str, *, column: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | InMemoryFile, message: str, *,
+                 column: str | None = None) -> None:
         self.path = str(path)
         self.column = column
         super().__init__(f"{self.path}: {message}")
@@ -143,7 +184,7 @@ class _Column:
 class _Raw:
     """What a format reader hands to the shared finaliser."""
 
-    path: Path
+    path: Source
     source_format: str
     row_numbers: list[int]
     ids: list[str]
@@ -200,7 +241,7 @@ def _identity(x: np.ndarray) -> np.ndarray:
 class _Header:
     """Header names stripped of whitespace; exact lookup first, then a unique case-insensitive one."""
 
-    def __init__(self, path: Path, names: Sequence[str]) -> None:
+    def __init__(self, path: Source, names: Sequence[str]) -> None:
         self.path = path
         self.names = [n.strip() for n in names]
         self._exact: dict[str, list[int]] = {}
@@ -251,7 +292,7 @@ def _records(lines: Iterable[str], delimiter: str) -> Iterable[list[str]]:
         raise csv.Error("unexpected end of file inside a quoted field")
 
 
-def _read_csv(path: Path, wanted: Callable[[_Header], dict[str, int]]) -> tuple[_Header, dict[str, list[str]],
+def _read_csv(path: Source, wanted: Callable[[_Header], dict[str, int]]) -> tuple[_Header, dict[str, list[str]],
                                                                                list[int], list[RejectedRow]]:
     """Stream a CSV once and keep only the wanted columns (a 700-column OpenFace file stays cheap).
 
@@ -259,7 +300,7 @@ def _read_csv(path: Path, wanted: Callable[[_Header], dict[str, int]]) -> tuple[
     rejected as malformed (too few fields).
     """
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
+        with _open_text(path) as handle:
             first = handle.readline()
             if not first.strip():
                 raise AttributeFileError(path, "empty file (no header line)")
@@ -333,7 +374,7 @@ def _with_face_suffix(keys: list[str]) -> list[str]:
 class _MissingColumns:
     """Collects schema attributes without a source column, to name them all in one error."""
 
-    def __init__(self, path: Path, tool: str, fill: Mapping[str, float]) -> None:
+    def __init__(self, path: Source, tool: str, fill: Mapping[str, float]) -> None:
         self.path, self.tool, self.fill = path, tool, fill
         self.items: list[tuple[str, str, str]] = []
 
@@ -366,11 +407,12 @@ _DETECTION_HELP = (
 )
 
 
-def detect_format(path: str | os.PathLike[str], schema: AttributeSchema = DEFAULT_SCHEMA) -> tuple[str, str]:
+def detect_format(path: str | os.PathLike[str] | InMemoryFile,
+                  schema: AttributeSchema = DEFAULT_SCHEMA) -> tuple[str, str]:
     """Guess the format from the file's header; returns (format, human-readable reason)."""
-    path = Path(path)
+    path = path if isinstance(path, InMemoryFile) else Path(path)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
+        with _open_text(path) as handle:
             head = handle.read(65536)
     except UnicodeDecodeError as exc:
         raise AttributeFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
@@ -403,7 +445,7 @@ def detect_format(path: str | os.PathLike[str], schema: AttributeSchema = DEFAUL
 # ---------------------------------------------------------------------------------------------
 # Format readers
 # ---------------------------------------------------------------------------------------------
-def _read_openface(path: Path, schema: AttributeSchema, fill: Mapping[str, float], min_confidence: float,
+def _read_openface(path: Source, schema: AttributeSchema, fill: Mapping[str, float], min_confidence: float,
                    id_prefix: str) -> _Raw:
     plan: dict[str, str] = {}
     modes: list[str] = []
@@ -495,7 +537,7 @@ def _attach_malformed(raw: _Raw, malformed: list[RejectedRow]) -> None:
     raw.row_errors.update({-(k + 1): r for k, r in enumerate(malformed)})
 
 
-def _read_pyfeat(path: Path, schema: AttributeSchema, fill: Mapping[str, float], min_confidence: float,
+def _read_pyfeat(path: Source, schema: AttributeSchema, fill: Mapping[str, float], min_confidence: float,
                  id_prefix: str, au_scale: str) -> _Raw:
     plan: dict[str, str] = {}
 
@@ -563,7 +605,7 @@ def _read_pyfeat(path: Path, schema: AttributeSchema, fill: Mapping[str, float],
     return raw
 
 
-def _read_libreface(path: Path, schema: AttributeSchema, fill: Mapping[str, float], min_confidence: float,
+def _read_libreface(path: Source, schema: AttributeSchema, fill: Mapping[str, float], min_confidence: float,
                     id_prefix: str) -> _Raw:
     plan: dict[str, str] = {}
 
@@ -623,7 +665,7 @@ def _read_libreface(path: Path, schema: AttributeSchema, fill: Mapping[str, floa
     return raw
 
 
-def _read_canonical_csv(path: Path, schema: AttributeSchema, fill: Mapping[str, float]) -> _Raw:
+def _read_canonical_csv(path: Source, schema: AttributeSchema, fill: Mapping[str, float]) -> _Raw:
     plan: dict[str, str] = {}
     extra: list[str] = []
 
@@ -662,7 +704,7 @@ def _read_canonical_csv(path: Path, schema: AttributeSchema, fill: Mapping[str, 
     return raw
 
 
-def _read_json(path: Path, schema: AttributeSchema, fill: Mapping[str, float]) -> _Raw:
+def _read_json(path: Source, schema: AttributeSchema, fill: Mapping[str, float]) -> _Raw:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
@@ -829,7 +871,7 @@ def _finalise(raw: _Raw, schema: AttributeSchema, fill: Mapping[str, float], fli
 # Public API
 # ---------------------------------------------------------------------------------------------
 def read_attributes(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | InMemoryFile,
     *,
     format: str = "auto",
     schema: AttributeSchema = DEFAULT_SCHEMA,
@@ -840,7 +882,8 @@ def read_attributes(
     id_prefix: str = "",
     clip_tolerance: float = DEFAULT_CLIP_TOLERANCE,
 ) -> AttributeTable:
-    """Read an attribute file of any supported format into the schema; bad rows go to ``.rejected``.
+    """Read an attribute file (a path or an ``InMemoryFile``) of any supported format into the schema;
+    bad rows go to ``.rejected``.
 
     ``fill`` gives constants for schema attributes the source has no column for (default
     ``DEFAULT_FILL``: gender 0.5, "unknown"); a missing column not in ``fill`` is an
@@ -848,7 +891,7 @@ def read_attributes(
     ``au_scale`` says whether py-feat AU columns are probabilities (x5) or 0-5 intensities.
     ``clip_tolerance`` (fraction of each range) lets tiny overshoots be clipped and noted per row.
     """
-    path = Path(path)
+    path = path if isinstance(path, InMemoryFile) else Path(path)
     fill = dict(DEFAULT_FILL if fill is None else fill)
     for name, value in fill.items():
         if name not in schema:

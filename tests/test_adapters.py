@@ -19,6 +19,7 @@ from surrogate.adapters import (
     KIND_RANGE,
     KIND_TRACKING,
     AttributeFileError,
+    InMemoryFile,
     detect_format,
     read_attributes,
     write_canonical_csv,
@@ -301,6 +302,31 @@ def test_unreadable_files_raise_attribute_file_error(tmp_path: Path, content: by
         read_attributes(path)
     with pytest.raises(AttributeFileError, match="no such file"):
         read_attributes(tmp_path / "absent.csv")
+
+
+@pytest.mark.parametrize("name", [p.name for p in sorted(FIXTURES.iterdir())
+                                  if p.suffix in (".csv", ".json") and p.name != "unknown_tool.csv"])
+def test_in_memory_file_reads_exactly_like_the_path(name: str) -> None:
+    """The service parses uploads from memory: same rows, ids, rejections and notes as from disk."""
+    path = FIXTURES / name
+    fill = {"AU07": 0.0, "AU23": 0.0, "gender": 0.5} if name.startswith("libreface") else None
+    from_disk = read_attributes(path, fill=fill)
+    from_memory = read_attributes(InMemoryFile(name, path.read_bytes()), fill=fill)
+    assert from_memory.ids == from_disk.ids and from_memory.files == from_disk.files
+    np.testing.assert_array_equal(from_memory.values, from_disk.values)
+    assert [(r.row, r.id, r.reason) for r in from_memory.rejected] == [
+        (r.row, r.id, r.reason) for r in from_disk.rejected]
+    assert from_memory.notes == from_disk.notes
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "upload.csv: empty"), (b"\xff\xfe\x00bad", "upload.csv: not UTF-8"),
+     (b"a,b\n1,2\n", "upload.csv: cannot tell the format")],
+)
+def test_in_memory_file_errors_name_the_upload(content: bytes, message: str) -> None:
+    with pytest.raises(AttributeFileError, match=message):
+        read_attributes(InMemoryFile("upload.csv", content))
 
 
 # -- CLI --------------------------------------------------------------------------------------
