@@ -222,3 +222,46 @@ def test_synthetic_dataset_layout_loads(tmp_path: Path) -> None:
     dataset = load_face_dataset(data, size=16)
     assert dataset.images.shape == (4, 1, 16, 16)
     np.testing.assert_array_equal(dataset.identities, [0, 0, 1, 1])
+
+
+def test_gaussian_blur_keeps_shape_and_mean_and_removes_stripes() -> None:
+    from training.imageops import gaussian_blur
+
+    stripes = torch.zeros(2, 1, 16, 16)
+    stripes[..., ::2] = 1.0  # period-2 pattern: what an adversarial generator paints
+    ramp = torch.linspace(-1, 1, 16).view(1, 1, 1, 16).expand(2, 1, 16, 16)  # a broad shape survives
+    for image, kept in ((stripes, 0.05), (ramp, 0.8)):
+        blurred = gaussian_blur(image, 1.5)
+        assert blurred.shape == image.shape
+        assert float(blurred.mean()) == pytest.approx(float(image.mean()), abs=0.02)
+        ratio = float(blurred[..., 4:-4].std() / image[..., 4:-4].std())
+        assert (ratio < kept) if image is stripes else (ratio > kept), ratio
+
+
+def test_label_blur_reads_labels_from_blurred_images(image_folder: Path, tmp_path: Path) -> None:
+    from training.gan.loop import GanTrainer
+
+    result = CliRunner().invoke(cli, train_args(image_folder, tmp_path / "blur", "--steps", "3",
+                                                "--set", "loss.label_blur=1.5"))
+    assert result.exit_code == 0, result.output
+    rows = read_metrics(tmp_path / "blur" / "metrics.csv")
+    assert len(rows) == 3 and all(np.isfinite(float(r["label_real"])) for r in rows)
+    bad = CliRunner().invoke(cli, train_args(image_folder, tmp_path / "bad", "--steps", "1",
+                                             "--set", "loss.label_blur=-1"))
+    assert bad.exit_code != 0 and "loss.label_blur" in bad.output and "Traceback" not in bad.output
+
+    from training.gan.config import load_config
+    from training.imageops import gaussian_blur
+
+    config = load_config(TINY, {"loss.label_blur": 1.5, "train.out_dir": str(tmp_path / "t")})
+    dataset = load_face_dataset(image_folder, attributes=str(image_folder / "attributes.csv"),
+                                size=config.model.image_size, channels=config.model.channels)
+    trainer = GanTrainer(config, dataset, tmp_path / "t")
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    d = trainer.discriminator
+    with torch.no_grad():
+        assert torch.allclose(trainer.label_view(x, d(x).labels), d.aux(d.encoder(gaussian_blur(x, 1.5))))
+        plain = load_config(TINY, {"train.out_dir": str(tmp_path / "p")})
+        trainer_plain = GanTrainer(plain, dataset, tmp_path / "p")
+        labels = trainer_plain.discriminator(x).labels
+        assert trainer_plain.label_view(x, labels) is labels

@@ -44,6 +44,7 @@ from training.gan.losses import (
 )
 from training.gan.networks import build_networks, to_began
 from training.gan.sampling import probe_attributes, probe_noise, real_grid, save_grids
+from training.imageops import gaussian_blur
 
 METRIC_FIELDS = [
     "step",
@@ -249,6 +250,15 @@ class GanTrainer:
             return base
         return max(base * 0.5 ** (self.step // o.lr_decay_every), min(o.lr_floor, base))
 
+    def label_view(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """y_hat for the label losses: ``labels`` from the main pass, or, with ``loss.label_blur``, the
+        auxiliary predictor on the encoding of the blurred images (real and fake alike)."""
+        sigma = self.config.loss.label_blur
+        if sigma <= 0:
+            return labels
+        with self._autocast():
+            return self.discriminator.aux(self.discriminator.encoder(gaussian_blur(images, sigma)))
+
     def train_step(self) -> StepLosses:
         cfg, lossc = self.config, self.config.loss
         batch = cfg.optim.batch_size
@@ -272,7 +282,7 @@ class GanTrainer:
         loss_real = reconstruction_loss(x, rec_real, lossc.recon)
         loss_fake = reconstruction_loss(fake.detach(), rec_fake, lossc.recon)
         constraint = constraint_loss(z, out.latent[batch:, : cfg.model.z_dim])  # encoder output reused: no extra pass
-        label_real = label_loss(y, out.labels[:batch], self.label_weights)
+        label_real = label_loss(y, self.label_view(x, out.labels[:batch]), self.label_weights)
         loss_d = discriminator_loss(
             loss_real, loss_fake, self.k_t, constraint, label_real, lossc.alpha, lossc.label_weight_d
         )
@@ -285,7 +295,7 @@ class GanTrainer:
         with self._autocast():
             out_g = self.discriminator(fake)
         loss_fake_g = reconstruction_loss(fake, out_g.reconstruction, lossc.recon)
-        label_fake = label_loss(y, out_g.labels, self.label_weights)
+        label_fake = label_loss(y, self.label_view(fake, out_g.labels), self.label_weights)
         loss_g = generator_loss(loss_fake_g, label_fake, lossc.label_weight_g)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

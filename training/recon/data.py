@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from surrogate.schema import AttributeSchema
+from training.imageops import gaussian_blur
 from training.recon.config import AugmentConfig, ConfigError, ReconConfig
 
 LIGHTING_KEYS: tuple[str, ...] = ("light_azimuth", "light_elevation", "light_strength", "ambient")
@@ -250,23 +251,6 @@ class BatchSource:
         return {k: v[pick] for k, v in self._pool.items()}
 
 
-def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
-    radius = max(1, int(round(2.5 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    k = _gaussian_kernel(sigma, x.device)
-    c = x.shape[1]
-    pad = k.numel() // 2
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad, pad, 0, 0), mode="replicate"),
-                                   k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, pad, pad), mode="replicate"),
-                                      k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
 def to_network_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, S, S) -> float in [-1, 1], the scaling every project network uses."""
     return images.float() / 127.5 - 1.0
@@ -307,7 +291,7 @@ def augment_batch(images: torch.Tensor, augment: AugmentConfig, generator: torch
         x[lowres] = torch.nn.functional.interpolate(down, size=(s, s), mode="bilinear", align_corners=False)
     blur = rand(n) < augment.blur_probability
     if blur.any():
-        x[blur] = _blur(x[blur], float(0.5 + 1.0 * rand(1).item()))
+        x[blur] = gaussian_blur(x[blur], float(0.5 + 1.0 * rand(1).item()))
     # Photometric: gamma, contrast around the image mean, brightness, then sensor noise.
     g_lo, g_hi = augment.gamma
     gamma = (g_lo + (g_hi - g_lo) * rand(n)).view(n, 1, 1, 1)
