@@ -265,3 +265,11 @@ def test_label_blur_reads_labels_from_blurred_images(image_folder: Path, tmp_pat
         trainer_plain = GanTrainer(plain, dataset, tmp_path / "p")
         labels = trainer_plain.discriminator(x).labels
         assert trainer_plain.label_view(x, labels) is labels
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "gan").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_gan_config_parses(path: Path) -> None:
+    from training.gan.config import load_config
+
+    config = load_config(path)
+    assert config.model.image_size in (16, 32, 64, 128) and config.loss.label_blur >= 0

@@ -194,3 +194,11 @@ def test_init_from_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
                                       "--steps", "5"])
     assert result.exit_code != 0 and "train.init_from: no checkpoint at" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "recon").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recon_config_parses_and_checks(path: Path) -> None:
+    config = load_config(path)
+    config.check()
+    if config.train.init_from:  # a fine-tuning stage starts from the previous stage's output
+        assert config.train.init_from.endswith("model.pt") and config.train.init_from != f"{config.out_dir}/model.pt"
