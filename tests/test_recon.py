@@ -202,3 +202,28 @@ def test_every_shipped_recon_config_parses_and_checks(path: Path) -> None:
     config.check()
     if config.train.init_from:  # a fine-tuning stage starts from the previous stage's output
         assert config.train.init_from.endswith("model.pt") and config.train.init_from != f"{config.out_dir}/model.pt"
+
+
+def test_evaluate_an_exported_model_matches_its_checkpoint(trained: Path, tmp_path: Path) -> None:
+    """`evaluate recon` on a model repository (onnxruntime, torch-free estimator) gives the checkpoint's
+    figures when told the config that trained it; without --config it says what is missing."""
+    pytest.importorskip("onnxruntime")
+    runner = CliRunner()
+    repo = tmp_path / "repo"
+    exported = runner.invoke(cli, ["export", "recon", "--checkpoint", str(trained / "model.pt"),
+                                   "--repository", str(repo)])
+    assert exported.exit_code == 0, exported.output
+    figures = {}
+    for name, args in (("torch", ["--checkpoint", str(trained / "model.pt")]),
+                       ("onnx", ["--checkpoint", str(repo), "--config", str(TINY)])):
+        result = runner.invoke(cli, ["evaluate", "recon", *args, "--n", "24", "--set", "clean",
+                                     "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        figures[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert figures["onnx"]["step"] == figures["torch"]["step"] == 20
+    torch_clean, onnx_clean = figures["torch"]["sets"]["clean"], figures["onnx"]["sets"]["clean"]
+    for attr, m in torch_clean["per_attribute"].items():
+        assert onnx_clean["per_attribute"][attr]["mae"] == pytest.approx(m["mae"], rel=1e-2, abs=1e-3), attr
+    missing = runner.invoke(cli, ["evaluate", "recon", "--checkpoint", str(repo), "--n", "10",
+                                  "--out", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "pass --config" in missing.output and "Traceback" not in missing.output

@@ -67,9 +67,35 @@ def targets_met(summary: dict[str, float]) -> dict[str, bool]:
     return met
 
 
+def _exported_estimator(repository: Path, config_path: Path | None) -> tuple[Any, Any, int]:
+    """(OnnxEstimator, training config, step) for the newest ``recon`` of a model repository.
+
+    An exported model does not carry its training config, and the held-out sets are rendered the way
+    training rendered them, so the config file that trained it must be named (``--config``)."""
+    from surrogate.extract import OnnxEstimator
+    from surrogate.model_repo import ModelRepository
+    from training.recon.config import load_config
+
+    if config_path is None:
+        raise ValueError(f"{repository} is a model repository: pass --config with the TOML file that trained its "
+                         "recon model (its MODEL_CARD.md names it), so the held-out sets are rendered the same way")
+    config = load_config(config_path)
+    estimator = OnnxEstimator(repository)
+    if estimator.image_size != config.model.image_size or estimator.channels != config.model.channels:
+        raise ValueError(f"{config_path} describes {config.model.image_size} px x {config.model.channels} channel(s), "
+                         f"the exported model takes {estimator.image_size} px x {estimator.channels}")
+    repo = ModelRepository(repository)
+    provenance = json.loads((repo.model_path("recon").parent / "export.json").read_text())
+    return estimator, config, int(provenance.get("step", 0))
+
+
 def evaluate_checkpoint(checkpoint: str | Path, *, n: int = 2000, seed: int = 20_240_601, device: str = "cpu",
-                        include: tuple[str, ...] = ("clean", "randomised", "closed_loop")) -> dict[str, Any]:
-    """Render the held-out sets, run the estimator, return all metrics (nothing written)."""
+                        include: tuple[str, ...] = ("clean", "randomised", "closed_loop"),
+                        config_path: Path | None = None) -> dict[str, Any]:
+    """Render the held-out sets, run the estimator, return all metrics (nothing written).
+
+    ``checkpoint``: a training checkpoint, or a model repository folder (its newest exported ``recon``,
+    run with onnxruntime; then ``config_path`` names the config that trained it)."""
     import torch
     from tqdm import tqdm
 
@@ -78,11 +104,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, n: int = 2000, seed: int = 20
     from training.recon.data import augment_batch, render_chunk, sample_attributes
     from training.recon.estimator import load_estimator
 
-    state = read_checkpoint(checkpoint, "cpu")
-    config = config_from_dict(state["config"], f"{checkpoint} config")
-    estimator = load_estimator(checkpoint, device)
+    if Path(checkpoint).is_dir():
+        estimator, config, step = _exported_estimator(Path(checkpoint), config_path)
+    else:
+        state = read_checkpoint(checkpoint, "cpu")
+        config = config_from_dict(state["config"], f"{checkpoint} config")
+        estimator, step = load_estimator(checkpoint, device), int(state.get("step", 0))
     schema = estimator.schema
-    results: dict[str, Any] = {"checkpoint": str(checkpoint), "step": int(state.get("step", 0)), "n": n, "seed": seed,
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "step": step, "n": n, "seed": seed,
                                "schema": list(schema.names), "sets": {}}
     chunk = 250
     bar = tqdm(total=n * len(include), desc="evaluate recon", unit="img")
@@ -152,8 +181,11 @@ def metrics_markdown(results: dict[str, Any]) -> str:
 
 
 @click.command("recon")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Training checkpoint (last.pt) or weights file (model.pt).")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Training checkpoint (last.pt), weights file (model.pt), or a model repository folder "
+                   "(its newest exported recon, through onnxruntime; needs --config).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With a model repository: the TOML config that trained the exported model.")
 @click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(10, 1_000_000), help="Images per set.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for metrics.json and metrics.md.")
@@ -161,15 +193,16 @@ def metrics_markdown(results: dict[str, Any]) -> str:
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--set", "sets", multiple=True, type=click.Choice(["clean", "randomised", "closed_loop"]),
               help="Evaluate only these sets (default: all three).")
-def evaluate_recon_command(checkpoint: Path, n: int, out: Path, seed: int, device: str, sets: tuple[str, ...]) -> None:
+def evaluate_recon_command(checkpoint: Path, config_path: Path | None, n: int, out: Path, seed: int, device: str,
+                           sets: tuple[str, ...]) -> None:
     """Pose MAE, per-AU MAE and Pearson r, gender accuracy on held-out renders and on the 3-D path."""
     from surrogate.imageio import atomic_write_text
     from training.recon.checkpoint import CheckpointError
 
     try:
         results = evaluate_checkpoint(checkpoint, n=n, seed=seed, device=device,
-                                      include=sets or ("clean", "randomised", "closed_loop"))
-    except (CheckpointError, ValueError) as exc:
+                                      include=sets or ("clean", "randomised", "closed_loop"), config_path=config_path)
+    except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=2))
     atomic_write_text(out / "metrics.md", metrics_markdown(results))
