@@ -40,6 +40,7 @@ def Counter(**kwargs: Any) -> _Lazy:  # noqa: N802 (reads like the prometheus_cl
 def Histogram(**kwargs: Any) -> _Lazy:  # noqa: N802
     return _Lazy("Histogram", **kwargs)
 
+
 IMAGES = Counter(
     name="surrogate_images_total",
     documentation="Surrogate images produced, by endpoint, method and backend",

@@ -220,7 +220,7 @@ def test_evaluate_an_exported_model_matches_its_checkpoint(trained: Path, tmp_pa
                                      "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
         figures[name] = json.loads((tmp_path / name / "metrics.json").read_text())
-    assert figures["onnx"]["step"] == figures["torch"]["step"] == 20
+    assert figures["onnx"]["step"] == figures["torch"]["step"] > 0
     torch_clean, onnx_clean = figures["torch"]["sets"]["clean"], figures["onnx"]["sets"]["clean"]
     for attr, m in torch_clean["per_attribute"].items():
         assert onnx_clean["per_attribute"][attr]["mae"] == pytest.approx(m["mae"], rel=1e-2, abs=1e-3), attr
