@@ -35,6 +35,10 @@ from surrogate.face_model import (
 )
 
 DEFAULT_BACKGROUND = 0.78
+# Version of what the renderer draws: a 3-D surrogate depends only on (attributes, seed, this), so bump it
+# whenever a change alters pixels. Recorded with every 3-D surrogate batch and synthetic dataset.
+# 1: the first face model; 2: the eye AUs' own signatures (AU05 upper lid, AU06 cheek, AU07 lower lid).
+RENDERER_VERSION = "2"
 """Background grey level (0..1) when none is given: a plain light studio backdrop."""
 
 MAX_SIZE = 1024

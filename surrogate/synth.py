@@ -38,6 +38,7 @@ from surrogate.configfile import build_dataclass, load_settings
 from surrogate.face_model import N_IDENTITY, SUPPORTED_AUS, FaceParams, params_from_attributes
 from surrogate.imageio import atomic_write_bytes, atomic_write_text, save_png
 from surrogate.noise import STREAM_SYNTH_IDENTITY, STREAM_SYNTH_ROW, indexed_rng
+from surrogate.render import RENDERER_VERSION
 from surrogate.schema import DEFAULT_SCHEMA, POSE_NAMES, AttributeSchema
 
 FORMAT_VERSION = 1
@@ -320,6 +321,7 @@ def synthesize_dataset(
         "rgb": bool(rgb),
         "schema": schema.to_dict(),
         "distribution": dist.to_dict(),
+        "renderer": RENDERER_VERSION,  # completing a folder drawn by another renderer would mix two looks
     }
     manifest_path = out / "synth.json"
     if manifest_path.exists():
@@ -329,7 +331,11 @@ def synthesize_dataset(
             raise ValueError(f"{manifest_path}: unreadable ({exc}); remove the folder or pick another --out") from exc
         differing = [k for k in manifest if previous.get(k) != manifest[k]]
         if differing:
-            raise ValueError(f"{out} holds a dataset made with different {', '.join(differing)}; "
+            detail = ""
+            if "renderer" in differing:
+                detail = (f" (renderer version {previous.get('renderer') or 'unrecorded'} drew it, this one is "
+                          f"{RENDERER_VERSION})")
+            raise ValueError(f"{out} holds a dataset made with different {', '.join(differing)}{detail}; "
                              "resume with the same settings or pick another --out")
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists, is not empty and is not a synthetic dataset; pick another --out")

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from surrogate.cli import cli
 from surrogate.imageio import load_image
+from surrogate.render import RENDERER_VERSION
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 from surrogate.synth import (
     DatasetError,
@@ -80,6 +81,23 @@ def test_rerun_resumes_and_rejects_other_settings(tmp_path):
         synthesize_dataset(out, 8, seed=2, size=32, progress=False)
     result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--n", "8", "--seed", "1", "--size", "48"])
     assert result.exit_code != 0 and "size" in result.output and "Traceback" not in result.output
+
+
+def test_a_folder_drawn_by_another_renderer_is_not_completed(tmp_path):
+    """After a renderer change, completing an old folder would mix two looks of the same faces."""
+    out = tmp_path / "ds"
+    synthesize_dataset(out, 2, seed=1, size=32, progress=False)
+    manifest = json.loads((out / "synth.json").read_text())
+    assert manifest["renderer"] == RENDERER_VERSION
+    for previous in ("1", None):  # an older renderer, or a folder from before versions were recorded
+        if previous is None:
+            manifest.pop("renderer")
+        else:
+            manifest["renderer"] = previous
+        (out / "synth.json").write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match=f"renderer version {previous or 'unrecorded'} drew it"):
+            synthesize_dataset(out, 4, seed=1, size=32, progress=False)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["0000000.png", "0000001.png"]
 
 
 def test_rgb_and_another_schema(tmp_path):
