@@ -72,7 +72,7 @@ def _exported_estimator(repository: Path, config_path: Path | None) -> tuple[Any
 
     An exported model does not carry its training config, and the held-out sets are rendered the way
     training rendered them, so the config file that trained it must be named (``--config``)."""
-    from surrogate.extract import OnnxEstimator
+    from surrogate.extract import RECON_MODEL, OnnxEstimator
     from surrogate.model_repo import ModelRepository
     from training.recon.config import load_config
 
@@ -84,9 +84,8 @@ def _exported_estimator(repository: Path, config_path: Path | None) -> tuple[Any
     if estimator.image_size != config.model.image_size or estimator.channels != config.model.channels:
         raise ValueError(f"{config_path} describes {config.model.image_size} px x {config.model.channels} channel(s), "
                          f"the exported model takes {estimator.image_size} px x {estimator.channels}")
-    repo = ModelRepository(repository)
-    provenance = json.loads((repo.model_path("recon").parent / "export.json").read_text())
-    return estimator, config, int(provenance.get("step", 0))
+    step = ModelRepository(repository).export_info(RECON_MODEL, estimator.model.version).get("step", 0)
+    return estimator, config, int(step)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, n: int = 2000, seed: int = 20_240_601, device: str = "cpu",
