@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Train the two shipped default models (conditional BEGAN-CS generator, reconstruction network) in one
-# go on one GPU machine: renders the synthetic data with every core, then trains both networks side by
-# side (the GAN reads its data from memory; the reconstruction network renders faces on the fly).
+# Train the shipped default models (conditional BEGAN-CS generator, reconstruction network) in one go on
+# one GPU machine: renders the synthetic data with every core, then trains the networks side by side
+# (the GAN reads its data from memory; the reconstruction network renders faces on the fly).
 #
 #   scripts/train_defaults.sh OUT_DIR            # the real run (CUDA; ~8 minutes on one H100, 16 cores)
 #   scripts/train_defaults.sh OUT_DIR --smoke    # seconds-long CPU rehearsal of every step
 #
-# OUT_DIR receives weights-only checkpoints (gan_generator.pt, recon.pt), metrics CSVs, sample grids and
-# logs; hand the checkpoints to `surrogate export`. Works with any python3 that has torch, numpy,
-# pillow, click and tqdm (PYTHON=... to choose); the project is used from this checkout (PYTHONPATH).
+# Environment:
+#   MODELS="gan recon"     which networks to train (default both)
+#   GAN_VARIANTS="a b:loss.label_weight_g=6,optim.batch_size=128"
+#                          GAN runs trained side by side on the same data: NAME[:key=value,...] each,
+#                          the overrides applied to the GAN config with --set (default: one run, "gan")
+#   GAN_MINUTES=6          wall-time budget of each GAN run;  N_FACES=40000 faces rendered
+#   PYTHON=python3         any python3 with torch, numpy, pillow, click and tqdm
+#
+# OUT_DIR receives, per GAN run, NAME.tar (weights-only generator snapshots every train.snapshot_every
+# steps and the last step, metrics.csv, the newest sample grids), recon.pt (weights only), logs and the
+# environment; hand a snapshot to `surrogate evaluate gan` / `surrogate export gan`. The project is used
+# from this checkout (PYTHONPATH).
 set -uo pipefail
 OUT=${1:?usage: scripts/train_defaults.sh OUT_DIR [--smoke]}
 MODE=${2:-full}
@@ -18,12 +27,15 @@ cd "$ROOT"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 CORES=$(nproc)
 WORK=${WORK_DIR:-$ROOT/runs/defaults}
+MODELS=${MODELS:-gan recon}
+GAN_VARIANTS=${GAN_VARIANTS:-gan}
 mkdir -p "$OUT" "$WORK"
 log() { echo "[$(date +%T)] $*"; }
+wants() { [[ " $MODELS " == *" $1 "* ]]; }
 
 if [ "$MODE" = "--smoke" ]; then
   N=192; DEVICE=cpu; GAN_CFG=configs/gan/tiny_cpu.toml; RECON_CFG=configs/recon/tiny_cpu.toml
-  GAN_ARGS=(--steps 12); RECON_ARGS=(--steps 6 --workers 1); SIZE=16
+  GAN_ARGS=(--steps 12 --set train.snapshot_every=5); RECON_ARGS=(--steps 6 --workers 1); SIZE=16
 else
   N=${N_FACES:-40000}; DEVICE=cuda; GAN_CFG=configs/gan/default64.toml; RECON_CFG=configs/recon/default.toml
   GAN_ARGS=(--max-minutes "${GAN_MINUTES:-6}"); RECON_ARGS=(--workers $((CORES > 6 ? CORES - 3 : 1))); SIZE=64
@@ -35,47 +47,74 @@ print("python", platform.python_version(), "torch", torch.__version__)
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
 PYEOF
 
-log "rendering $N synthetic faces with $CORES processes"
-$PY -m surrogate.cli data synth --n "$N" --out "$WORK/synth" --seed 0 --size "$SIZE" \
-    --workers "$CORES" --batch-size 64 > "$OUT/synth.log" 2>&1 || { tail -20 "$OUT/synth.log"; exit 1; }
-tail -1 "$OUT/synth.log"
+if wants gan; then
+  log "rendering $N synthetic faces with $CORES processes"
+  $PY -m surrogate.cli data synth --n "$N" --out "$WORK/synth" --seed 0 --size "$SIZE" \
+      --workers "$CORES" --batch-size 64 > "$OUT/synth.log" 2>&1 || { tail -20 "$OUT/synth.log"; exit 1; }
+  tail -1 "$OUT/synth.log"
+fi
 
-log "training the GAN and the reconstruction network side by side on $DEVICE"
-$PY -m surrogate.cli train gan --config "$GAN_CFG" --data "$WORK/synth" --out "$WORK/gan" --device "$DEVICE" \
-    "${GAN_ARGS[@]}" > "$OUT/gan.log" 2>&1 &
-GAN_PID=$!
-$PY -m surrogate.cli train recon --config "$RECON_CFG" --out "$WORK/recon" --device "$DEVICE" \
-    "${RECON_ARGS[@]}" > "$OUT/recon.log" 2>&1 &
-RECON_PID=$!
-wait $GAN_PID; GAN_RC=$?
-wait $RECON_PID; RECON_RC=$?
-log "gan exit $GAN_RC, recon exit $RECON_RC"
-tail -c 1500 "$OUT/gan.log"; echo; tail -c 1500 "$OUT/recon.log"; echo
+log "training [$MODELS] on $DEVICE (GAN runs: $GAN_VARIANTS)"
+declare -A PIDS=()
+if wants gan; then
+  for variant in $GAN_VARIANTS; do
+    name=${variant%%:*}; sets=()
+    if [[ "$variant" == *:* ]]; then
+      IFS=',' read -ra pairs <<< "${variant#*:}"
+      for pair in "${pairs[@]}"; do sets+=(--set "$pair"); done
+    fi
+    log "GAN run $name: ${sets[*]:-(config as is)}"
+    $PY -m surrogate.cli train gan --config "$GAN_CFG" --data "$WORK/synth" --out "$WORK/$name" \
+        --device "$DEVICE" "${GAN_ARGS[@]}" "${sets[@]}" > "$OUT/$name.log" 2>&1 &
+    PIDS[$name]=$!
+  done
+fi
+if wants recon; then
+  $PY -m surrogate.cli train recon --config "$RECON_CFG" --out "$WORK/recon" --device "$DEVICE" \
+      "${RECON_ARGS[@]}" > "$OUT/recon.log" 2>&1 &
+  PIDS[recon]=$!
+fi
+FAILED=0
+for name in "${!PIDS[@]}"; do
+  wait "${PIDS[$name]}"; rc=$?
+  log "$name exit $rc"; tail -c 600 "$OUT/$name.log" | tr '\r' '\n' | tail -3
+  [ "$rc" = 0 ] || FAILED=1
+done
 
 log "collecting weights-only checkpoints and figures"
-$PY - "$WORK" "$OUT" <<'PYEOF'
-import shutil, sys
+$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" <<'PYEOF'
+import shutil, sys, tarfile
 from pathlib import Path
-import torch
-work, out = Path(sys.argv[1]), Path(sys.argv[2])
-gan = work / "gan" / "last.pt"
-if gan.is_file():
-    state = torch.load(gan, map_location="cpu", weights_only=False)
-    keep = {k: state[k] for k in ("format", "config", "schema", "generator", "step", "k_t", "metrics") if k in state}
-    torch.save(keep, out / "gan_generator.pt")
-    print("gan step", state.get("step"), "k_t", state.get("k_t"))
-recon = work / "recon" / "last.pt"
-if recon.is_file():
+work, out, models, variants = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+LIMIT = 15 * 2**20  # the device tool brings back files of up to 16 MiB
+if "gan" in models:
+    from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
+    for name in (v.split(":")[0] for v in variants):
+        run = work / name
+        if not (run / "last.pt").is_file():
+            print(name, "left no checkpoint")
+            continue
+        state = load_checkpoint(run / "last.pt")
+        final = run / "snapshots" / f"generator-{state['step']:07d}.pt"
+        final.parent.mkdir(exist_ok=True)
+        save_checkpoint(final, generator_only(state))
+        print(name, "step", state["step"], "k_t", round(state["k_t"], 4))
+        members = [run / "metrics.csv", run / "config.toml"]
+        members += sorted((run / "samples").glob("*.png"), key=lambda p: p.stat().st_mtime)[-3:]
+        budget = LIMIT - sum(p.stat().st_size for p in members if p.is_file())
+        for snap in sorted((run / "snapshots").glob("*.pt"), reverse=True):  # newest first, as many as fit
+            if snap.stat().st_size <= budget:
+                members.append(snap)
+                budget -= snap.stat().st_size
+        with tarfile.open(out / f"{name}.tar", "w") as tar:
+            for path in members:
+                if path.is_file():
+                    tar.add(path, arcname=str(path.relative_to(run)))
+if "recon" in models and (work / "recon" / "last.pt").is_file():
     from training.recon.checkpoint import export_weights, read_checkpoint
-    export_weights(read_checkpoint(recon, "cpu"), out / "recon.pt")
-for run in ("gan", "recon"):
-    for name in ("metrics.csv",):
-        if (work / run / name).is_file():
-            shutil.copy(work / run / name, out / f"{run}_{name}")
-    samples = sorted((work / run).rglob("*.png"), key=lambda p: p.stat().st_mtime)
-    for p in samples[-2:]:
-        shutil.copy(p, out / f"{run}_{p.name}")
+    export_weights(read_checkpoint(work / "recon" / "last.pt", "cpu"), out / "recon.pt")
+    shutil.copy(work / "recon" / "metrics.csv", out / "recon_metrics.csv")
 for p in sorted(out.iterdir()):
     print(f"{p.stat().st_size:>10} {p.name}")
 PYEOF
-exit $(( GAN_RC || RECON_RC ))
+exit $FAILED

@@ -115,6 +115,26 @@ def test_training_cli_writes_checkpoints_samples_and_metrics(image_folder: Path,
     assert image.shape == (2, 1, 16, 16)
 
 
+def test_snapshots_are_weights_only_generators_that_match_the_run(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli, train_args(image_folder, out, "--steps", "10", "--set", "train.snapshot_every=4")
+    )
+    assert result.exit_code == 0, result.output
+    snapshots = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snapshots == ["generator-0000004.pt", "generator-0000008.pt"]
+    payload = load_checkpoint(out / "snapshots" / "generator-0000008.pt")
+    assert "discriminator" not in payload and "opt_g" not in payload and payload["step"] == 8
+    assert (out / "snapshots" / "generator-0000008.pt").stat().st_size < (out / "last.pt").stat().st_size / 2
+    generator, _, config = load_generator(out / "snapshots" / "generator-0000008.pt")
+    assert config["step"] == 8
+    z, y = torch.zeros(2, 64), torch.full((2, 10), 0.5)
+    last, _, _ = load_generator(out / "last.pt")
+    assert not torch.equal(generator(z, y), last(z, y))  # step 8, not step 10
+    bad = CliRunner().invoke(cli, train_args(image_folder, out, "--set", "train.snapshot_every=-1", "--dry-run"))
+    assert bad.exit_code != 0 and "train.snapshot_every" in bad.output
+
+
 def test_same_seed_gives_identical_training(image_folder: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = CliRunner().invoke(cli, train_args(image_folder, tmp_path / name, "--steps", "4"))

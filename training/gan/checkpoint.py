@@ -30,6 +30,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     checkpointing.save_checkpoint(path, payload, _FORMAT)
 
 
+GENERATOR_KEYS = ("config", "schema", "generator", "step", "k_t")
+
+
+def generator_only(payload: dict[str, Any]) -> dict[str, Any]:
+    """The part of a training checkpoint that generating and exporting need (no D, optimisers or RNG)."""
+    return {key: payload[key] for key in GENERATOR_KEYS if key in payload}
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     return checkpointing.load_checkpoint(path, device, _FORMAT, CheckpointError)
 

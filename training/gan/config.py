@@ -85,6 +85,10 @@ class TrainConfig:
     out_dir: str = "runs/gan"
     device: str = "cpu"  # cpu | cuda
     checkpoint_every: int = 1000
+    # Keep a weights-only generator snapshot (snapshots/generator-STEP.pt, a few MB, loadable by
+    # `evaluate gan` and `export gan`) every this many steps, so the best step can be picked afterwards
+    # by the independent estimator (M_global does not track attribute fidelity); 0 = off.
+    snapshot_every: int = 0
     sample_every: int = 1000
     log_every: int = 50
     amp: bool = True  # CUDA: bf16 autocast + TF32
@@ -147,6 +151,8 @@ class GanConfig:
                 problems.append(f"{name} must be positive, got {value}")
         if o.lr <= 0:
             problems.append(f"optim.lr must be positive, got {o.lr}")
+        if t.snapshot_every < 0:
+            problems.append(f"train.snapshot_every must be 0 (off) or positive, got {t.snapshot_every}")
         if problems:
             raise ConfigError("; ".join(problems))
         return self

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from surrogate.imageio import atomic_write_text, save_png
-from training.gan.checkpoint import load_checkpoint, save_checkpoint
+from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
 from training.gan.config import GanConfig, config_from_dict
 from training.gan.dataset import FaceDataset, split_held_out
 from training.gan.losses import (
@@ -380,6 +380,8 @@ class GanTrainer:
                     diversity = float("nan")
                 if self.step % t.checkpoint_every == 0 or self.step == target:
                     self._checkpoint(last)
+                if t.snapshot_every and self.step % t.snapshot_every == 0:
+                    self.snapshot()
                 if max_minutes > 0 and time.perf_counter() - start_time > max_minutes * 60:
                     if interval_steps:
                         last = self._log(sums, interval_steps, interval_start, start_time, diversity)
@@ -423,6 +425,13 @@ class GanTrainer:
                 self.tensorboard.add_scalar("gan/diversity", diversity, self.step)
         values["images_per_s"] = row["images_per_s"]
         return values
+
+    def snapshot(self) -> Path:
+        """Weights-only generator at this step (``snapshots/generator-STEP.pt``), written atomically."""
+        path = self.out_dir / "snapshots" / f"generator-{self.step:07d}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, generator_only(self._payload()))
+        return path
 
     def _checkpoint(self, last: dict[str, float]) -> None:
         self.save()
