@@ -74,8 +74,9 @@ class OnnxEstimator:
         return self.predict_with_confidence(images)[0]
 
 
-def load_any_estimator(model: str | os.PathLike[str], *, device: str = "cpu") -> Estimator:
-    """A torch checkpoint file (lazy torch import) or a model repository folder (onnxruntime)."""
+def load_any_estimator(model: str | os.PathLike[str], *, device: str = "cpu", option: str = "--model") -> Estimator:
+    """A torch checkpoint file (lazy torch import) or a model repository folder (onnxruntime); errors
+    name ``option``, the command-line option the path came from."""
     path = Path(model)
     if path.is_dir():
         return OnnxEstimator(path)
@@ -90,7 +91,7 @@ def load_any_estimator(model: str | os.PathLike[str], *, device: str = "cpu") ->
             return load_estimator(path, device)
         except ValueError as exc:  # CheckpointError: not a reconstruction checkpoint
             raise click.ClickException(str(exc)) from exc
-    raise click.ClickException(f"--model {path}: no such checkpoint file or model repository folder")
+    raise click.ClickException(f"{option} {path}: no such checkpoint file or model repository folder")
 
 
 def collect_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:

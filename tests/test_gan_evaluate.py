@@ -13,6 +13,8 @@ from surrogate.cli import cli
 from surrogate.schema import AttributeSchema
 from training.gan.evaluate import RidgePixelEstimator, evaluate_generator, mean_pairwise_l1, pearson
 
+REPO = Path(__file__).resolve().parents[1]
+
 SCHEMA = AttributeSchema.from_names(["yaw", "AU12"])
 SIZE = 12
 
@@ -172,6 +174,15 @@ def test_evaluate_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
     assert "ratio" in report["diversity"]
     for name in ("evaluation.md", "samples.png", "sweep.png", "real_neighbours.png"):
         assert (out / name).is_file(), name
+    base = ["evaluate", "gan", "--checkpoint", str(run / "last.pt"), "--data", str(data), "--n-eval", "20",
+            "--attributes", str(data / "attributes.csv")]
+    onnx = CliRunner().invoke(cli, [*base, "--estimator", str(REPO / "model_repository"), "--out", str(tmp_path / "o")])
+    assert onnx.exit_code == 0, onnx.output  # the shipped recon model through onnxruntime, no torch estimator
+    assert "model_repository" in (tmp_path / "o" / "evaluation.md").read_text()
+    report = json.loads((tmp_path / "o" / "evaluation.json").read_text())
+    assert all(np.isfinite(entry["mae"]) for entry in report["fidelity"].values())
+    nowhere = CliRunner().invoke(cli, [*base, "--estimator", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert nowhere.exit_code != 0 and "--estimator" in nowhere.output and "Traceback" not in nowhere.output
     missing = CliRunner().invoke(
         cli,
         [

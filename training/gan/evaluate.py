@@ -312,8 +312,9 @@ def write_outputs(result: EvaluationResult, out_dir: Path, source: str, estimato
     "--estimator",
     default="ridge",
     show_default=True,
-    help="Reconstruction-network checkpoint (independent attribute estimator), or 'ridge' for a "
-    "pixel ridge regressor fitted on the real training images.",
+    help="Independent attribute estimator: a reconstruction-network checkpoint, a model repository with a "
+    "`recon` model (onnxruntime, e.g. model_repository), or 'ridge' for a pixel ridge regressor fitted on "
+    "the real training images.",
 )
 @click.option(
     "--data",
@@ -389,9 +390,9 @@ def evaluate_gan_command(
         )
     else:
         try:
-            from training.recon.estimator import load_estimator
+            from surrogate.extract import load_any_estimator
 
-            est = load_estimator(estimator)
+            est = load_any_estimator(estimator, device=device, option="--estimator")
         except (ImportError, OSError, ValueError) as exc:
             raise click.ClickException(f"cannot load the estimator {estimator}: {exc}") from exc
     result = evaluate_generator(
