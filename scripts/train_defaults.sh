@@ -11,10 +11,14 @@
 #   GAN_VARIANTS="a b:loss.label_weight_g=6,optim.batch_size=128"
 #                          GAN runs trained side by side on the same data: NAME[:key=value,...] each,
 #                          the overrides applied to the GAN config with --set (default: one run, "gan")
-#   GAN_MINUTES=6          wall-time budget of each GAN run;  N_FACES=40000 faces rendered
+#   GAN_MINUTES=8          wall-time budget of each GAN run;  N_FACES=40000 faces rendered
+#   RESUME_BUNDLE=NAME     also bring back that GAN run's whole last.pt (generator, discriminator,
+#                          optimisers, k_t, RNG: ~58 MB at n = 64) as NAME.last.pt.part00.. of 15 MiB, so
+#                          the run can be continued elsewhere: cat NAME.last.pt.part* > RUN/last.pt, then
+#                          surrogate train gan --config ... --out RUN --resume (default: the first run)
 #   PYTHON=python3         any python3 with torch, numpy, pillow, click and tqdm
 #
-# OUT_DIR receives, per GAN run, NAME.tar (weights-only generator snapshots every train.snapshot_every
+# OUT_DIR receives, per GAN run, NAME.log and NAME.tar (weights-only generator snapshots every train.snapshot_every
 # steps and the last step, metrics.csv, the newest sample grids), recon.pt (weights only), logs and the
 # environment; hand a snapshot to `surrogate evaluate gan` / `surrogate export gan`. The project is used
 # from this checkout (PYTHONPATH).
@@ -29,6 +33,8 @@ CORES=$(nproc)
 WORK=${WORK_DIR:-$ROOT/runs/defaults}
 MODELS=${MODELS:-gan recon}
 GAN_VARIANTS=${GAN_VARIANTS:-gan}
+first=${GAN_VARIANTS%% *}
+RESUME_BUNDLE=${RESUME_BUNDLE:-${first%%:*}}
 mkdir -p "$OUT" "$WORK"
 log() { echo "[$(date +%T)] $*"; }
 wants() { [[ " $MODELS " == *" $1 "* ]]; }
@@ -38,10 +44,10 @@ if [ "$MODE" = "--smoke" ]; then
   GAN_ARGS=(--steps 12 --set train.snapshot_every=5); RECON_ARGS=(--steps 6 --workers 1); SIZE=16
 else
   N=${N_FACES:-40000}; DEVICE=cuda; GAN_CFG=configs/gan/default64.toml; RECON_CFG=configs/recon/default.toml
-  GAN_ARGS=(--max-minutes "${GAN_MINUTES:-6}"); RECON_ARGS=(--workers $((CORES > 6 ? CORES - 3 : 1))); SIZE=64
+  GAN_ARGS=(--max-minutes "${GAN_MINUTES:-8}"); RECON_ARGS=(--workers $((CORES > 6 ? CORES - 3 : 1))); SIZE=64
 fi
 
-$PY - <<'PYEOF' 2>&1 | tee "$OUT/environment.txt"
+$PY - <<'PYEOF' 2>&1
 import platform, torch
 print("python", platform.python_version(), "torch", torch.__version__)
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
@@ -82,10 +88,11 @@ for name in "${!PIDS[@]}"; do
 done
 
 log "collecting weights-only checkpoints and figures"
-$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" <<'PYEOF'
+$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" "$RESUME_BUNDLE" <<'PYEOF'
 import shutil, sys, tarfile
 from pathlib import Path
 work, out, models, variants = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+bundle = sys.argv[5]
 LIMIT = 15 * 2**20  # the device tool brings back files of up to 16 MiB
 if "gan" in models:
     from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
@@ -110,6 +117,10 @@ if "gan" in models:
             for path in members:
                 if path.is_file():
                     tar.add(path, arcname=str(path.relative_to(run)))
+        if name == bundle:
+            data = (run / "last.pt").read_bytes()
+            for part, start in enumerate(range(0, len(data), LIMIT)):
+                (out / f"{name}.last.pt.part{part:02d}").write_bytes(data[start : start + LIMIT])
 if "recon" in models and (work / "recon" / "last.pt").is_file():
     from training.recon.checkpoint import export_weights, read_checkpoint
     export_weights(read_checkpoint(work / "recon" / "last.pt", "cpu"), out / "recon.pt")
