@@ -456,9 +456,9 @@ class SurrogateAPI:
             return Response(
                 encode_png(images[0]),
                 media_type="image/png",
-                headers={"X-Surrogate-Seed": str(seeds[0]), **self.model_headers(gan)},
+                headers={"X-Surrogate-Seed": str(seeds[0]), **self.model_headers(req.method, gan)},
             )
-        model = {"name": gan.name, "version": gan.version} if gan else None
+        model = producing_model(req.method, gan)
         used = schema.to_records(rows)
         items = [
             {
@@ -479,8 +479,11 @@ class SurrogateAPI:
         return "renderer" if method == "3d" else self.engine.backend_kind
 
     @staticmethod
-    def model_headers(gan: ModelInfo | None) -> dict[str, str]:
-        return {"X-Surrogate-Model": gan.name, "X-Surrogate-Model-Version": str(gan.version)} if gan else {}
+    def model_headers(method: str, gan: ModelInfo | None) -> dict[str, str]:
+        made_by = producing_model(method, gan)
+        if made_by is None:
+            return {}
+        return {"X-Surrogate-Model": made_by["name"], "X-Surrogate-Model-Version": str(made_by["version"])}
 
     def record_seeds(self, req: SynthesizeRequest) -> list[int]:
         if req.seeds is None:
@@ -550,7 +553,7 @@ class SurrogateAPI:
             media_type="application/zip",
             headers={
                 "Content-Disposition": 'attachment; filename="surrogates.zip"',
-                **self.model_headers(gan),
+                **self.model_headers(method, gan),
             },
         )
 
@@ -678,14 +681,14 @@ class SurrogateAPI:
                 headers={
                     "X-Surrogate-Seed": str(seed),
                     "X-Surrogate-Attributes": json.dumps(attributes),
-                    **self.model_headers(gan),
+                    **self.model_headers(method, gan),
                 },
             )
         return JSONResponse(
             {
                 "seed": seed,
                 "method": method,
-                "model": {"name": gan.name, "version": gan.version} if gan else None,
+                "model": producing_model(method, gan),
                 "attributes": attributes,
                 "png_base64": base64.b64encode(png).decode("ascii"),
             }
@@ -719,6 +722,16 @@ def read_attribute_upload(upload: Part, file_format: str, schema: AttributeSchem
         ) from None
 
 
+def producing_model(method: str, gan: ModelInfo | None) -> dict[str, Any] | None:
+    """``{"name", "version"}`` of what drew a surrogate: the served generator, or the 3-D face model at
+    the renderer's version (a surrogate depends only on attributes, seed and this)."""
+    if method == "3d":
+        from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION
+
+        return {"name": FACE_MODEL_3D, "version": int(RENDERER_VERSION)}
+    return {"name": gan.name, "version": gan.version} if gan is not None else None
+
+
 def build_zip(
     table: Any, images: np.ndarray, seeds: list[int], n: int, method: str, gan: ModelInfo | None
 ) -> bytes:
@@ -727,7 +740,8 @@ def build_zip(
     status = io.StringIO()
     writer = csv.writer(status)
     writer.writerow(["row", "id", "status", "reason", "seed", "files", "method", "model", "model_version"])
-    model_name, model_version = (gan.name, gan.version) if gan else ("", "")
+    made_by = producing_model(method, gan)
+    model_name, model_version = (made_by["name"], made_by["version"]) if made_by else ("", "")
     used_names: set[str] = set()
     rows: list[tuple[int, list[Any]]] = []
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:

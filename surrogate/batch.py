@@ -316,7 +316,7 @@ def _render_isolating_failures(renderer: Renderer, values: np.ndarray, chunk: Se
 def embedded_renderer(method: str, *, repository: str | os.PathLike[str] | None = None,
                       size: int | None = None) -> Renderer:
     """``surrogate.synthesis.synthesize`` in this process (onnxruntime for gan, the 3-D renderer)."""
-    from surrogate.render import RENDERER_VERSION
+    from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION
     from surrogate.synthesis import GAN_MODEL, default_repository, method_schema, synthesize
 
     schema = method_schema(method, repository)
@@ -326,7 +326,7 @@ def embedded_renderer(method: str, *, repository: str | os.PathLike[str] | None 
         repo = ModelRepository(repository or default_repository())
         model, version = GAN_MODEL, str(repo.latest_version(GAN_MODEL))
     else:
-        model, version = "face_model_3d", RENDERER_VERSION
+        model, version = FACE_MODEL_3D, RENDERER_VERSION
 
     def render(values: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         return synthesize(method, values, seeds, schema=schema, repository=repository, size=size)

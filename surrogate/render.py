@@ -39,6 +39,8 @@ DEFAULT_BACKGROUND = 0.78
 # whenever a change alters pixels. Recorded with every 3-D surrogate batch and synthetic dataset.
 # 1: the first face model; 2: the eye AUs' own signatures (AU05 upper lid, AU06 cheek, AU07 lower lid).
 RENDERER_VERSION = "2"
+# The name 3-D surrogates are recorded under, beside RENDERER_VERSION (batch outputs, service responses).
+FACE_MODEL_3D = "face_model_3d"
 """Background grey level (0..1) when none is given: a plain light studio backdrop."""
 
 MAX_SIZE = 1024

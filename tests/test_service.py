@@ -34,6 +34,7 @@ from service.demo_models import write_demo_repository  # noqa: E402
 from service.testing import EXAMPLE_RECORD, running_service  # noqa: E402
 from surrogate.imageio import decode_image, encode_png  # noqa: E402
 from surrogate.noise import z_batch  # noqa: E402
+from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +124,10 @@ def test_json_response_carries_model_seed_attributes(server) -> None:
     assert images[2]["attributes"]["gender"] == pytest.approx(0.9)
     assert images[0]["model"] == {"name": "gan_generator", "version": 1}
     assert decode_image(base64.b64decode(images[0]["png_base64"])).shape[:2] == (32, 32)
+    drawn_3d = post(url, "/synthesize", json={"records": [RECORD], "n": 2, "method": "3d"}).json()["images"]
+    assert {(i["method"], i["model"]["name"], i["model"]["version"]) for i in drawn_3d} == {
+        ("3d", FACE_MODEL_3D, int(RENDERER_VERSION))
+    }
 
 
 @pytest.mark.parametrize(
@@ -180,6 +185,16 @@ def test_attribute_file_upload_gives_zip_with_row_status(server) -> None:
     status = list(csv.DictReader(io.StringIO(archive.read("status.csv").decode())))
     assert [(r["id"], r["status"]) for r in status] == [("a", "ok"), ("b", "rejected"), ("c", "ok")]
     assert "yaw" in status[1]["reason"]
+    version = response.headers["X-Surrogate-Model-Version"]
+    assert {(r["model"], r["model_version"]) for r in status} == {("gan_generator", version)}
+    drawn_3d = post(url, "/synthesize", files=files, data={"n": "1", "format": "canonical", "method": "3d"})
+    assert drawn_3d.status_code == 200, drawn_3d.text
+    status_3d = zipfile.ZipFile(io.BytesIO(drawn_3d.content)).read("status.csv").decode()
+    rows_3d = list(csv.DictReader(io.StringIO(status_3d)))
+    assert {(r["method"], r["model"], r["model_version"]) for r in rows_3d} == {
+        ("3d", FACE_MODEL_3D, RENDERER_VERSION)
+    }
+    assert drawn_3d.headers["X-Surrogate-Model"] == FACE_MODEL_3D
     assert sorted(n for n in archive.namelist() if n.endswith(".png")) == [
         "images/a_0.png",
         "images/a_1.png",
