@@ -170,6 +170,24 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {row['samples']} | {row['flagged']} | {row['flagged_fraction']:.3f} | "
             f"{_fmt(row['ratio_median'])} |"
         )
+    if mem.get("blur_matched"):
+        lines += [
+            "",
+            "Blur-matched check: the training images blurred to each generator's sharpness (sigma in pixels) and "
+            "every image standardised (contrast and brightness taken out); the threshold is taken again on that "
+            "set. Blurry or low-contrast samples that copy no one are not flagged here; copies blurred as much "
+            "(control) still are.",
+            "",
+            "| samples | blur sigma | threshold | flagged | flagged fraction | median NN / training median "
+            "| control flagged |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for method, row in mem["blur_matched"].items():
+            lines.append(
+                f"| generated {method} | {row['sigma']:.2f} | {row['threshold']:.3f} | {row['flagged']} / "
+                f"{row['samples']} | {row['flagged_fraction']:.3f} | {_fmt(row['ratio_median'])} | "
+                f"{row['control_flagged_fraction']:.2f} |"
+            )
     lines += ["", "![memorisation](memorisation.png)", "", "## 4. Fidelity", ""]
     fid = result["fidelity"]
     recovery = fid["recovery"]

@@ -279,6 +279,8 @@ def _memorisation(
     )
     section["control: degraded training copies"] = control.to_dict()
     histograms["control: degraded copies"] = distances
+    control_features = memorisation.features(control_images, mem.feature_size)
+    section["blur_matched"] = {}
     rows = rng.integers(0, len(training_images), size=mem.samples)
     seeds = [config.seed + SURROGATE_SEED_OFFSET + i for i in range(mem.samples)]
     for method in methods:
@@ -290,11 +292,17 @@ def _memorisation(
             repository,
             training_images.shape[1],
         )
+        sample_features = memorisation.features(images, mem.feature_size)
         found, distances = memorisation.memorisation(
-            memorisation.features(images, mem.feature_size), training, threshold, mem.threshold_percentile, own
+            sample_features, training, threshold, mem.threshold_percentile, own
         )
         section["methods"][method] = found.to_dict()
         histograms[f"samples {method}"] = distances
+        matched, _ = memorisation.blur_matched(
+            sample_features, training, control_features, mem.feature_size, mem.threshold_percentile,
+            np.random.default_rng(config.seed + 3),
+        )
+        section["blur_matched"][method] = matched.to_dict()
     from audit.report import memorisation_figure
 
     memorisation_figure(histograms, threshold, out / "memorisation.png")

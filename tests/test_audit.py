@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from audit.config import AuditConfig, AuditConfigError
 from audit.emotion import JOY, EmotionModelMissingError, fetch_fer_model, label_agreement
 from audit.identity import degrade, reidentify
-from audit.memorisation import features, memorisation, training_threshold
+from audit.memorisation import blur, blur_matched, features, memorisation, training_threshold
 
 
 def test_reidentify_perfect_and_chance() -> None:
@@ -46,6 +46,41 @@ def test_memorisation_flags_copies_not_new_images() -> None:
     fresh = rng.integers(0, 256, (30, 32, 32), dtype=np.uint8)
     clean, _ = memorisation(features(fresh, 16), training, threshold, 1.0, own)
     assert clean.flagged_fraction < 0.2 and clean.ratio_median > 0.9
+
+
+def _face_like_fields(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Smooth random shapes plus fine texture: images with something to blur away."""
+    smooth = blur(rng.standard_normal((n, 32 * 32)).astype(np.float32), 32, 2.0)
+    fine = rng.standard_normal((n, 32 * 32)).astype(np.float32) * 0.5
+    return np.clip(128 + 40 * (smooth / smooth.std(axis=1, keepdims=True) + fine), 0, 255).astype(np.uint8)
+
+
+def _blurry_and_dim(images: np.ndarray) -> np.ndarray:
+    """What a weak generator draws: blurred (sigma 2 px), contrast cut to 0.3, dark."""
+    soft = blur(images.reshape(len(images), -1).astype(np.float32) / 255.0, 32, 2.0)
+    return np.clip(((soft - soft.mean(1, keepdims=True)) * 0.3 + 0.25) * 255, 0, 255).astype(np.uint8)
+
+
+def test_blur_matched_memorisation_catches_blurry_copies_and_spares_blurry_strangers() -> None:
+    rng = np.random.default_rng(2)
+    train_images = _face_like_fields(rng, 400).reshape(-1, 32, 32)
+    training = features(train_images, 32)
+    controls = features(degrade(list(train_images[:20]), blur_radius=0.5, jpeg_quality=80, noise_std=2, seed=0), 32)
+
+    copies = features(_blurry_and_dim(train_images[100:150]).reshape(-1, 32, 32), 32)
+    caught, _ = blur_matched(copies, training, controls, 32, 1.0, np.random.default_rng(0))
+    assert caught.sigma == pytest.approx(2.0, abs=0.5)  # the blur is measured, not configured
+    assert caught.flagged_fraction == 1.0 and caught.control_flagged_fraction == 1.0
+    threshold, own = training_threshold(training, 1.0)
+    plain, _ = memorisation(copies, training, threshold, 1.0, own)
+    assert plain.flagged_fraction < 0.5  # what the plain pixel check misses: dimmed, blurred copies
+
+    strangers = features(_blurry_and_dim(_face_like_fields(rng, 100)).reshape(-1, 32, 32), 32)
+    spared, _ = blur_matched(strangers, training, controls, 32, 1.0, np.random.default_rng(0))
+    assert spared.flagged_fraction <= 0.05 and spared.ratio_median > 0.9
+    sharp = features(_face_like_fields(rng, 100).reshape(-1, 32, 32), 32)
+    as_sharp, _ = blur_matched(sharp, training, controls, 32, 1.0, np.random.default_rng(0))
+    assert as_sharp.sigma <= 0.5 and as_sharp.flagged_fraction <= 0.05
 
 
 def test_label_agreement_and_kappa() -> None:
@@ -130,6 +165,8 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
     memo = report["memorisation"]
     assert memo["control: degraded training copies"]["flagged_fraction"] == 1.0
     assert set(memo["methods"]) == {"3d", "gan"} and memo["threshold"] > 0
+    assert set(memo["blur_matched"]) == {"3d", "gan"}
+    assert all(row["control_flagged_fraction"] == 1.0 for row in memo["blur_matched"].values())
     emotion = report["fidelity"]["emotion"]["sets"]
     assert set(emotion["real"]["versions"]) == {"raw (degraded copy)", "3d", "gan"}
     assert 0.0 <= emotion["real"]["versions"]["3d"]["joy"]["agreement"] <= 1.0
@@ -137,3 +174,4 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
                                                                      "AU07", "AU12", "AU23", "gender"}
     markdown = (out / "audit.md").read_text()
     assert "## 2. Identity leakage" in markdown and "rank-1" in markdown and "71.2" in markdown
+    assert "Blur-matched check" in markdown
