@@ -173,10 +173,10 @@ def markdown(result: dict[str, Any]) -> str:
     if mem.get("blur_matched"):
         lines += [
             "",
-            "Blur-matched check: the training images blurred to each generator's sharpness (sigma in pixels) and "
-            "every image standardised (contrast and brightness taken out); the threshold is taken again on that "
-            "set. Blurry or low-contrast samples that copy no one are not flagged here; copies blurred as much "
-            "(control) still are.",
+            "Blur-matched check: the training images blurred to each generator's sharpness (sigma in pixels), "
+            "the inner face compared (central 62.5% of the frame) and every image standardised (contrast and "
+            "brightness taken out); the threshold is taken again on that set. Blurry or low-contrast samples "
+            "that copy no one are not flagged here; copies blurred as much (control) still are.",
             "",
             "| samples | blur sigma | threshold | flagged | flagged fraction | median NN / training median "
             "| control flagged |",
