@@ -197,3 +197,32 @@ def test_evaluate_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
         ],
     )
     assert missing.exit_code != 0 and "none.pt" in missing.output and "Traceback" not in missing.output
+
+
+def test_evaluate_every_snapshot_of_a_run_and_pick_the_best(tmp_path: Path) -> None:
+    from test_gan_training import TINY, write_image_folder
+
+    data = write_image_folder(tmp_path / "data", n=30)
+    run = tmp_path / "run"
+    common = ["--data", str(data), "--attributes", str(data / "attributes.csv")]
+    trained = CliRunner().invoke(
+        cli,
+        ["train", "gan", "--config", str(TINY), *common, "--out", str(run), "--steps", "4",
+         "--set", "train.snapshot_every=2"],
+    )
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        cli, ["evaluate", "gan", "--checkpoint", str(run), *common, "--out", str(out), "--n-eval", "20"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "snapshots.json").read_text())
+    assert set(summary["snapshots"]) == {"2", "4"} and summary["best_step"] in (2, 4)
+    assert (out / "step_0000002" / "evaluation.json").is_file() and (out / "step_0000004" / "samples.png").is_file()
+    table = (out / "snapshots.md").read_text()
+    assert "**best**" in table and "| 2" in table and "| 4" in table
+    assert (out / "snapshots.png").is_file()  # matplotlib is a dev dependency
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = CliRunner().invoke(cli, ["evaluate", "gan", "--checkpoint", str(empty), *common, "--out", str(out)])
+    assert none.exit_code != 0 and "no generator-STEP.pt snapshots" in none.output and "Traceback" not in none.output

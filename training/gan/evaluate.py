@@ -294,12 +294,86 @@ def write_outputs(result: EvaluationResult, out_dir: Path, source: str, estimato
     )
 
 
+def snapshot_paths(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the weights-only snapshots in a run folder (or its ``snapshots/``), oldest first."""
+    where = folder / "snapshots" if (folder / "snapshots").is_dir() else folder
+    found = []
+    for path in where.glob("generator-*.pt"):
+        try:
+            found.append((int(path.stem.split("-", 1)[1]), path))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def snapshot_ranking_key(report: dict[str, Any]) -> tuple[int, float]:
+    """Most targets met (diversity is one of them), then the highest mean Pearson r."""
+    met = sum(e["meets_target"] for e in report["fidelity"].values()) + int(report["diversity"]["meets_target"])
+    return met, report["mean_pearson_r"]
+
+
+def snapshot_table(rows: list[tuple[int, dict[str, Any]]], best_step: int) -> str:
+    names = list(rows[0][1]["fidelity"])
+    lines = [
+        "# GAN snapshots",
+        "",
+        "Per-attribute Pearson r (independent estimator) and diversity ratio per training step; best = most "
+        "targets met, then highest mean r.",
+        "",
+        "| step | " + " | ".join(names) + " | mean r | diversity | targets met |",
+        "|---|" + "---|" * (len(names) + 3),
+    ]
+    for step, report in rows:
+        met, _ = snapshot_ranking_key(report)
+        mark = " **best**" if step == best_step else ""
+        lines.append(
+            f"| {step}{mark} | "
+            + " | ".join(f"{report['fidelity'][n]['pearson_r']:.2f}" for n in names)
+            + f" | {report['mean_pearson_r']:.3f} | {report['diversity']['ratio']:.2f} | {met} / {len(names) + 1} |"
+        )
+    lines += ["", "![snapshots](snapshots.png)", ""]
+    return "\n".join(lines)
+
+
+def snapshot_figure(rows: list[tuple[int, dict[str, Any]]], path: Path) -> bool:
+    """Pearson r per attribute and the diversity ratio against the step (False: no matplotlib here)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    steps = [step for step, _ in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in rows[0][1]["fidelity"]:
+        left.plot(steps, [r["fidelity"][name]["pearson_r"] for _, r in rows], marker=".", label=name)
+    left.axhline(DEFAULT_TARGET_R, color="grey", linestyle=":")
+    left.axhline(max(STRICT_TARGETS.values()), color="k", linestyle=":")
+    left.set(xlabel="step", ylabel="Pearson r (requested vs estimated)", title="attribute fidelity")
+    left.legend(fontsize=6, ncol=2)
+    right.plot(steps, [r["diversity"]["ratio"] for _, r in rows], marker=".", color="tab:purple")
+    right.axhline(TARGET_DIVERSITY, color="k", linestyle=":")
+    right.set(xlabel="step", ylabel="generated / real", title="diversity ratio (same y, different z)")
+    figure.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    from surrogate.imageio import atomic_write_bytes
+
+    atomic_write_bytes(path, buffer.getvalue())
+    return True
+
+
 @click.command("gan")
 @click.option(
     "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="Training checkpoint (last.pt / best.pt).",
+    help="Training checkpoint (last.pt / best.pt / a snapshot), or a run folder: then every weights-only "
+    "snapshot in it (train.snapshot_every) is evaluated and the best step picked.",
 )
 @click.option(
     "--onnx",
@@ -356,10 +430,19 @@ def evaluate_gan_command(
     from training.gan.checkpoint import CheckpointError
     from training.gan.dataset import DatasetError, load_face_dataset, split_held_out
 
-    try:
-        source: ImageSource = CheckpointSource(checkpoint, device) if checkpoint else OnnxSource(onnx_dir)
-    except (CheckpointError, OSError, ValueError, KeyError) as exc:
-        raise click.ClickException(f"cannot load the generator: {exc}") from exc
+    snapshots: list[tuple[int, Path]] = []
+    if checkpoint is not None and checkpoint.is_dir():
+        snapshots = snapshot_paths(checkpoint)
+        if not snapshots:
+            raise click.ClickException(f"--checkpoint {checkpoint}: no generator-STEP.pt snapshots in this folder")
+
+    def load_source(path: Path | None) -> ImageSource:
+        try:
+            return CheckpointSource(path, device) if path else OnnxSource(onnx_dir)  # type: ignore[arg-type]
+        except (CheckpointError, OSError, ValueError, KeyError) as exc:
+            raise click.ClickException(f"cannot load the generator {path or onnx_dir}: {exc}") from exc
+
+    source = load_source(snapshots[-1][1] if snapshots else checkpoint)
     config = getattr(source, "config", {})
     size = int(config.get("model", {}).get("image_size", 64))
     channels = int(config.get("model", {}).get("channels", 1))
@@ -395,16 +478,39 @@ def evaluate_gan_command(
             est = load_any_estimator(estimator, device=device, option="--estimator")
         except (ImportError, OSError, ValueError) as exc:
             raise click.ClickException(f"cannot load the estimator {estimator}: {exc}") from exc
-    result = evaluate_generator(
-        source,
-        est,
-        dataset.images[train_idx],
-        dataset.values[train_idx],
-        dataset.values[held_idx],
-        held_images=dataset.images[held_idx][:n_eval],
-        n_eval=n_eval,
-        seed=split_seed,
-    )
+    def evaluate(generator: ImageSource) -> EvaluationResult:
+        return evaluate_generator(
+            generator,
+            est,
+            dataset.images[train_idx],
+            dataset.values[train_idx],
+            dataset.values[held_idx],
+            held_images=dataset.images[held_idx][:n_eval],
+            n_eval=n_eval,
+            seed=split_seed,
+        )
+
+    if snapshots:
+        from tqdm import tqdm
+
+        rows = []
+        for step, path in tqdm(snapshots, desc="snapshots", unit="snapshot"):
+            result = evaluate(load_source(path))
+            write_outputs(result, out_dir / f"step_{step:07d}", str(path), estimator, 7)
+            rows.append((step, result.report))
+        best_step = max(rows, key=lambda row: snapshot_ranking_key(row[1]))[0]
+        table = snapshot_table(rows, best_step)
+        atomic_write_text(out_dir / "snapshots.md", table)
+        atomic_write_text(
+            out_dir / "snapshots.json",
+            json.dumps({"best_step": best_step, "snapshots": {str(k): v for k, v in rows}}, indent=2),
+        )
+        plotted = snapshot_figure(rows, out_dir / "snapshots.png")
+        click.echo(table.split("![snapshots]")[0])
+        click.echo(f"best: step {best_step} ({dict(snapshots)[best_step]}); wrote {out_dir / 'snapshots.md'}"
+                   + ("" if plotted else " (no plot: matplotlib is not installed)"))
+        return
+    result = evaluate(source)
     write_outputs(result, out_dir, str(checkpoint or onnx_dir), estimator, 7)
     click.echo(markdown_summary(result.report, str(checkpoint or onnx_dir), estimator).split("![samples]")[0])
     click.echo(f"wrote {out_dir / 'evaluation.json'} and {out_dir / 'evaluation.md'}")
