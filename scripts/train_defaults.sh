@@ -3,7 +3,7 @@
 # one GPU machine: renders the synthetic data with every core, then trains the networks side by side
 # (the GAN reads its data from memory; the reconstruction network renders faces on the fly).
 #
-#   scripts/train_defaults.sh OUT_DIR            # the real run (CUDA; ~8 minutes on one H100, 16 cores)
+#   scripts/train_defaults.sh OUT_DIR            # the real run (CUDA; ~9 minutes on one H100, 16 cores)
 #   scripts/train_defaults.sh OUT_DIR --smoke    # seconds-long CPU rehearsal of every step
 #
 # Environment:
@@ -11,7 +11,8 @@
 #   GAN_VARIANTS="a b:loss.label_weight_g=6,optim.batch_size=128"
 #                          GAN runs trained side by side on the same data: NAME[:key=value,...] each,
 #                          the overrides applied to the GAN config with --set (default: one run, "gan")
-#   GAN_MINUTES=8          wall-time budget of each GAN run;  N_FACES=40000 faces rendered
+#   GAN_MINUTES=7.5        wall-time budget of each GAN run (the whole call then takes ~9 minutes on one H100
+#                          with 16 cores: rendering ~1 minute, loading ~25 s);  N_FACES=40000 faces rendered
 #   RESUME_BUNDLE=NAME     also bring back that GAN run's whole last.pt (generator, discriminator,
 #                          optimisers, k_t, RNG: ~58 MB at n = 64) as NAME.last.pt.part00.. of 15 MiB, so
 #                          the run can be continued elsewhere: cat NAME.last.pt.part* > RUN/last.pt, then
@@ -44,7 +45,7 @@ if [ "$MODE" = "--smoke" ]; then
   GAN_ARGS=(--steps 12 --set train.snapshot_every=5); RECON_ARGS=(--steps 6 --workers 1); SIZE=16
 else
   N=${N_FACES:-40000}; DEVICE=cuda; GAN_CFG=configs/gan/default64.toml; RECON_CFG=configs/recon/default.toml
-  GAN_ARGS=(--max-minutes "${GAN_MINUTES:-8}"); RECON_ARGS=(--workers $((CORES > 6 ? CORES - 3 : 1))); SIZE=64
+  GAN_ARGS=(--max-minutes "${GAN_MINUTES:-7.5}"); RECON_ARGS=(--workers $((CORES > 6 ? CORES - 3 : 1))); SIZE=64
 fi
 
 $PY - <<'PYEOF' 2>&1
