@@ -1,28 +1,44 @@
 #!/bin/sh
-# Retrain the conditional BEGAN-CS and export it as the next version of the model repository.
+# Retrain the conditional BEGAN-CS and export its best snapshot as the next version of the model repository.
 #
 # Environment (see retrain-job.yaml): CONFIG, TRAIN_DATA (a dataset folder on the training volume;
-# empty = render a synthetic one with SYNTH_N faces), TRAIN_ATTRIBUTES (attribute file for an image
-# folder of your own, any adapter format), RUN_DIR, REPOSITORY, STEPS, SEED.
+# empty = render a synthetic one with SYNTH_N faces into SYNTH_DIR), TRAIN_ATTRIBUTES (attribute file for an image
+# folder of your own, any adapter format), RUN_DIR, REPOSITORY, STEPS, SEED, SNAPSHOT_EVERY (weights-only
+# generator snapshots; each is evaluated and the best exported), DEVICE (cuda).
 set -eu
 RUN_DIR="${RUN_DIR:-/workspace/runs/gan}"
 REPOSITORY="${REPOSITORY:-/repository}"
+DEVICE="${DEVICE:-cuda}"
 DATA="${TRAIN_DATA:-}"
 
 if [ -z "$DATA" ]; then
-  DATA=/workspace/data/synthetic
+  DATA="${SYNTH_DIR:-/workspace/data/synthetic}"
   if [ ! -f "$DATA/attributes.csv" ]; then
     surrogate data synth --n "${SYNTH_N:-50000}" --out "$DATA" --seed "${SEED:-0}"
   fi
 fi
+ATTRIBUTES=""
+[ -n "${TRAIN_ATTRIBUTES:-}" ] && ATTRIBUTES="--attributes $TRAIN_ATTRIBUTES"
 
-set -- --config "$CONFIG" --data "$DATA" --out "$RUN_DIR" --device cuda --steps "${STEPS:-100000}"
-[ -n "${TRAIN_ATTRIBUTES:-}" ] && set -- "$@" --attributes "$TRAIN_ATTRIBUTES"
+# --max-minutes 0: the config's wall-time budget is for one-call GPU sessions; a Job trains all STEPS.
+set -- --config "$CONFIG" --data "$DATA" --out "$RUN_DIR" --device "$DEVICE" --steps "${STEPS:-100000}" \
+  --max-minutes 0 --set "train.snapshot_every=${SNAPSHOT_EVERY:-10000}"
 # A retried pod (preemption, node loss) continues from the last checkpoint.
 [ -f "$RUN_DIR/last.pt" ] && set -- "$@" --resume
-surrogate train gan "$@"
+# shellcheck disable=SC2086
+surrogate train gan "$@" $ATTRIBUTES
+
+# M_global does not track attribute fidelity: evaluate every snapshot with the repository's
+# reconstruction network (independent of the GAN's own label predictor) and export the best one.
+ESTIMATOR=ridge
+[ -d "$REPOSITORY/recon" ] && ESTIMATOR="$REPOSITORY"
+# shellcheck disable=SC2086
+surrogate evaluate gan --checkpoint "$RUN_DIR" --data "$DATA" $ATTRIBUTES --estimator "$ESTIMATOR" \
+  --out "$RUN_DIR/eval" --device "$DEVICE"
+BEST=$(python3 -c 'import json, sys; print("%07d" % json.load(open(sys.argv[1]))["best_step"])' "$RUN_DIR/eval/snapshots.json")
 
 # Writes REPOSITORY/gan_generator/<latest + 1>/ atomically; running pods never see it (they serve
 # their staged, pinned copy) until the new version is rolled out.
-surrogate export gan --checkpoint "$RUN_DIR/last.pt" --repository "$REPOSITORY"
-echo "retrain: exported; versions now: $(ls "$REPOSITORY/gan_generator" | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')"
+surrogate export gan --checkpoint "$RUN_DIR/snapshots/generator-$BEST.pt" --repository "$REPOSITORY" \
+  --metrics "$RUN_DIR/eval/step_$BEST/evaluation.json"
+echo "retrain: exported step $BEST; versions now: $(ls "$REPOSITORY/gan_generator" | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')"
