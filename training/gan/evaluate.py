@@ -13,6 +13,7 @@ small ratio.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from surrogate.imageio import atomic_write_text, image_grid, save_png
+from surrogate.imageio import atomic_write_bytes, atomic_write_text, image_grid, save_png
 from surrogate.noise import z_batch
 from surrogate.schema import AttributeSchema
 
@@ -356,13 +357,9 @@ def snapshot_figure(rows: list[tuple[int, dict[str, Any]]], path: Path) -> bool:
     right.axhline(TARGET_DIVERSITY, color="k", linestyle=":")
     right.set(xlabel="step", ylabel="generated / real", title="diversity ratio (same y, different z)")
     figure.tight_layout()
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    from surrogate.imageio import atomic_write_bytes
-
     atomic_write_bytes(path, buffer.getvalue())
     return True
 
