@@ -293,3 +293,18 @@ def test_every_shipped_gan_config_parses(path: Path) -> None:
 
     config = load_config(path)
     assert config.model.image_size in (16, 32, 64, 128) and config.loss.label_blur >= 0
+
+
+def test_training_warns_once_when_k_t_stays_at_zero(image_folder: Path, tmp_path: Path) -> None:
+    """The tiny config keeps the paper's gamma = 0.1, with which k_t drops to 0 within a few steps."""
+    args = ["--steps", "12", "--set", "train.log_every=1"]
+    warned = CliRunner().invoke(
+        cli, train_args(image_folder, tmp_path / "a", *args, "--set", "train.k_zero_warning_steps=3")
+    )
+    assert warned.exit_code == 0, warned.output
+    assert warned.output.count("warning: k_t has been 0 since step") == 1
+    assert "Raise loss.gamma (now 0.1" in warned.output
+    quiet = CliRunner().invoke(
+        cli, train_args(image_folder, tmp_path / "b", *args, "--set", "train.k_zero_warning_steps=0")
+    )
+    assert quiet.exit_code == 0 and "warning: k_t" not in quiet.output

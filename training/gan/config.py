@@ -89,6 +89,9 @@ class TrainConfig:
     # `evaluate gan` and `export gan`) every this many steps, so the best step can be picked afterwards
     # by the independent estimator (M_global does not track attribute fidelity); 0 = off.
     snapshot_every: int = 0
+    # Warn when k_t has been 0 for this many steps (0 = never): the discriminator has stopped pushing fakes
+    # away, and in every run so far the generator then collapsed (docs/gan.md, findings 1 and 5).
+    k_zero_warning_steps: int = 2000
     sample_every: int = 1000
     log_every: int = 50
     amp: bool = True  # CUDA: bf16 autocast + TF32
@@ -151,6 +154,8 @@ class GanConfig:
                 problems.append(f"{name} must be positive, got {value}")
         if o.lr <= 0:
             problems.append(f"optim.lr must be positive, got {o.lr}")
+        if t.k_zero_warning_steps < 0:
+            problems.append(f"train.k_zero_warning_steps must be 0 (off) or positive, got {t.k_zero_warning_steps}")
         if t.snapshot_every < 0:
             problems.append(f"train.snapshot_every must be 0 (off) or positive, got {t.snapshot_every}")
         if problems:

@@ -155,6 +155,8 @@ class GanTrainer:
         self.k_t = torch.tensor(config.loss.k_init, device=self.device)
         self.step = 0
         self.best_m_global = math.inf
+        self.k_zero_since: int | None = None  # first logged step of the current run of k_t == 0
+        self.warned_k_zero = False
         self.metrics: list[dict[str, Any]] = []
         self.probes_y = probe_attributes(self.labels_np, t.probe_count, t.seed)
         self.probes_z = probe_noise(t.probe_z, config.model.z_dim)
@@ -369,6 +371,7 @@ class GanTrainer:
                     diversity = self.sample(f"{self.step:07d}")
                 if self.step % t.log_every == 0 or self.step == target:
                     last = self._log(sums, interval_steps, interval_start, start_time, diversity)
+                    self._watch_k(last["k_t"])
                     bar.set_postfix(
                         d=f"{last['loss_d']:.4f}",
                         g=f"{last['loss_g']:.4f}",
@@ -425,6 +428,23 @@ class GanTrainer:
                 self.tensorboard.add_scalar("gan/diversity", diversity, self.step)
         values["images_per_s"] = row["images_per_s"]
         return values
+
+    def _watch_k(self, k_t: float) -> None:
+        """Warn once when k_t has sat at 0 for ``train.k_zero_warning_steps``: the sign of collapse."""
+        limit = self.config.train.k_zero_warning_steps
+        if k_t > 0:
+            self.k_zero_since = None
+            return
+        if self.k_zero_since is None:
+            self.k_zero_since = self.step
+        if limit and not self.warned_k_zero and self.step - self.k_zero_since >= limit:
+            self.warned_k_zero = True
+            tqdm.write(
+                f"warning: k_t has been 0 since step {self.k_zero_since}: the discriminator no longer pushes "
+                f"generated images away, and the generator tends to collapse to one face per attribute vector "
+                f"(watch the diversity column). Raise loss.gamma (now {self.config.loss.gamma}; 0.7 kept k_t "
+                f"above 0 where 0.5 did not, docs/gan.md) or lower loss.label_weight_g."
+            )
 
     def snapshot(self) -> Path:
         """Weights-only generator at this step (``snapshots/generator-STEP.pt``), written atomically."""
