@@ -163,6 +163,7 @@ def matching_sigma(samples: np.ndarray, training: np.ndarray, size: int, *, step
 @dataclass(frozen=True)
 class BlurMatchedResult:
     sigma: float  # blur applied to the training images (and to the control copies)
+    face_fraction: float  # central share of the frame's width and height compared
     threshold: float  # percentile of the blurred training set's own nearest-neighbour distances
     samples: int
     flagged: int
@@ -190,7 +191,8 @@ def blur_matched(
 
     Without the crop, rendered surrogates on a plain backdrop sat closer to plain-backdrop training faces
     than textured-backdrop ones sit to anything (3-D surrogates: 59 / 1000 flagged, their nearest
-    training image of another person in 97% of cases); on the inner face 3 / 1000 (docs/audit.md).
+    training image of another person in 97% of cases); on the inner face 3 / 1000 (gan_generator v2's
+    training set data/synth64v2, 1,000 samples each).
 
     ``controls`` are degraded copies of training images (features); they are blurred by the same sigma
     and must still be flagged. The threshold uses up to ``threshold_queries`` training rows (leave-one-out
@@ -210,6 +212,7 @@ def blur_matched(
     own_median = float(np.median(own))
     return BlurMatchedResult(
         sigma=sigma,
+        face_fraction=face_fraction,
         threshold=threshold,
         samples=len(samples),
         flagged=flagged,

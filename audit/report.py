@@ -171,10 +171,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt(row['ratio_median'])} |"
         )
     if mem.get("blur_matched"):
+        fraction = next(iter(mem["blur_matched"].values()))["face_fraction"]
         lines += [
             "",
             "Blur-matched check: the training images blurred to each generator's sharpness (sigma in pixels), "
-            "the inner face compared (central 62.5% of the frame) and every image standardised (contrast and "
+            f"the inner face compared (the central {fraction:.0%} of the frame's width and height) and every "
+            "image standardised (contrast and "
             "brightness taken out); the threshold is taken again on that set. Blurry or low-contrast samples "
             "that copy no one are not flagged here; copies blurred as much (control) still are.",
             "",

@@ -13,17 +13,18 @@
 #                          the overrides applied to the GAN config with --set (default: one run, "gan")
 #   GAN_MINUTES=7.5        wall-time budget of each GAN run (the whole call then takes ~9 minutes on one H100
 #                          with 16 cores: rendering ~1 minute, loading ~25 s);  N_FACES=40000 faces rendered
-#   RESUME_BUNDLE=NAME     also bring back that GAN run's whole last.pt (generator, discriminator,
+#   RESUME_BUNDLE=NAME     also bring back that GAN run's whole last.pt (set but empty: none) (generator, discriminator,
 #                          optimisers, k_t, RNG: ~58 MB at n = 64) as NAME.last.pt.part00.. of 15 MiB, so
 #                          the run can be continued elsewhere: cat NAME.last.pt.part* > RUN/last.pt, then
 #                          surrogate train gan --config ... --out RUN --resume (default: the first run)
 #   PYTHON=python3         any python3 with torch, numpy, pillow, click and tqdm
 #
 # OUT_DIR receives, per GAN run, NAME.log and NAME.tar (weights-only generator snapshots every train.snapshot_every
-# steps and the last step, metrics.csv, the newest sample grids), recon.pt (weights only), logs and the
-# environment; hand a snapshot to `surrogate evaluate gan` / `surrogate export gan`. The project is used
+# steps and the last step, metrics.csv, the newest sample grids), recon.pt (weights only) and logs (the
+# environment is printed, not written: the device tool brings back at most 8 files); hand a snapshot to `surrogate evaluate gan` / `surrogate export gan`. The project is used
 # from this checkout (PYTHONPATH).
 set -uo pipefail
+set -f  # GAN_VARIANTS is split on whitespace, never globbed
 OUT=${1:?usage: scripts/train_defaults.sh OUT_DIR [--smoke]}
 MODE=${2:-full}
 PY=${PYTHON:-python3}
@@ -34,8 +35,17 @@ CORES=$(nproc)
 WORK=${WORK_DIR:-$ROOT/runs/defaults}
 MODELS=${MODELS:-gan recon}
 GAN_VARIANTS=${GAN_VARIANTS:-gan}
-first=${GAN_VARIANTS%% *}
-RESUME_BUNDLE=${RESUME_BUNDLE:-${first%%:*}}
+read -ra VARIANTS <<< "$GAN_VARIANTS"
+RESUME_BUNDLE=${RESUME_BUNDLE-${VARIANTS[0]%%:*}}
+declare -A SEEN=()
+for variant in "${VARIANTS[@]}"; do
+  name=${variant%%:*}
+  if [[ ! "$name" =~ ^[A-Za-z0-9_-]+$ || "$name" == recon || "$name" == synth || -n "${SEEN[$name]:-}" ]]; then
+    echo "GAN_VARIANTS: run name '$name' must be letters, digits, '_' or '-', unique, and not 'recon' or 'synth'" >&2
+    exit 2
+  fi
+  SEEN[$name]=1
+done
 mkdir -p "$OUT" "$WORK"
 log() { echo "[$(date +%T)] $*"; }
 wants() { [[ " $MODELS " == *" $1 "* ]]; }
@@ -64,7 +74,7 @@ fi
 log "training [$MODELS] on $DEVICE (GAN runs: $GAN_VARIANTS)"
 declare -A PIDS=()
 if wants gan; then
-  for variant in $GAN_VARIANTS; do
+  for variant in "${VARIANTS[@]}"; do
     name=${variant%%:*}; sets=()
     if [[ "$variant" == *:* ]]; then
       IFS=',' read -ra pairs <<< "${variant#*:}"
@@ -129,4 +139,5 @@ if "recon" in models and (work / "recon" / "last.pt").is_file():
 for p in sorted(out.iterdir()):
     print(f"{p.stat().st_size:>10} {p.name}")
 PYEOF
+[ $? = 0 ] || { echo "collecting the results failed" >&2; FAILED=1; }
 exit $FAILED

@@ -49,6 +49,7 @@ def changed_pixels(drawn: np.ndarray, pinned: np.ndarray) -> int:
 
 
 def test_renderer_draws_the_pixels_pinned_for_its_version() -> None:
+    assert RENDERER_VERSION.isdigit(), "RENDERER_VERSION must be a whole number (the service reports it as one)"
     path = pin_path()
     assert path.is_file(), (
         f"no pinned strip for RENDERER_VERSION {RENDERER_VERSION}: record it with "

@@ -44,7 +44,10 @@ def test_smoke_run_brings_back_snapshots_and_a_resumable_checkpoint(tmp_path: Pa
     assert not any(name.startswith("b.last.pt") for name in names)  # only the first run's bundle
 
     with tarfile.open(out / "b.tar") as tar:
-        tar.extractall(tmp_path / "b", filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+            tar.extractall(tmp_path / "b", filter="data")
+        else:  # pragma: no cover
+            tar.extractall(tmp_path / "b")
     snapshots = sorted((tmp_path / "b" / "snapshots").glob("generator-*.pt"))
     assert [p.name for p in snapshots] == ["generator-0000005.pt", "generator-0000010.pt", "generator-0000012.pt"]
     _, _, config = load_generator(snapshots[-1])
@@ -65,3 +68,16 @@ def test_smoke_run_brings_back_snapshots_and_a_resumable_checkpoint(tmp_path: Pa
     )
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output and load_checkpoint(run / "last.pt")["step"] == 14
+
+
+def test_bad_run_names_are_refused_before_any_work(tmp_path: Path) -> None:
+    for variants in ("a a", "recon", "x/y:loss.gamma=0.7"):
+        done = subprocess.run(
+            ["bash", str(REPO / "scripts" / "train_defaults.sh"), str(tmp_path / "out"), "--smoke"],
+            env={**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "w"), "GAN_VARIANTS": variants},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "GAN_VARIANTS: run name" in done.stderr, variants
+        assert not (tmp_path / "w" / "synth").exists()  # refused before rendering anything

@@ -310,7 +310,8 @@ def snapshot_paths(folder: Path) -> list[tuple[int, Path]]:
 def snapshot_ranking_key(report: dict[str, Any]) -> tuple[int, float]:
     """Most targets met (diversity is one of them), then the highest mean Pearson r."""
     met = sum(e["meets_target"] for e in report["fidelity"].values()) + int(report["diversity"]["meets_target"])
-    return met, report["mean_pearson_r"]
+    mean_r = report["mean_pearson_r"]
+    return met, -math.inf if math.isnan(mean_r) else mean_r  # NaN (e.g. constant output) never wins
 
 
 def snapshot_table(rows: list[tuple[int, dict[str, Any]]], best_step: int) -> str:

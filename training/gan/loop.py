@@ -64,6 +64,10 @@ METRIC_FIELDS = [
 ]
 
 
+# k_t below this counts as zero for the collapse warning (a collapsed run sat at 0.0001 for 2,000 steps).
+K_ZERO = 1e-3
+
+
 class TrainingError(RuntimeError):
     """Training cannot start or continue (bad resume state, device unavailable)."""
 
@@ -165,6 +169,12 @@ class GanTrainer:
         self.best_path = self.out_dir / "best.pt"
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path, self.device))
+        stale = sorted((self.out_dir / "snapshots").glob("generator-*.pt")) if self.step == 0 else []
+        if stale:
+            raise TrainingError(
+                f"{self.out_dir / 'snapshots'} holds {len(stale)} generator snapshots of another run, which would "
+                "be evaluated and exported as this one's: use --resume to continue that run, or a new --out"
+            )
         self.tensorboard = self._open_tensorboard()
 
     # -- state ------------------------------------------------------------------------------------
@@ -381,14 +391,18 @@ class GanTrainer:
                     )
                     sums, interval_steps, interval_start = {}, 0, time.perf_counter()
                     diversity = float("nan")
+                # The snapshot first: a run killed between the two resumes from the checkpoint's step and
+                # would never write a snapshot of that step again.
+                if t.snapshot_every and (self.step % t.snapshot_every == 0 or self.step == target):
+                    self.snapshot()
                 if self.step % t.checkpoint_every == 0 or self.step == target:
                     self._checkpoint(last)
-                if t.snapshot_every and self.step % t.snapshot_every == 0:
-                    self.snapshot()
                 if max_minutes > 0 and time.perf_counter() - start_time > max_minutes * 60:
                     if interval_steps:
                         last = self._log(sums, interval_steps, interval_start, start_time, diversity)
                     self.sample(f"{self.step:07d}")
+                    if t.snapshot_every:
+                        self.snapshot()
                     self._checkpoint(last)
                     break
         except KeyboardInterrupt:
@@ -430,9 +444,9 @@ class GanTrainer:
         return values
 
     def _watch_k(self, k_t: float) -> None:
-        """Warn once when k_t has sat at 0 for ``train.k_zero_warning_steps``: the sign of collapse."""
+        """Warn once when k_t has sat at ~0 for ``train.k_zero_warning_steps``: the sign of collapse."""
         limit = self.config.train.k_zero_warning_steps
-        if k_t > 0:
+        if k_t >= K_ZERO:
             self.k_zero_since = None
             return
         if self.k_zero_since is None:
@@ -440,7 +454,7 @@ class GanTrainer:
         if limit and not self.warned_k_zero and self.step - self.k_zero_since >= limit:
             self.warned_k_zero = True
             tqdm.write(
-                f"warning: k_t has been 0 since step {self.k_zero_since}: the discriminator no longer pushes "
+                f"warning: k_t has been ~0 since step {self.k_zero_since}: the discriminator no longer pushes "
                 f"generated images away, and the generator tends to collapse to one face per attribute vector "
                 f"(watch the diversity column). Raise loss.gamma (now {self.config.loss.gamma}; 0.7 kept k_t "
                 f"above 0 where 0.5 did not, docs/gan.md) or lower loss.label_weight_g."

@@ -17,28 +17,30 @@ if [ -z "$DATA" ]; then
     surrogate data synth --n "${SYNTH_N:-50000}" --out "$DATA" --seed "${SEED:-0}"
   fi
 fi
-ATTRIBUTES=""
-[ -n "${TRAIN_ATTRIBUTES:-}" ] && ATTRIBUTES="--attributes $TRAIN_ATTRIBUTES"
-
 # --max-minutes 0: the config's wall-time budget is for one-call GPU sessions; a Job trains all STEPS.
 set -- --config "$CONFIG" --data "$DATA" --out "$RUN_DIR" --device "$DEVICE" --steps "${STEPS:-100000}" \
   --max-minutes 0 --set "train.snapshot_every=${SNAPSHOT_EVERY:-10000}"
 # A retried pod (preemption, node loss) continues from the last checkpoint.
 [ -f "$RUN_DIR/last.pt" ] && set -- "$@" --resume
-# shellcheck disable=SC2086
-surrogate train gan "$@" $ATTRIBUTES
+surrogate train gan "$@" ${TRAIN_ATTRIBUTES:+--attributes "$TRAIN_ATTRIBUTES"}
 
 # M_global does not track attribute fidelity: evaluate every snapshot with the repository's
 # reconstruction network (independent of the GAN's own label predictor) and export the best one.
+# (SNAPSHOT_EVERY=0: no snapshots; the last checkpoint is exported unevaluated.)
 ESTIMATOR=ridge
 [ -d "$REPOSITORY/recon" ] && ESTIMATOR="$REPOSITORY"
-# shellcheck disable=SC2086
-surrogate evaluate gan --checkpoint "$RUN_DIR" --data "$DATA" $ATTRIBUTES --estimator "$ESTIMATOR" \
-  --out "$RUN_DIR/eval" --device "$DEVICE"
-BEST=$(python3 -c 'import json, sys; print("%07d" % json.load(open(sys.argv[1]))["best_step"])' "$RUN_DIR/eval/snapshots.json")
+if [ "${SNAPSHOT_EVERY:-10000}" != 0 ]; then
+  surrogate evaluate gan --checkpoint "$RUN_DIR" --data "$DATA" \
+    ${TRAIN_ATTRIBUTES:+--attributes "$TRAIN_ATTRIBUTES"} --estimator "$ESTIMATOR" --out "$RUN_DIR/eval" --device "$DEVICE"
+  BEST=$(python3 -c 'import json, sys; print("%07d" % json.load(open(sys.argv[1]))["best_step"])' \
+    "$RUN_DIR/eval/snapshots.json")
+  set -- --checkpoint "$RUN_DIR/snapshots/generator-$BEST.pt" --metrics "$RUN_DIR/eval/step_$BEST/evaluation.json"
+else
+  BEST=last
+  set -- --checkpoint "$RUN_DIR/last.pt"
+fi
 
 # Writes REPOSITORY/gan_generator/<latest + 1>/ atomically; running pods never see it (they serve
 # their staged, pinned copy) until the new version is rolled out.
-surrogate export gan --checkpoint "$RUN_DIR/snapshots/generator-$BEST.pt" --repository "$REPOSITORY" \
-  --metrics "$RUN_DIR/eval/step_$BEST/evaluation.json"
+surrogate export gan "$@" --repository "$REPOSITORY"
 echo "retrain: exported step $BEST; versions now: $(ls "$REPOSITORY/gan_generator" | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')"
