@@ -227,3 +227,20 @@ def test_evaluate_every_snapshot_of_a_run_and_pick_the_best(tmp_path: Path) -> N
     empty.mkdir()
     none = CliRunner().invoke(cli, ["evaluate", "gan", "--checkpoint", str(empty), *common, "--out", str(out)])
     assert none.exit_code != 0 and "no generator-STEP.pt snapshots" in none.output and "Traceback" not in none.output
+
+
+def test_snapshot_ranking_prefers_balance_over_a_collapsing_high_r() -> None:
+    from training.gan.evaluate import snapshot_ranking_key, target_attainment
+
+    def report(r: float, diversity: float, gender: float = 0.7) -> dict:
+        fidelity = {"yaw": {"pearson_r": r, "target_r": 0.8, "meets_target": r >= 0.8},
+                    "gender": {"pearson_r": gender, "target_r": 0.6, "meets_target": gender >= 0.6}}
+        return {"fidelity": fidelity, "mean_pearson_r": (r + gender) / 2,
+                "diversity": {"ratio": diversity, "target_ratio": 0.5, "meets_target": diversity >= 0.5}}
+
+    balanced, collapsing = report(0.6, 0.4), report(0.7, 0.05)
+    assert collapsing["mean_pearson_r"] > balanced["mean_pearson_r"]
+    assert snapshot_ranking_key(balanced) > snapshot_ranking_key(collapsing)
+    assert snapshot_ranking_key(report(0.85, 0.05)) > snapshot_ranking_key(balanced)  # a met target counts first
+    assert target_attainment(report(float("nan"), 0.0, gender=-0.3)) == 0.0
+    assert target_attainment(report(2.0, 9.0, gender=0.9)) == 1.0  # capped: no target buys another

@@ -307,11 +307,21 @@ def snapshot_paths(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def target_attainment(report: dict[str, Any]) -> float:
+    """Mean over the targets (each attribute's r, and the diversity ratio) of min(1, value / target),
+    negative or NaN values counting 0: progress towards every target, none able to buy another's."""
+    shares = [e["pearson_r"] / e["target_r"] for e in report["fidelity"].values()]
+    shares.append(report["diversity"]["ratio"] / report["diversity"]["target_ratio"])
+    return float(np.mean([0.0 if math.isnan(v) else min(1.0, max(0.0, v)) for v in shares]))
+
+
 def snapshot_ranking_key(report: dict[str, Any]) -> tuple[int, float]:
-    """Most targets met (diversity is one of them), then the highest mean Pearson r."""
+    """Most targets met (diversity is one of them), then the highest target attainment.
+
+    Not the mean r: in a collapsing run r keeps rising while diversity falls (docs/gan.md, finding 5),
+    and a mean over r alone picks the collapsed snapshot."""
     met = sum(e["meets_target"] for e in report["fidelity"].values()) + int(report["diversity"]["meets_target"])
-    mean_r = report["mean_pearson_r"]
-    return met, -math.inf if math.isnan(mean_r) else mean_r  # NaN (e.g. constant output) never wins
+    return met, target_attainment(report)
 
 
 def snapshot_table(rows: list[tuple[int, dict[str, Any]]], best_step: int) -> str:
@@ -320,10 +330,10 @@ def snapshot_table(rows: list[tuple[int, dict[str, Any]]], best_step: int) -> st
         "# GAN snapshots",
         "",
         "Per-attribute Pearson r (independent estimator) and diversity ratio per training step; best = most "
-        "targets met, then highest mean r.",
+        "targets met, then highest target attainment (mean over targets of min(1, value / target)).",
         "",
-        "| step | " + " | ".join(names) + " | mean r | diversity | targets met |",
-        "|---|" + "---|" * (len(names) + 3),
+        "| step | " + " | ".join(names) + " | mean r | diversity | targets met | attainment |",
+        "|---|" + "---|" * (len(names) + 4),
     ]
     for step, report in rows:
         met, _ = snapshot_ranking_key(report)
@@ -331,7 +341,8 @@ def snapshot_table(rows: list[tuple[int, dict[str, Any]]], best_step: int) -> st
         lines.append(
             f"| {step}{mark} | "
             + " | ".join(f"{report['fidelity'][n]['pearson_r']:.2f}" for n in names)
-            + f" | {report['mean_pearson_r']:.3f} | {report['diversity']['ratio']:.2f} | {met} / {len(names) + 1} |"
+            + f" | {report['mean_pearson_r']:.3f} | {report['diversity']['ratio']:.2f} | {met} / {len(names) + 1}"
+            f" | {target_attainment(report):.3f} |"
         )
     lines += ["", "![snapshots](snapshots.png)", ""]
     return "\n".join(lines)
