@@ -114,8 +114,9 @@ if "gan" in models:
             continue
         state = load_checkpoint(run / "last.pt")
         final = run / "snapshots" / f"generator-{state['step']:07d}.pt"
-        final.parent.mkdir(exist_ok=True)
-        save_checkpoint(final, generator_only(state))
+        if not final.is_file():  # training snapshots its last step itself when train.snapshot_every is set
+            final.parent.mkdir(exist_ok=True)
+            save_checkpoint(final, generator_only(state))
         print(name, "step", state["step"], "k_t", round(state["k_t"], 4))
         members = [run / "metrics.csv", run / "config.toml"]
         members += sorted((run / "samples").glob("*.png"), key=lambda p: p.stat().st_mtime)[-3:]
