@@ -20,6 +20,7 @@ from surrogate.imageio import save_png
 from surrogate.schema import DEFAULT_SCHEMA
 from training.gan.checkpoint import CheckpointError, load_checkpoint, load_generator
 from training.gan.dataset import DatasetError, load_face_dataset, match_images, split_held_out
+from training.gan.ema import averaged_copy, ema_beta, update_ema
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "gan" / "tiny_cpu.toml"
@@ -138,6 +139,62 @@ def test_snapshots_are_weights_only_generators_that_match_the_run(image_folder: 
     assert "Traceback" not in other_run.output
 
 
+def test_ema_decay_halves_per_half_life_and_ramps_up() -> None:
+    assert ema_beta(16, 10**9, 10.0, 0.05) ** (10_000 / 16) == pytest.approx(0.5)
+    assert ema_beta(16, 160, 10.0, 0.05) == pytest.approx(0.25)  # rampup: half-life 8 images = half a batch
+    assert ema_beta(16, 10**9, 10.0, 0.0) == ema_beta(16, 10**9, 10.0, 0.05)
+    assert ema_beta(16, 0, 10.0, 0.05) == 0.0  # first step: the average is the generator
+    model = torch.nn.Linear(2, 1)
+    average = averaged_copy(model)
+    assert not average.training and not any(p.requires_grad for p in average.parameters())
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        average.weight.fill_(3.0)
+    update_ema(average, model, 0.75)
+    np.testing.assert_allclose(average.weight.numpy(), 2.5)  # 0.75 * 3 + 0.25 * 1
+
+
+def test_ema_generator_is_what_snapshots_and_loading_use_and_resumes_exactly(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    ema = ("--set", "train.ema_kimg=0.1", "--set", "train.snapshot_every=5")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, train_args(image_folder, out, "--steps", "10", *ema))
+    assert result.exit_code == 0, result.output
+    last = load_checkpoint(out / "last.pt")
+    raw, average = last["generator"], last["generator_ema"]
+    assert any(not torch.equal(raw[k], average[k]) for k in raw)
+    snapshot = load_checkpoint(out / "snapshots" / "generator-0000010.pt")
+    assert snapshot["weights"] == "ema" and "generator_ema" not in snapshot
+    assert all(torch.equal(snapshot["generator"][k], average[k]) for k in average)
+    generator, _, info = load_generator(out / "last.pt")
+    assert info["weights"] == "ema"
+    assert all(torch.equal(v, average[k]) for k, v in generator.state_dict().items())
+    _, _, plain = load_generator(out / "snapshots" / "generator-0000010.pt")
+    assert plain["weights"] == "ema"
+
+    # Resuming continues the average exactly: 5 steps + 5 resumed == 10 straight.
+    split = tmp_path / "split"
+    first = CliRunner().invoke(cli, train_args(image_folder, split, "--steps", "5", *ema))
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(cli, train_args(image_folder, split, "--steps", "10", "--resume", *ema))
+    assert second.exit_code == 0, second.output
+    resumed = load_checkpoint(split / "last.pt")["generator_ema"]
+    for key, value in average.items():
+        torch.testing.assert_close(resumed[key], value, msg=key)
+
+    # A run without an average gains one on resume, starting from its generator.
+    old = tmp_path / "old"
+    assert CliRunner().invoke(cli, train_args(image_folder, old, "--steps", "4")).exit_code == 0
+    assert "generator_ema" not in load_checkpoint(old / "last.pt")
+    _, _, info = load_generator(old / "last.pt")
+    assert info["weights"] == "raw"
+    gained = CliRunner().invoke(cli, train_args(image_folder, old, "--steps", "6", "--resume", *ema))
+    assert gained.exit_code == 0, gained.output
+    assert "starts from its generator" in gained.output
+    assert "generator_ema" in load_checkpoint(old / "last.pt")
+
+
 def test_same_seed_gives_identical_training(image_folder: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = CliRunner().invoke(cli, train_args(image_folder, tmp_path / name, "--steps", "4"))
@@ -187,6 +244,29 @@ def test_killed_run_resumes_exactly(image_folder: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(
             [float(r[key]) for r in got[-4:]], [float(r[key]) for r in want[-4:]], rtol=1e-5, err_msg=key
         )
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    """A Kubernetes eviction sends SIGTERM: the run writes its checkpoint and snapshot at the step it
+    reached (nothing lost, unlike SIGKILL), says how to continue and exits 143 so a Job retries."""
+    out = tmp_path / "run"
+    args = train_args(image_folder, out, "--steps", "1000000", "--set", "train.snapshot_every=1000")
+    proc = subprocess.Popen([sys.executable, "-m", "surrogate.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    try:
+        while not (out / "last.pt").is_file() or load_checkpoint(out / "last.pt")["step"] < 10:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr.decode()
+    assert "stopped by SIGTERM" in stderr.decode() and "Traceback" not in stderr.decode()
+    step = load_checkpoint(out / "last.pt")["step"]
+    assert step == int(read_metrics(out / "metrics.csv")[-1]["step"])  # the last logged step is saved
+    assert (out / "snapshots" / f"generator-{step:07d}.pt").is_file()
 
 
 def test_bad_and_missing_images_are_reported_by_name_and_skipped(image_folder: Path, tmp_path: Path) -> None:

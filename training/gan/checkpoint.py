@@ -34,8 +34,18 @@ GENERATOR_KEYS = ("config", "schema", "generator", "step", "k_t")
 
 
 def generator_only(payload: dict[str, Any]) -> dict[str, Any]:
-    """The part of a training checkpoint that generating and exporting need (no D, optimisers or RNG)."""
-    return {key: payload[key] for key in GENERATOR_KEYS if key in payload}
+    """The part of a training checkpoint that generating and exporting need (no D, optimisers or RNG):
+    the averaged generator's weights when the run keeps one, under "generator" (``weights`` says which)."""
+    kept = {key: payload[key] for key in GENERATOR_KEYS if key in payload}
+    if "generator_ema" in payload:
+        kept["generator"] = payload["generator_ema"]
+    kept["weights"] = output_weights(payload)
+    return kept
+
+
+def output_weights(payload: dict[str, Any]) -> str:
+    """"ema" when the checkpoint's generator to use is the weight average (train.ema_kimg), else "raw"."""
+    return "ema" if "generator_ema" in payload else payload.get("weights", "raw")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -43,14 +53,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple[Generator, AttributeSchema, dict[str, Any]]:
-    """(Generator in eval mode, its attribute schema, the run's config dict) from a checkpoint."""
+    """(Generator in eval mode, its attribute schema, the run's config dict) from a checkpoint; the
+    averaged generator when the run keeps one (``info["weights"]`` is "ema" then)."""
     payload = load_checkpoint(path, device)
     config = config_from_dict(payload["config"])
     schema = AttributeSchema.from_json(payload["schema"])
     generator = Generator(config.model, len(schema))
-    generator.load_state_dict(payload["generator"])
+    generator.load_state_dict(payload.get("generator_ema", payload["generator"]))
     generator.to(device).eval()
     info = dict(payload["config"])
+    info["weights"] = output_weights(payload)
     info["step"] = payload.get("step", 0)
     info["k_t"] = payload.get("k_t", 0.0)
     return generator, schema, info

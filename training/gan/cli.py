@@ -5,6 +5,7 @@ torch is imported inside the command so ``surrogate --help`` stays torch-free.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,10 @@ def train_gan_command(
         err=True,
     )
     result = trainer.run()
+    if result.stopped_by:
+        click.echo(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint} written "
+                   "(continue with --resume)", err=True)
+        raise SystemExit(128 + signal.SIGTERM)  # not done: a Job retries, a script sees the failure
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items())
     click.echo(f"step {result.step}: {summary}")
     click.echo(f"checkpoint: {result.checkpoint}")

@@ -17,6 +17,8 @@ import csv
 import io
 import math
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from surrogate.imageio import atomic_write_text, save_png
 from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
 from training.gan.config import GanConfig, config_from_dict
 from training.gan.dataset import FaceDataset, split_held_out
+from training.gan.ema import averaged_copy, ema_beta, update_ema
 from training.gan.losses import (
     StepLosses,
     constraint_loss,
@@ -79,6 +82,7 @@ class TrainResult:
     last_metrics: dict[str, float]
     checkpoint: Path
     out_dir: Path
+    stopped_by: str = ""  # "SIGTERM" when a termination signal ended the run early (checkpoint written)
 
 
 def sample_diversity(images: np.ndarray, per_row: int) -> float:
@@ -153,6 +157,8 @@ class GanTrainer:
         if self.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
+        # The averaged generator (train.ema_kimg): what snapshots, grids, evaluation and export use.
+        self.generator_ema = averaged_copy(self.generator) if t.ema_kimg > 0 else None
         o = config.optim
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=o.lr_d or o.lr, betas=(o.beta1, o.beta2))
@@ -162,6 +168,7 @@ class GanTrainer:
         self.k_zero_since: int | None = None  # first logged step of the current run of k_t == 0
         self.warned_k_zero = False
         self.metrics: list[dict[str, Any]] = []
+        self.stop_signal = ""  # set by the SIGTERM handler; the loop stops at the next step boundary
         self.probes_y = probe_attributes(self.labels_np, t.probe_count, t.seed)
         self.probes_z = probe_noise(t.probe_z, config.model.z_dim)
 
@@ -183,6 +190,7 @@ class GanTrainer:
             "config": self.config.to_dict(),
             "schema": self.schema.to_json(),
             "generator": self.generator.state_dict(),
+            **({"generator_ema": self.generator_ema.state_dict()} if self.generator_ema is not None else {}),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -209,6 +217,13 @@ class GanTrainer:
         if payload["schema"] != self.schema.to_json():
             raise TrainingError(f"{self.last_path}: the dataset's attribute schema differs from the checkpoint's")
         self.generator.load_state_dict(payload["generator"])
+        if self.generator_ema is not None:
+            if "generator_ema" in payload:
+                self.generator_ema.load_state_dict(payload["generator_ema"])
+            else:
+                self.generator_ema.load_state_dict(payload["generator"])
+                tqdm.write(f"{self.last_path}: no averaged generator in the checkpoint; the average (train.ema_kimg) "
+                           "starts from its generator")
         self.discriminator.load_state_dict(payload["discriminator"])
         self.opt_g.load_state_dict(payload["opt_g"])
         self.opt_d.load_state_dict(payload["opt_d"])
@@ -313,6 +328,10 @@ class GanTrainer:
         loss_g.backward()
         self.opt_g.step()
         self.discriminator.requires_grad_(True)
+        if self.generator_ema is not None:
+            t = cfg.train
+            beta = ema_beta(batch, (self.step + 1) * batch, t.ema_kimg, t.ema_rampup)
+            update_ema(self.generator_ema, self.generator, beta)
 
         self.k_t = update_k(self.k_t, loss_real, loss_fake, lossc.gamma, lossc.lambda_k)
         self.step += 1
@@ -329,13 +348,18 @@ class GanTrainer:
         )
 
     # -- the loop ----------------------------------------------------------------------------------
+    @property
+    def output_generator(self) -> torch.nn.Module:
+        """The generator that is sampled, snapshotted and exported: the average when train.ema_kimg > 0."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
     def sample(self, tag: str) -> float:
         """Write probe and sweep grids; return the probe grid's same-y diversity."""
         t = self.config.train
         save_grids(
             self.out_dir / "samples",
             tag,
-            self.generator,
+            self.output_generator,
             self.probes_y,
             self.probes_z,
             self.labels_np,
@@ -346,7 +370,7 @@ class GanTrainer:
 
         y = np.repeat(self.probes_y, len(self.probes_z), axis=0)
         z = np.tile(self.probes_z, (len(self.probes_y), 1))
-        return sample_diversity(generate_uint8(self.generator, z, y, device=self.device), len(self.probes_z))
+        return sample_diversity(generate_uint8(self.output_generator, z, y, device=self.device), len(self.probes_z))
 
     def run(self, steps: int | None = None) -> TrainResult:
         """Train until ``steps`` total steps (or train.max_minutes), checkpointing every interval."""
@@ -370,6 +394,7 @@ class GanTrainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
+        previous_handler = self._catch_sigterm()
         try:
             while self.step < target:
                 losses = self.train_step()
@@ -397,7 +422,8 @@ class GanTrainer:
                     self.snapshot()
                 if self.step % t.checkpoint_every == 0 or self.step == target:
                     self._checkpoint(last)
-                if max_minutes > 0 and time.perf_counter() - start_time > max_minutes * 60:
+                out_of_time = max_minutes > 0 and time.perf_counter() - start_time > max_minutes * 60
+                if out_of_time or self.stop_signal:
                     if interval_steps:
                         last = self._log(sums, interval_steps, interval_start, start_time, diversity)
                     self.sample(f"{self.step:07d}")
@@ -409,10 +435,25 @@ class GanTrainer:
             bar.close()
             self.save()
             raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
-        return TrainResult(self.step, float(self.k_t), last, self.last_path, self.out_dir)
+        return TrainResult(self.step, float(self.k_t), last, self.last_path, self.out_dir, self.stop_signal)
+
+    def _catch_sigterm(self) -> Any:
+        """Stop at the next step boundary on SIGTERM (a Kubernetes eviction, ``kill``), with a snapshot and a
+        checkpoint like a max-minutes stop, so a resumed run (the retrain Job's retry) loses nothing.
+        Returns the previous handler (None when not on the main thread, where handlers cannot be set)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self.stop_signal = signal.Signals(signum).name
+
+        return signal.signal(signal.SIGTERM, request_stop)
 
     def _log(
         self,

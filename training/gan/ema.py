@@ -1,0 +1,40 @@
+"""Exponential moving average of the generator's weights (StyleGAN2-ADA's G_ema).
+
+BEGAN's generator circles its equilibrium with the discriminator: consecutive snapshots of one run
+trade one attribute's fidelity for another's. Averaging the weights over the last few tens of thousands
+of images keeps what they agree on (docs/gan.md, finding 6), at the cost of one weight copy and one
+in-place lerp per step.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def ema_beta(batch_size: int, images_seen: int, half_life_kimg: float, rampup: float) -> float:
+    """Decay per step so that an update's weight halves every ``half_life_kimg`` thousand images; while
+    fewer than half_life / rampup images have been seen, the half-life is ``rampup`` x images seen."""
+    half_life = half_life_kimg * 1000.0
+    if rampup > 0:
+        half_life = min(half_life, images_seen * rampup)
+    if half_life <= 0:
+        return 0.0
+    return 0.5 ** (batch_size / half_life)
+
+
+def averaged_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``module`` in eval mode, to be moved towards it by ``update_ema``."""
+    average = copy.deepcopy(module).eval()
+    average.requires_grad_(False)
+    return average
+
+
+@torch.no_grad()
+def update_ema(average: torch.nn.Module, module: torch.nn.Module, beta: float) -> None:
+    """average <- beta * average + (1 - beta) * module for parameters; buffers are copied."""
+    params = list(average.parameters())
+    torch._foreach_lerp_(params, [p.detach() for p in module.parameters()], 1.0 - beta)
+    for mine, theirs in zip(average.buffers(), module.buffers(), strict=True):
+        mine.copy_(theirs)
