@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from surrogate.cli import cli
-from surrogate.schema import AttributeSchema
+from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 from training.gan.evaluate import RidgePixelEstimator, evaluate_generator, mean_pairwise_l1, pearson
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +172,16 @@ def test_evaluate_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
         "gender",
     }
     assert "ratio" in report["diversity"]
+    # A full checkpoint also says how well D's auxiliary predictor (G's teacher) reads the real faces.
+    teacher = {name: entry["teacher_r_on_real"] for name, entry in report["fidelity"].items()}
+    assert all(-1.0 <= r <= 1.0 for r in teacher.values()), teacher
+    assert "auxiliary predictor r on real" in (out / "evaluation.md").read_text()
+    from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
+    from training.gan.evaluate import teacher_r_on_real
+
+    save_checkpoint(tmp_path / "g.pt", generator_only(load_checkpoint(run / "last.pt")))
+    images = np.zeros((4, 1, 16, 16), np.uint8)
+    assert teacher_r_on_real(tmp_path / "g.pt", images, np.zeros((4, 10), np.float32), DEFAULT_SCHEMA) is None
     for name in ("evaluation.md", "samples.png", "sweep.png", "real_neighbours.png"):
         assert (out / name).is_file(), name
     base = ["evaluate", "gan", "--checkpoint", str(run / "last.pt"), "--data", str(data), "--n-eval", "20",

@@ -96,7 +96,7 @@ class TrainConfig:
     # weights (0 = off). Snapshots, sample grids, evaluation and export use the averaged generator: BEGAN's
     # generator oscillates around the equilibrium, and single snapshots of one run differed by up to
     # 0.3 in AU06's r from one thousand steps to the next, while a plain average of six of them raised the
-    # mean r from 0.44 to 0.52 (docs/gan.md, finding 6). StyleGAN2-ADA's G_ema, same rampup.
+    # mean r from 0.44 to 0.52 (docs/gan.md, finding 7). StyleGAN2-ADA's G_ema, same rampup.
     ema_kimg: float = 0.0
     # Early in a run the half-life is capped at this share of the images seen so far, so the average does
     # not keep the random initial weights for long (StyleGAN2-ADA's ema_rampup).

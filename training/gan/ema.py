@@ -2,7 +2,7 @@
 
 BEGAN's generator circles its equilibrium with the discriminator: consecutive snapshots of one run
 trade one attribute's fidelity for another's. Averaging the weights over the last few tens of thousands
-of images keeps what they agree on (docs/gan.md, finding 6), at the cost of one weight copy and one
+of images keeps what they agree on (docs/gan.md, finding 7), at the cost of one weight copy and one
 in-place lerp per step.
 """
 

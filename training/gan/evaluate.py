@@ -152,6 +152,41 @@ def nearest_attribute_groups(values_norm: np.ndarray, anchors: np.ndarray, k: in
     return np.argsort(d, axis=1)[:, :k]
 
 
+def teacher_r_on_real(
+    checkpoint: Path, images: np.ndarray, values: np.ndarray, schema: AttributeSchema, device: str = "cpu"
+) -> dict[str, float] | None:
+    """Pearson r of the discriminator's auxiliary predictor (the generator's only teacher for y) on real
+    held-out images, read the way training reads them (``loss.label_blur``); None for a checkpoint without
+    a discriminator (snapshots, exports).
+
+    The generator is trained to please this predictor, so an attribute it reads poorly on real faces
+    cannot be learned however long the run (docs/gan.md, finding 8)."""
+    import torch
+
+    from training.gan.checkpoint import load_checkpoint
+    from training.gan.config import config_from_dict
+    from training.gan.networks import build_networks, to_began
+    from training.imageops import gaussian_blur
+
+    payload = load_checkpoint(checkpoint, device)
+    if "discriminator" not in payload or len(images) < 3:
+        return None
+    config = config_from_dict(payload["config"])
+    _, discriminator = build_networks(config.model, len(schema))
+    discriminator.load_state_dict(payload["discriminator"])
+    discriminator.to(device).eval()
+    predicted = []
+    with torch.no_grad():
+        for start in range(0, len(images), 256):
+            x = to_began(torch.from_numpy(images[start : start + 256]).to(device))
+            if config.loss.label_blur > 0:
+                x = gaussian_blur(x, config.loss.label_blur)
+            predicted.append(discriminator.aux(discriminator.encoder(x)).float().cpu().numpy())
+    y_hat = np.concatenate(predicted)
+    y = np.clip(schema.normalise(values), 0.0, 1.0)
+    return {name: pearson(y[:, i], y_hat[:, i]) for i, name in enumerate(schema.names)}
+
+
 def _to_hwc(images_nchw: np.ndarray) -> np.ndarray:
     return images_nchw[:, 0] if images_nchw.shape[1] == 1 else np.transpose(images_nchw, (0, 2, 3, 1))
 
@@ -243,6 +278,7 @@ def evaluate_generator(
 
 
 def markdown_summary(report: dict[str, Any], source: str, estimator: str) -> str:
+    teacher = any("teacher_r_on_real" in e for e in report["fidelity"].values())
     lines = [
         "# GAN evaluation",
         "",
@@ -250,14 +286,16 @@ def markdown_summary(report: dict[str, Any], source: str, estimator: str) -> str
         f"- estimator: `{estimator}`",
         f"- held-out attribute vectors: {report['n_eval']}",
         "",
-        "| attribute | Pearson r | target | met | MAE | estimator r on real |",
-        "|---|---|---|---|---|---|",
+        "| attribute | Pearson r | target | met | MAE | estimator r on real |"
+        + (" D's auxiliary predictor r on real |" if teacher else ""),
+        "|---|---|---|---|---|---|" + ("---|" if teacher else ""),
     ]
     for name, e in report["fidelity"].items():
         real = e.get("estimator_r_on_real", float("nan"))
         lines.append(
             f"| {name} | {e['pearson_r']:.3f} | {e['target_r']:.1f} | {'yes' if e['meets_target'] else 'NO'} "
             f"| {e['mae']:.3g} {e['unit']} | {real:.3f} |"
+            + (f" {e.get('teacher_r_on_real', float('nan')):.3f} |" if teacher else "")
         )
     d = report["diversity"]
     lines += [
@@ -520,6 +558,13 @@ def evaluate_gan_command(
                    + ("" if plotted else " (no plot: matplotlib is not installed)"))
         return
     result = evaluate(source)
+    if checkpoint is not None:
+        teacher = teacher_r_on_real(
+            checkpoint, dataset.images[held_idx][:n_eval], dataset.values[held_idx][:n_eval], source.schema, device
+        )
+        for name, r in (teacher or {}).items():
+            if name in result.report["fidelity"]:
+                result.report["fidelity"][name]["teacher_r_on_real"] = r
     write_outputs(result, out_dir, str(checkpoint or onnx_dir), estimator, 7)
     click.echo(markdown_summary(result.report, str(checkpoint or onnx_dir), estimator).split("![samples]")[0])
     click.echo(f"wrote {out_dir / 'evaluation.json'} and {out_dir / 'evaluation.md'}")
