@@ -37,6 +37,11 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
     },
     "train": {
         "gan": ("training.gan.cli:train_gan_command", "Train the conditional BEGAN-CS generator.", "train"),
+        "gan-average": (
+            "training.gan.cli:train_gan_average_command",
+            "Average a GAN run's generator snapshots (post-hoc weight averaging).",
+            "train",
+        ),
         "recon": ("training.recon.cli:train_recon_command", "Train the 3-D reconstruction network.", "train"),
     },
     "evaluate": {

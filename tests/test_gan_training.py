@@ -195,6 +195,34 @@ def test_ema_generator_is_what_snapshots_and_loading_use_and_resumes_exactly(
     assert "generator_ema" in load_checkpoint(old / "last.pt")
 
 
+def test_gan_average_means_the_snapshot_weights_of_a_step_range(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    trained = CliRunner().invoke(cli, train_args(image_folder, out, "--steps", "6", "--set", "train.snapshot_every=2"))
+    assert trained.exit_code == 0, trained.output
+    averaged = tmp_path / "avg" / "generator-0000006.pt"
+    result = CliRunner().invoke(
+        cli, ["train", "gan-average", str(out), "--from-step", "4", "--out", str(averaged)]
+    )
+    assert result.exit_code == 0, result.output
+    four, six = (load_checkpoint(out / "snapshots" / f"generator-000000{s}.pt")["generator"] for s in (4, 6))
+    generator, _, info = load_generator(averaged)
+    for key, value in generator.state_dict().items():
+        torch.testing.assert_close(value, (four[key] + six[key]) / 2, msg=key)
+    assert info["step"] == 6 and info["weights"] == "average of 2 snapshots, steps 4, 6"
+
+    one = CliRunner().invoke(cli, ["train", "gan-average", str(out), "--from-step", "6", "--out", str(averaged)])
+    assert one.exit_code != 0 and "at least two" in one.output and "Traceback" not in one.output
+    other = tmp_path / "other"
+    wider = ("--steps", "2", "--set", "train.snapshot_every=2", "--set", "model.n=12")
+    assert CliRunner().invoke(cli, train_args(image_folder, other, *wider)).exit_code == 0
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "generator-0000002.pt").write_bytes((other / "snapshots" / "generator-0000002.pt").read_bytes())
+    (mixed / "generator-0000004.pt").write_bytes((out / "snapshots" / "generator-0000004.pt").read_bytes())
+    refused = CliRunner().invoke(cli, ["train", "gan-average", str(mixed), "--out", str(tmp_path / "x.pt")])
+    assert refused.exit_code != 0 and "generator-0000004.pt: model config differs" in refused.output
+
+
 def test_same_seed_gives_identical_training(image_folder: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = CliRunner().invoke(cli, train_args(image_folder, tmp_path / name, "--steps", "4"))

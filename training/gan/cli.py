@@ -134,3 +134,39 @@ def train_gan_command(
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items())
     click.echo(f"step {result.step}: {summary}")
     click.echo(f"checkpoint: {result.checkpoint}")
+
+
+@click.command("gan-average")
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--from-step", type=int, default=0, show_default=True, help="First snapshot step to include.")
+@click.option("--to-step", type=int, default=None, help="Last snapshot step to include (default: the newest).")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the averaged generator (a snapshot file: evaluate gan and export gan read it).",
+)
+def train_gan_average_command(run: Path, from_step: int, to_step: int | None, out_path: Path) -> None:
+    """Average the weights of a run's generator snapshots in a step range.
+
+    For runs trained without train.ema_kimg: the generator circles BEGAN's equilibrium, and the average
+    of its snapshots is better than any one of them (docs/gan.md, finding 7)."""
+    from training.gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from training.gan.ema import average_snapshots
+    from training.gan.evaluate import snapshot_paths
+
+    found = snapshot_paths(run)
+    chosen = [(step, path) for step, path in found if step >= from_step and (to_step is None or step <= to_step)]
+    if len(chosen) < 2:
+        raise click.ClickException(
+            f"{run}: {len(chosen)} snapshot(s) in steps {from_step}-{to_step if to_step is not None else 'newest'} "
+            f"(found {len(found)} in all); averaging needs at least two"
+        )
+    try:
+        payloads = [(str(path), load_checkpoint(path)) for _, path in chosen]
+        averaged = average_snapshots(payloads)
+    except (CheckpointError, ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    save_checkpoint(out_path, averaged)
+    click.echo(f"wrote {out_path}: {averaged['weights']}")

@@ -38,3 +38,33 @@ def update_ema(average: torch.nn.Module, module: torch.nn.Module, beta: float) -
     torch._foreach_lerp_(params, [p.detach() for p in module.parameters()], 1.0 - beta)
     for mine, theirs in zip(average.buffers(), module.buffers(), strict=True):
         mine.copy_(theirs)
+
+
+def average_snapshots(payloads: list[tuple[str, dict]]) -> dict:
+    """One generator whose weights are the mean of several snapshots' of one run (the post-hoc twin of the
+    moving average, for runs trained without ``train.ema_kimg``). ``payloads`` = (name, snapshot payload)
+    oldest first; all must share the model config and the attribute schema (ValueError names the odd one)."""
+    if len(payloads) < 2:
+        raise ValueError(f"averaging needs at least two snapshots, got {len(payloads)}")
+    first_name, first = payloads[0]
+    for name, payload in payloads[1:]:
+        if payload["config"].get("model") != first["config"].get("model"):
+            raise ValueError(f"{name}: model config differs from {first_name}'s; snapshots of one run only")
+        if payload["schema"] != first["schema"]:
+            raise ValueError(f"{name}: attribute schema differs from {first_name}'s")
+    states = [payload["generator"] for _, payload in payloads]
+    averaged = {
+        key: (sum(state[key].double() for state in states) / len(states)).to(states[-1][key].dtype)
+        for key in states[-1]
+    }
+    steps = [int(payload.get("step", 0)) for _, payload in payloads]
+    last = payloads[-1][1]
+    return {
+        "config": last["config"],
+        "schema": last["schema"],
+        "generator": averaged,
+        "step": steps[-1],
+        "k_t": last.get("k_t", 0.0),
+        "weights": f"average of {len(states)} snapshots, steps {', '.join(str(s) for s in steps)}",
+        "averaged_steps": steps,
+    }
