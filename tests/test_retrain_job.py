@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from surrogate.model_repo import ModelRepository
@@ -20,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "k8s" / "jobs" / "retrain" / "scripts" / "retrain.sh"
 
 
-def run_job(tmp_path: Path, repository: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def job_env(tmp_path: Path, repository: Path, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "CONFIG": str(REPO / "configs" / "gan" / "tiny_cpu.toml"),
@@ -35,6 +37,10 @@ def run_job(tmp_path: Path, repository: Path, **extra: str) -> subprocess.Comple
         "OMP_NUM_THREADS": "1",
         **extra,
     }
+
+
+def run_job(tmp_path: Path, repository: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = job_env(tmp_path, repository, **extra)
     return subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -58,3 +64,29 @@ def test_retrain_script_exports_the_best_snapshot_as_a_new_version(tmp_path: Pat
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert ModelRepository(repository).latest_version("gan_generator") == 2
     assert "last.pt" in (repository / "gan_generator" / "MODEL_CARD.md").read_text()
+
+
+def test_sigterm_to_the_job_shell_reaches_training_which_checkpoints_and_exits_143(tmp_path: Path) -> None:
+    """An eviction SIGTERMs the container's shell (PID 1 in the pod): the script forwards it, training
+    stops at a step boundary with its checkpoint, nothing is exported and the status is 143 (retried)."""
+    from training.gan.checkpoint import load_checkpoint
+
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    env = job_env(tmp_path, repository, STEPS="1000000", SNAPSHOT_EVERY="1000")
+    proc = subprocess.Popen(["sh", str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "run" / "last.pt"
+    deadline = time.monotonic() + 300
+    try:
+        while not last.is_file() or load_checkpoint(last)["step"] < 10:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # to the shell only, as the kubelet does to PID 1
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr and "nothing exported" in stderr
+    step = load_checkpoint(last)["step"]
+    assert (tmp_path / "run" / "snapshots" / f"generator-{step:07d}.pt").is_file()  # written at the stop
+    assert not (repository / "gan_generator").exists()

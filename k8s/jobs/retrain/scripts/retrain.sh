@@ -22,7 +22,22 @@ set -- --config "$CONFIG" --data "$DATA" --out "$RUN_DIR" --device "$DEVICE" --s
   --max-minutes 0 --set "train.snapshot_every=${SNAPSHOT_EVERY:-10000}"
 # A retried pod (preemption, node loss) continues from the last checkpoint.
 [ -f "$RUN_DIR/last.pt" ] && set -- "$@" --resume
-surrogate train gan "$@" ${TRAIN_ATTRIBUTES:+--attributes "$TRAIN_ATTRIBUTES"}
+# In the background with SIGTERM forwarded: this shell is the container's PID 1, which the kernel does not
+# stop on SIGTERM and which would not pass it on, so an eviction would SIGKILL training after the grace
+# period and lose up to a checkpoint interval. Forwarded, training stops at a step boundary with a
+# checkpoint and exits 143; the pod fails, the Job retries it (DisruptionTarget: not counted) and resumes.
+surrogate train gan "$@" ${TRAIN_ATTRIBUTES:+--attributes "$TRAIN_ATTRIBUTES"} &
+TRAIN_PID=$!
+trap 'kill -TERM "$TRAIN_PID" 2>/dev/null || true' TERM INT
+STATUS=0
+wait "$TRAIN_PID" || STATUS=$?
+# A trapped signal ends `wait` at once; wait again for training to finish writing its checkpoint.
+while kill -0 "$TRAIN_PID" 2>/dev/null; do wait "$TRAIN_PID" || STATUS=$?; done
+trap - TERM INT
+if [ "$STATUS" -ne 0 ]; then
+  echo "retrain: training stopped with status $STATUS; nothing exported (a retry resumes from $RUN_DIR/last.pt)" >&2
+  exit "$STATUS"
+fi
 
 # M_global does not track attribute fidelity: evaluate every snapshot with the repository's
 # reconstruction network (independent of the GAN's own label predictor) and export the best one.
