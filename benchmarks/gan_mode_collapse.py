@@ -83,7 +83,7 @@ def fidelity(trainer: GanTrainer, data: FaceDataset, estimator: RidgePixelEstima
     rng = np.random.default_rng(1)
     pick = rng.choice(len(data), 300, replace=False)
     z = rng.uniform(-1, 1, (300, trainer.config.model.z_dim)).astype(np.float32)
-    est = estimator.predict(generate_uint8(trainer.generator, z, data.normalised[pick]))
+    est = estimator.predict(generate_uint8(trainer.output_generator, z, data.normalised[pick]))
     names = ("yaw", "pitch", "AU12", "AU04", "gender")
     return {n: pearson(data.values[pick, data.schema.index(n)], est[:, data.schema.index(n)]) for n in names}
 
@@ -93,7 +93,7 @@ def diversity_ratio(trainer: GanTrainer, data: FaceDataset, groups: int = 24, pe
     y = data.normalised
     anchors = rng.choice(len(y), groups, replace=False)
     z = rng.uniform(-1, 1, (groups * per_group, trainer.config.model.z_dim)).astype(np.float32)
-    fake = generate_uint8(trainer.generator, z, np.repeat(y[anchors], per_group, axis=0))
+    fake = generate_uint8(trainer.output_generator, z, np.repeat(y[anchors], per_group, axis=0))
     fake_div = mean_pairwise_l1(fake.reshape(groups, per_group, *fake.shape[1:]))
     real = data.images[:, 0][nearest_attribute_groups(y, anchors, per_group)]
     real_div = mean_pairwise_l1(real)

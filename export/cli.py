@@ -192,6 +192,7 @@ def _run_export(
         "kind": exported.kind, "precision": exported.precision, "exporter": exported.exporter,
         "opset": exported.opset, "checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha,
         "step": card.steps, "parity": exported.parity.to_dict(),
+        **({"generator_weights": config["weights"]} if kind == "gan" and "weights" in config else {}),
         "tensorrt_parity": tensorrt_parity.to_dict() if tensorrt_parity else "not checked (no TensorRT here)"
         if tensorrt else None,
     }

@@ -180,8 +180,20 @@ def test_ema_generator_is_what_snapshots_and_loading_use_and_resumes_exactly(
     second = CliRunner().invoke(cli, train_args(image_folder, split, "--steps", "10", "--resume", *ema))
     assert second.exit_code == 0, second.output
     resumed = load_checkpoint(split / "last.pt")["generator_ema"]
-    for key, value in average.items():
-        torch.testing.assert_close(resumed[key], value, msg=key)
+    assert all(torch.equal(resumed[key], value) for key, value in average.items())
+
+    # The update itself, with a known decay: average_2 = beta * average_1 + (1 - beta) * generator_2.
+    known = tmp_path / "known"
+    two = ("--steps", "2", "--set", "train.ema_kimg=0.1", "--set", "train.ema_rampup=0", "--set",
+           "train.snapshot_every=1")
+    assert CliRunner().invoke(cli, train_args(image_folder, known, *two)).exit_code == 0
+    beta = 0.5 ** (8 / 100)  # tiny_cpu.toml: batch 8; half-life 100 images
+    first = load_checkpoint(known / "snapshots" / "generator-0000001.pt")["generator"]
+    second = load_checkpoint(known / "last.pt")
+    for key, value in second["generator_ema"].items():
+        expected = beta * first[key] + (1 - beta) * second["generator"][key]
+        torch.testing.assert_close(value, expected, msg=key)
+        assert not torch.equal(value, second["generator"][key]) or value.abs().max() == 0
 
     # A run without an average gains one on resume, starting from its generator.
     old = tmp_path / "old"
@@ -221,6 +233,26 @@ def test_gan_average_means_the_snapshot_weights_of_a_step_range(image_folder: Pa
     (mixed / "generator-0000004.pt").write_bytes((out / "snapshots" / "generator-0000004.pt").read_bytes())
     refused = CliRunner().invoke(cli, ["train", "gan-average", str(mixed), "--out", str(tmp_path / "x.pt")])
     assert refused.exit_code != 0 and "generator-0000004.pt: model config differs" in refused.output
+
+
+def test_gan_average_notes_what_it_mixes() -> None:
+    from training.gan.ema import mixing_notes
+
+    def payload(weights: str, data: str) -> dict:
+        return {"weights": weights, "config": {"data": {"path": data}, "train": {"seed": 0}}}
+
+    assert mixing_notes([("a", payload("ema", "d1")), ("b", payload("ema", "d1"))]) == []
+    notes = mixing_notes([("a", payload("raw", "d1")), ("b", payload("ema", "d2"))])
+    assert any("ema, raw" in n for n in notes) and any("data.path (d1, d2)" in n for n in notes)
+
+
+def test_checkpoint_config_with_keys_of_a_newer_version_still_loads() -> None:
+    from training.gan.config import GanConfig, config_from_dict
+
+    stored = GanConfig().to_dict()
+    stored["train"]["a_future_knob"] = 3
+    stored["a_future_section"] = {"x": 1}
+    assert config_from_dict(stored) == GanConfig()
 
 
 def test_same_seed_gives_identical_training(image_folder: Path, tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ def train_gan_command(
         err=True,
     )
     result = trainer.run()
-    if result.stopped_by:
+    if result.stopped_by and result.step < config.train.steps:
         click.echo(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint} written "
                    "(continue with --resume)", err=True)
         raise SystemExit(128 + signal.SIGTERM)  # not done: a Job retries, a script sees the failure
@@ -153,7 +153,7 @@ def train_gan_average_command(run: Path, from_step: int, to_step: int | None, ou
     For runs trained without train.ema_kimg: the generator circles BEGAN's equilibrium, and the average
     of its snapshots is better than any one of them (docs/gan.md, finding 7)."""
     from training.gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from training.gan.ema import average_snapshots
+    from training.gan.ema import average_snapshots, mixing_notes
     from training.gan.evaluate import snapshot_paths
 
     found = snapshot_paths(run)
@@ -168,5 +168,7 @@ def train_gan_average_command(run: Path, from_step: int, to_step: int | None, ou
         averaged = average_snapshots(payloads)
     except (CheckpointError, ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
+    for note in mixing_notes(payloads):
+        click.echo(f"note: {note}", err=True)
     save_checkpoint(out_path, averaged)
     click.echo(f"wrote {out_path}: {averaged['weights']}")

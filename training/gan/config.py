@@ -205,9 +205,19 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def config_from_dict(data: dict[str, Any]) -> GanConfig:
-    """Rebuild a config stored in a checkpoint (tolerates keys added by newer versions)."""
-    known = {f.name for f in fields(GanConfig)}
-    return build_dataclass(GanConfig, {k: v for k, v in data.items() if k in known}, "checkpoint config", ConfigError)
+    """Rebuild a config stored in a checkpoint. Keys this version does not know (a section or a key added
+    by a newer version, e.g. ``train.ema_kimg``) are dropped, so an older checkout can still load, evaluate
+    and export a newer run's generator."""
+    sections = {f.name: f.type for f in fields(GanConfig)}
+    kept: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in sections:
+            continue
+        section_type = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
+                        "train": TrainConfig}[section]
+        known = {f.name for f in fields(section_type)}
+        kept[section] = {k: v for k, v in values.items() if k in known} if isinstance(values, dict) else values
+    return build_dataclass(GanConfig, kept, "checkpoint config", ConfigError)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -68,3 +68,19 @@ def average_snapshots(payloads: list[tuple[str, dict]]) -> dict:
         "weights": f"average of {len(states)} snapshots, steps {', '.join(str(s) for s in steps)}",
         "averaged_steps": steps,
     }
+
+
+def mixing_notes(payloads: list[tuple[str, dict]]) -> list[str]:
+    """What an average mixes that the caller may not have meant: raw with already averaged weights (a run
+    that gained train.ema_kimg on resume), or stages with another seed or dataset (legitimate for a
+    run continued on new data, so a note, not an error)."""
+    notes = []
+    kinds = sorted({str(payload.get("weights", "raw")) for _, payload in payloads})
+    if len(kinds) > 1:
+        notes.append(f"the snapshots hold different kinds of weights ({', '.join(kinds)})")
+    for key in ("data.path", "train.seed"):
+        section, name = key.split(".")
+        values = sorted({str(payload["config"].get(section, {}).get(name)) for _, payload in payloads})
+        if len(values) > 1:
+            notes.append(f"the snapshots were trained with different {key} ({', '.join(values)})")
+    return notes

@@ -69,6 +69,7 @@ METRIC_FIELDS = [
 
 # k_t below this counts as zero for the collapse warning (a collapsed run sat at 0.0001 for 2,000 steps).
 K_ZERO = 1e-3
+_NOT_INSTALLED = object()  # run() off the main thread: no SIGTERM handler was set, none to restore
 
 
 class TrainingError(RuntimeError):
@@ -217,6 +218,9 @@ class GanTrainer:
         if payload["schema"] != self.schema.to_json():
             raise TrainingError(f"{self.last_path}: the dataset's attribute schema differs from the checkpoint's")
         self.generator.load_state_dict(payload["generator"])
+        if self.generator_ema is None and "generator_ema" in payload:
+            tqdm.write(f"{self.last_path}: the checkpoint's averaged generator is dropped (train.ema_kimg = 0): "
+                       "snapshots and export now use the raw generator")
         if self.generator_ema is not None:
             if "generator_ema" in payload:
                 self.generator_ema.load_state_dict(payload["generator_ema"])
@@ -436,8 +440,8 @@ class GanTrainer:
             self.save()
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+            if previous_handler is not _NOT_INSTALLED:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
         bar.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
@@ -446,9 +450,10 @@ class GanTrainer:
     def _catch_sigterm(self) -> Any:
         """Stop at the next step boundary on SIGTERM (a Kubernetes eviction, ``kill``), with a snapshot and a
         checkpoint like a max-minutes stop, so a resumed run (the retrain Job's retry) loses nothing.
-        Returns the previous handler (None when not on the main thread, where handlers cannot be set)."""
+        Returns the previous handler (None: one not set from Python), or _NOT_INSTALLED off the main thread,
+        where handlers cannot be set."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return _NOT_INSTALLED
 
         def request_stop(signum: int, frame: Any) -> None:
             self.stop_signal = signal.Signals(signum).name

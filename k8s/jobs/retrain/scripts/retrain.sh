@@ -26,13 +26,21 @@ set -- --config "$CONFIG" --data "$DATA" --out "$RUN_DIR" --device "$DEVICE" --s
 # stop on SIGTERM and which would not pass it on, so an eviction would SIGKILL training after the grace
 # period and lose up to a checkpoint interval. Forwarded, training stops at a step boundary with a
 # checkpoint and exits 143; the pod fails, the Job retries it (DisruptionTarget: not counted) and resumes.
+# (SIGTERM during data rendering, evaluation or export is still ignored by this shell: those steps are
+# short and repeatable, and the kubelet's SIGKILL ends them after the grace period.)
+TRAIN_PID=
+TERMINATED=0
+trap 'TERMINATED=1; [ -n "$TRAIN_PID" ] && kill -TERM "$TRAIN_PID" 2>/dev/null || true' TERM INT
 surrogate train gan "$@" ${TRAIN_ATTRIBUTES:+--attributes "$TRAIN_ATTRIBUTES"} &
 TRAIN_PID=$!
-trap 'kill -TERM "$TRAIN_PID" 2>/dev/null || true' TERM INT
-STATUS=0
-wait "$TRAIN_PID" || STATUS=$?
-# A trapped signal ends `wait` at once; wait again for training to finish writing its checkpoint.
-while kill -0 "$TRAIN_PID" 2>/dev/null; do wait "$TRAIN_PID" || STATUS=$?; done
+if [ "$TERMINATED" = 1 ]; then kill -TERM "$TRAIN_PID" 2>/dev/null || true; fi  # signalled before the PID was known
+# A trapped signal ends `wait` early with status > 128: wait again until training itself has exited
+# (after writing its checkpoint) and keep that status.
+while :; do
+  STATUS=0
+  wait "$TRAIN_PID" || STATUS=$?
+  kill -0 "$TRAIN_PID" 2>/dev/null || break
+done
 trap - TERM INT
 if [ "$STATUS" -ne 0 ]; then
   echo "retrain: training stopped with status $STATUS; nothing exported (a retry resumes from $RUN_DIR/last.pt)" >&2
