@@ -10,6 +10,7 @@ upstream BEGAN-CS values (alpha = 0.1, gamma = 0.5, L2 reconstruction) are one c
 from __future__ import annotations
 
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -208,15 +209,12 @@ def config_from_dict(data: dict[str, Any]) -> GanConfig:
     """Rebuild a config stored in a checkpoint. Keys this version does not know (a section or a key added
     by a newer version, e.g. ``train.ema_kimg``) are dropped, so an older checkout can still load, evaluate
     and export a newer run's generator."""
-    sections = {f.name: f.type for f in fields(GanConfig)}
+    section_types = typing.get_type_hints(GanConfig)  # section name -> its dataclass
     kept: dict[str, Any] = {}
     for section, values in data.items():
-        if section not in sections:
-            continue
-        section_type = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
-                        "train": TrainConfig}[section]
-        known = {f.name for f in fields(section_type)}
-        kept[section] = {k: v for k, v in values.items() if k in known} if isinstance(values, dict) else values
+        if section in section_types:
+            known = {f.name for f in fields(section_types[section])}
+            kept[section] = {k: v for k, v in values.items() if k in known} if isinstance(values, dict) else values
     return build_dataclass(GanConfig, kept, "checkpoint config", ConfigError)
 
 

@@ -166,7 +166,6 @@ def teacher_r_on_real(
     from training.gan.checkpoint import load_checkpoint
     from training.gan.config import config_from_dict
     from training.gan.networks import build_networks, to_began
-    from training.imageops import gaussian_blur
 
     payload = load_checkpoint(checkpoint, device)
     if "discriminator" not in payload or len(images) < 3:
@@ -179,9 +178,7 @@ def teacher_r_on_real(
     with torch.no_grad():
         for start in range(0, len(images), 256):
             x = to_began(torch.from_numpy(images[start : start + 256]).to(device))
-            if config.loss.label_blur > 0:
-                x = gaussian_blur(x, config.loss.label_blur)
-            predicted.append(discriminator.aux(discriminator.encoder(x)).float().cpu().numpy())
+            predicted.append(discriminator.read_labels(x, config.loss.label_blur).float().cpu().numpy())
     y_hat = np.concatenate(predicted)
     y = np.clip(schema.normalise(values), 0.0, 1.0)
     return {name: pearson(y[:, i], y_hat[:, i]) for i, name in enumerate(schema.names)}

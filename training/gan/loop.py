@@ -47,7 +47,6 @@ from training.gan.losses import (
 )
 from training.gan.networks import build_networks, to_began
 from training.gan.sampling import probe_attributes, probe_noise, real_grid, save_grids
-from training.imageops import gaussian_blur
 
 METRIC_FIELDS = [
     "step",
@@ -288,7 +287,7 @@ class GanTrainer:
         if sigma <= 0:
             return labels
         with self._autocast():
-            return self.discriminator.aux(self.discriminator.encoder(gaussian_blur(images, sigma)))
+            return self.discriminator.read_labels(images, sigma)
 
     def train_step(self) -> StepLosses:
         cfg, lossc = self.config, self.config.loss

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.gan.config import ModelConfig
+from training.imageops import gaussian_blur
 
 
 def n_blocks(image_size: int) -> int:
@@ -127,6 +128,11 @@ class Discriminator(nn.Module):
     def forward(self, v: torch.Tensor) -> DiscriminatorOutput:
         latent = self.encoder(v)
         return DiscriminatorOutput(self.decoder(latent), latent, self.aux(latent))
+
+    def read_labels(self, v: torch.Tensor, blur_sigma: float) -> torch.Tensor:
+        """y_hat as the label losses read it: from ``v`` blurred by ``loss.label_blur`` (no blur: the
+        encoder pass is the same as ``forward``'s, whose ``labels`` training reuses instead)."""
+        return self.aux(self.encoder(gaussian_blur(v, blur_sigma) if blur_sigma > 0 else v))
 
 
 def build_networks(cfg: ModelConfig, n_attributes: int) -> tuple[Generator, Discriminator]:
