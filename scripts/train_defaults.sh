@@ -4,7 +4,7 @@
 # (the GAN reads its data from memory; the reconstruction network renders faces on the fly).
 #
 #   scripts/train_defaults.sh OUT_DIR            # the real run (CUDA; ~9 minutes on one H100, 16 cores)
-#   scripts/train_defaults.sh OUT_DIR --smoke    # seconds-long CPU rehearsal of every step
+#   scripts/train_defaults.sh OUT_DIR --smoke    # seconds-long CPU rehearsal of every step (SMOKE_STEPS=12)
 #
 # Environment:
 #   MODELS="gan recon"     which networks to train (default both)
@@ -13,15 +13,22 @@
 #                          the overrides applied to the GAN config with --set (default: one run, "gan")
 #   GAN_MINUTES=7.5        wall-time budget of each GAN run (the whole call then takes ~9 minutes on one H100
 #                          with 16 cores: rendering ~1 minute, loading ~25 s);  N_FACES=40000 faces rendered
+#   GAN_DEADLINE_S=570     instead of GAN_MINUTES: end the whole call about this many seconds after it began
+#                          (the GAN budget is what rendering left, less 90 s for loading and collecting)
+#   GAN_CONFIG=FILE        the GAN config (default configs/gan/default64.toml; --smoke: tiny_cpu.toml)
+#   GAN_RESUME=FILE        continue this checkpoint (a last.pt, e.g. a CPU run's, carried to the machine) in
+#                          every GAN run instead of starting from scratch; the config must have its model
+#   TAR_MIB=15             size budget of each run's tar (the device tool brings back 64 MiB in all)
 #   RESUME_BUNDLE=NAME     also bring back that GAN run's whole last.pt (set but empty: none) (generator, discriminator,
 #                          optimisers, k_t, RNG: ~58 MB at n = 64) as NAME.last.pt.part00.. of 15 MiB, so
 #                          the run can be continued elsewhere: cat NAME.last.pt.part* > RUN/last.pt, then
 #                          surrogate train gan --config ... --out RUN --resume (default: the first run)
 #   PYTHON=python3         any python3 with torch, numpy, pillow, click and tqdm
 #
-# OUT_DIR receives, per GAN run, NAME.log and NAME.tar (weights-only generator snapshots every train.snapshot_every
-# steps and the last step, metrics.csv, the newest sample grids), recon.pt (weights only) and logs (the
-# environment is printed, not written: the device tool brings back at most 8 files); hand a snapshot to `surrogate evaluate gan` / `surrogate export gan`. The project is used
+# OUT_DIR receives, per GAN run, NAME.tar (its log as train.log, weights-only generator snapshots every
+# train.snapshot_every steps and the last step, metrics.csv, the newest sample grids), recon.pt (weights only)
+# and its log (the environment and rendering are printed, not written: the device tool brings back at most
+# 8 files); hand a snapshot to `surrogate evaluate gan` / `surrogate export gan`. The project is used
 # from this checkout (PYTHONPATH).
 set -uo pipefail
 set -f  # GAN_VARIANTS is split on whitespace, never globbed
@@ -52,10 +59,16 @@ wants() { [[ " $MODELS " == *" $1 "* ]]; }
 
 if [ "$MODE" = "--smoke" ]; then
   N=192; DEVICE=cpu; GAN_CFG=configs/gan/tiny_cpu.toml; RECON_CFG=configs/recon/tiny_cpu.toml
-  GAN_ARGS=(--steps 12 --set train.snapshot_every=5); RECON_ARGS=(--steps 6 --workers 1); SIZE=16
+  GAN_ARGS=(--steps "${SMOKE_STEPS:-12}" --set train.snapshot_every=5); RECON_ARGS=(--steps 6 --workers 1); SIZE=16
 else
   N=${N_FACES:-40000}; DEVICE=cuda; GAN_CFG=configs/gan/default64.toml; RECON_CFG=configs/recon/default.toml
   GAN_ARGS=(--max-minutes "${GAN_MINUTES:-7.5}"); RECON_ARGS=(--workers $((CORES > 6 ? CORES - 3 : 1))); SIZE=64
+fi
+GAN_CFG=${GAN_CONFIG:-$GAN_CFG}
+GAN_RESUME=${GAN_RESUME:-}
+if [ -n "$GAN_RESUME" ] && [ ! -f "$GAN_RESUME" ]; then
+  echo "GAN_RESUME: no checkpoint at $GAN_RESUME" >&2
+  exit 2
 fi
 
 $PY - <<'PYEOF' 2>&1
@@ -67,8 +80,12 @@ PYEOF
 if wants gan; then
   log "rendering $N synthetic faces with $CORES processes"
   $PY -m surrogate.cli data synth --n "$N" --out "$WORK/synth" --seed 0 --size "$SIZE" \
-      --workers "$CORES" --batch-size 64 > "$OUT/synth.log" 2>&1 || { tail -20 "$OUT/synth.log"; exit 1; }
-  tail -1 "$OUT/synth.log"
+      --workers "$CORES" --batch-size 64 > "$WORK/synth.log" 2>&1 || { tail -20 "$WORK/synth.log"; exit 1; }
+  tail -c 300 "$WORK/synth.log" | tr '\r' '\n' | tail -1
+fi
+if [ -n "${GAN_DEADLINE_S:-}" ] && [ "$MODE" != "--smoke" ]; then
+  left=$(( GAN_DEADLINE_S - SECONDS - 90 ))
+  GAN_ARGS=(--max-minutes "$(awk -v s="$left" 'BEGIN { printf "%.2f", (s < 60 ? 60 : s) / 60 }')")
 fi
 
 log "training [$MODELS] on $DEVICE (GAN runs: $GAN_VARIANTS)"
@@ -80,9 +97,13 @@ if wants gan; then
       IFS=',' read -ra pairs <<< "${variant#*:}"
       for pair in "${pairs[@]}"; do sets+=(--set "$pair"); done
     fi
-    log "GAN run $name: ${sets[*]:-(config as is)}"
+    resume=()
+    if [ -n "$GAN_RESUME" ]; then
+      mkdir -p "$WORK/$name" && cp "$GAN_RESUME" "$WORK/$name/last.pt" && resume=(--resume)
+    fi
+    log "GAN run $name: ${sets[*]:-(config as is)} ${GAN_ARGS[*]}${GAN_RESUME:+, from $GAN_RESUME}"
     $PY -m surrogate.cli train gan --config "$GAN_CFG" --data "$WORK/synth" --out "$WORK/$name" \
-        --device "$DEVICE" "${GAN_ARGS[@]}" "${sets[@]}" > "$OUT/$name.log" 2>&1 &
+        --device "$DEVICE" "${GAN_ARGS[@]}" "${resume[@]}" "${sets[@]}" > "$OUT/$name.log" 2>&1 &
     PIDS[$name]=$!
   done
 fi
@@ -99,12 +120,13 @@ for name in "${!PIDS[@]}"; do
 done
 
 log "collecting weights-only checkpoints and figures"
-$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" "$RESUME_BUNDLE" <<'PYEOF'
+$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" "$RESUME_BUNDLE" "${TAR_MIB:-15}" <<'PYEOF'
 import shutil, sys, tarfile
 from pathlib import Path
 work, out, models, variants = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 bundle = sys.argv[5]
 LIMIT = 15 * 2**20  # the device tool brings back files of up to 16 MiB
+TAR_LIMIT = min(LIMIT, int(float(sys.argv[6]) * 2**20))
 if "gan" in models:
     from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
     for name in (v.split(":")[0] for v in variants):
@@ -118,9 +140,11 @@ if "gan" in models:
             final.parent.mkdir(exist_ok=True)
             save_checkpoint(final, generator_only(state))
         print(name, "step", state["step"], "k_t", round(state["k_t"], 4))
-        members = [run / "metrics.csv", run / "config.toml"]
+        log = out / f"{name}.log"
+        (run / "train.log").write_bytes(log.read_bytes() if log.is_file() else b"")
+        members = [run / "train.log", run / "metrics.csv", run / "config.toml"]
         members += sorted((run / "samples").glob("*.png"), key=lambda p: p.stat().st_mtime)[-3:]
-        budget = LIMIT - sum(p.stat().st_size for p in members if p.is_file())
+        budget = TAR_LIMIT - sum(p.stat().st_size for p in members if p.is_file())
         for snap in sorted((run / "snapshots").glob("*.pt"), reverse=True):  # newest first, as many as fit
             if snap.stat().st_size <= budget:
                 members.append(snap)
@@ -129,6 +153,7 @@ if "gan" in models:
             for path in members:
                 if path.is_file():
                     tar.add(path, arcname=str(path.relative_to(run)))
+        log.unlink(missing_ok=True)  # it is in the tar: the device tool brings back at most 8 files
         if name == bundle:
             data = (run / "last.pt").read_bytes()
             for part, start in enumerate(range(0, len(data), LIMIT)):

@@ -12,6 +12,7 @@ from training.gan.losses import (
     discriminator_loss,
     generator_loss,
     label_loss,
+    mode_seeking_loss,
     reconstruction_loss,
     update_k,
 )
@@ -49,6 +50,19 @@ def test_discriminator_and_generator_losses_follow_the_paper() -> None:
     assert discriminator_loss(lx, lg, 0.5, lc, lab, alpha=0.5, label_weight=0.0).item() == pytest.approx(0.4)
     # L_G = L(G) + MSE = 0.2 + 0.1
     assert generator_loss(lg, lab).item() == pytest.approx(0.3)
+
+
+def test_mode_seeking_term_by_hand_and_in_the_generator_loss() -> None:
+    fake_a, fake_b = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]])  # image distance 0.5
+    z_a, z_b = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.0, 1.0]])  # noise distance 1.5
+    # 1 / (0.5 / 1.5 + eps) = 3 (minus eps's share)
+    assert mode_seeking_loss(fake_a, fake_b, z_a, z_b).item() == pytest.approx(3.0, rel=1e-4)
+    # identical images (collapse): the term is 1 / eps, huge
+    assert mode_seeking_loss(fake_a, fake_a, z_a, z_b).item() == pytest.approx(1e5)
+    # L_G + weight * L_MS = 0.2 + 0.1 + 0.01 * 3
+    lg, lab = torch.tensor(0.2), torch.tensor(0.1)
+    assert generator_loss(lg, lab, 1.0, torch.tensor(3.0), 0.01).item() == pytest.approx(0.33)
+    assert generator_loss(lg, lab, 1.0, torch.tensor(3.0)).item() == pytest.approx(0.3)  # weight 0 = the paper
 
 
 def test_k_update_is_proportional_control_clipped_to_unit_interval() -> None:
@@ -102,6 +116,10 @@ def test_config_rejects_bad_values_naming_the_key() -> None:
         load_config(None, {"model.latent_dim": 32})
     assert load_config(None, {"model.latent_dim": 74}).model.latent_dim == 74
     assert load_config(None, {"loss.gamma": 0.5}).loss.gamma == 0.5
+    with pytest.raises(ConfigError, match="loss.mode_seeking"):
+        load_config(None, {"loss.mode_seeking": -1.0})
+    with pytest.raises(ConfigError, match="batch_size must be even"):
+        load_config(None, {"loss.mode_seeking": 0.01, "optim.batch_size": 15})
 
 
 def test_standardised_label_loss_weights_each_attribute_by_inverse_variance() -> None:

@@ -65,6 +65,12 @@ class LossConfig:
     # (docs/gan.md); pose, smile and brows survive a 1-2 px blur, such patterns do not. Costs one extra
     # encoder pass on the reals and one on the fakes per step.
     label_blur: float = 0.0
+    # Weight of MSGAN's mode-seeking term in L_G (0 = the paper). Not in the paper: every BEGAN-CS run
+    # here lost diversity as its attribute fidelity rose (docs/gan.md, findings 5 and 10). Half of each
+    # batch of fakes repeats the other half's attributes with new z, and the generator is rewarded for
+    # making the pairs differ; the distance is taken on images blurred by label_blur (when set), so
+    # pixel noise cannot buy it.
+    mode_seeking: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,11 @@ class GanConfig:
             problems.append(f"model.output_activation must be 'none' or 'tanh', got {m.output_activation!r}")
         if loss.recon not in ("l1", "l2"):
             problems.append(f"loss.recon must be 'l1' or 'l2', got {loss.recon!r}")
+        if loss.mode_seeking < 0:
+            problems.append(f"loss.mode_seeking must be 0 (off) or positive, got {loss.mode_seeking}")
+        if loss.mode_seeking > 0 and o.batch_size % 2:
+            problems.append(f"loss.mode_seeking pairs the fakes of a batch: optim.batch_size must be even, got "
+                            f"{o.batch_size}")
         if not 0.0 <= loss.label_blur <= 8.0:
             problems.append(f"loss.label_blur must be a blur sigma in pixels in [0, 8], got {loss.label_blur}")
         if t.device not in ("cpu", "cuda"):

@@ -41,12 +41,14 @@ from training.gan.losses import (
     discriminator_loss,
     generator_loss,
     label_loss,
+    mode_seeking_loss,
     reconstruction_loss,
     standardising_weights,
     update_k,
 )
 from training.gan.networks import build_networks, to_began
 from training.gan.sampling import probe_attributes, probe_noise, real_grid, save_grids
+from training.imageops import gaussian_blur
 
 METRIC_FIELDS = [
     "step",
@@ -61,6 +63,7 @@ METRIC_FIELDS = [
     "label_fake",
     "k_t",
     "m_global",
+    "mode_seeking",
     "lr",
     "diversity",
 ]
@@ -304,9 +307,14 @@ class GanTrainer:
         for group in self.opt_d.param_groups:
             group["lr"] = self._lr(cfg.optim.lr_d or cfg.optim.lr)
 
+        # With loss.mode_seeking the second half of the fakes repeats the first half's attributes (new z):
+        # the pairs L_MS compares. The reals keep their own labels.
+        pairs = batch // 2 if lossc.mode_seeking > 0 else 0
+        y_fake = torch.cat([y[:pairs], y[:pairs]]) if pairs else y
+
         # Discriminator step: real and detached fakes in one forward.
         with self._autocast():
-            fake = self.generator(z, y)
+            fake = self.generator(z, y_fake)
             out = self.discriminator(torch.cat([x, fake.detach()]))
         rec_real, rec_fake = out.reconstruction[:batch], out.reconstruction[batch:]
         loss_real = reconstruction_loss(x, rec_real, lossc.recon)
@@ -325,8 +333,9 @@ class GanTrainer:
         with self._autocast():
             out_g = self.discriminator(fake)
         loss_fake_g = reconstruction_loss(fake, out_g.reconstruction, lossc.recon)
-        label_fake = label_loss(y, self.label_view(fake, out_g.labels), self.label_weights)
-        loss_g = generator_loss(loss_fake_g, label_fake, lossc.label_weight_g)
+        label_fake = label_loss(y_fake, self.label_view(fake, out_g.labels), self.label_weights)
+        mode_seeking = self.mode_seeking_term(fake, z, pairs)
+        loss_g = generator_loss(loss_fake_g, label_fake, lossc.label_weight_g, mode_seeking, lossc.mode_seeking)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -348,7 +357,21 @@ class GanTrainer:
             label_fake.detach(),
             self.k_t.detach(),
             convergence_measure(loss_real, loss_fake, lossc.gamma),
+            mode_seeking.detach(),
         )
+
+    def mode_seeking_term(self, fake: torch.Tensor, z: torch.Tensor, pairs: int) -> torch.Tensor:
+        """L_MS between the two halves of the fakes (same attributes, new z); 0 when loss.mode_seeking is off.
+
+        Compared blurred by loss.label_blur (pixel noise does not count) and with each image's mean
+        removed: otherwise the cheapest way to differ is exposure, and the generator turns z into
+        brightness (seen at weight 0.03 within 200 steps) instead of into different faces."""
+        if not pairs:
+            return torch.zeros((), device=self.device)
+        sigma = self.config.loss.label_blur
+        view = gaussian_blur(fake.float(), sigma) if sigma > 0 else fake.float()
+        view = view - view.mean(dim=(1, 2, 3), keepdim=True)
+        return mode_seeking_loss(view[:pairs], view[pairs : 2 * pairs], z[:pairs], z[pairs : 2 * pairs])
 
     # -- the loop ----------------------------------------------------------------------------------
     @property

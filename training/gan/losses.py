@@ -6,6 +6,8 @@ L_D      = L(x) - k_t L(G(z|y)) + alpha L_C + MSE(y, y_hat(x))
 L_G      = L(G(z|y)) + MSE(y, y_hat(G(z|y)))
 k_{t+1}  = clip(k_t + lambda_k (gamma L(x) - L(G(z|y))), 0, 1)
 M_global = L(x) + |gamma L(x) - L(G(z|y))|
+L_MS     = 1 / (mean |G(z1|y) - G(z2|y)| / mean |z1 - z2| + eps)   (optional, not in the paper: MSGAN's
+           mode-seeking term, added to L_G with weight loss.mode_seeking; docs/gan.md, finding 10)
 Every term is a separate function so each has its own hand-computed unit test.
 """
 
@@ -42,6 +44,19 @@ def label_loss(y: torch.Tensor, y_hat: torch.Tensor, weights: torch.Tensor | Non
     return ((y_hat.float() - y.float()).pow(2) * weights.float()).mean()
 
 
+def mode_seeking_loss(
+    fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019): 1 / (image distance / noise distance + eps).
+
+    ``fake_a[i]`` and ``fake_b[i]`` share their attributes and differ in z. Minimising it rewards a
+    generator whose output moves with z; it is steep near collapse (distance -> 0) and flattens as the
+    samples spread, so it cannot dominate a generator that already varies."""
+    image_distance = (fake_a.float() - fake_b.float()).abs().mean()
+    noise_distance = (z_a.float() - z_b.float()).abs().mean()
+    return 1.0 / (image_distance / noise_distance + eps)
+
+
 def standardising_weights(labels: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
     """1 / variance of each attribute column (floored), scaled to mean 1."""
     inverse = 1.0 / labels.float().var(dim=0, unbiased=False).clamp_min(floor)
@@ -61,9 +76,15 @@ def discriminator_loss(
     return loss_real - k_t * loss_fake + alpha * constraint + label_weight * label_real
 
 
-def generator_loss(loss_fake: torch.Tensor, label_fake: torch.Tensor, label_weight: float = 1.0) -> torch.Tensor:
-    """L_G = L(G(z|y)) + MSE(y, y_hat(G(z|y)))."""
-    return loss_fake + label_weight * label_fake
+def generator_loss(
+    loss_fake: torch.Tensor,
+    label_fake: torch.Tensor,
+    label_weight: float = 1.0,
+    mode_seeking: torch.Tensor | float = 0.0,
+    mode_seeking_weight: float = 0.0,
+) -> torch.Tensor:
+    """L_G = L(G(z|y)) + MSE(y, y_hat(G(z|y))) (+ the optional mode-seeking term L_MS)."""
+    return loss_fake + label_weight * label_fake + mode_seeking_weight * mode_seeking
 
 
 def update_k(
@@ -94,6 +115,7 @@ class StepLosses:
     label_fake: torch.Tensor
     k_t: torch.Tensor
     m_global: torch.Tensor
+    mode_seeking: torch.Tensor  # L_MS's value (0 when loss.mode_seeking is 0)
 
     def as_floats(self) -> dict[str, float]:
         values = torch.stack([v.detach().float().reshape(()) for v in vars(self).values()]).cpu().tolist()
