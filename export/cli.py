@@ -52,6 +52,9 @@ def _serving_options(f: Any) -> Any:
         click.option("--training-command", default=None,
                      help="The exact command that trained the checkpoint, for the model card "
                           "(default: the generic `surrogate train ... --config CONFIG.toml`)."),
+        click.option("--data-description", default=None,
+                     help="What the checkpoint was trained on, for the model card (default: the checkpoint's "
+                          "data setting, a path on the machine that trained it)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity-check batches."),
     ]
     for option in reversed(options):
@@ -135,6 +138,7 @@ def _run_export(
     licence: str,
     seed: int,
     training_command: str | None = None,
+    data_description: str | None = None,
     checkpoint_metrics: dict[str, Any] | None = None,
 ) -> None:
     from export.onnx_export import (
@@ -185,7 +189,7 @@ def _run_export(
     card = ModelCardInfo(
         kind=exported.kind, checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha,
         training_command=training_command or f"{command} --config CONFIG.toml", training_config=config,
-        data=str(data_path or ""), steps=int(steps) if steps is not None else None,
+        data=data_description or str(data_path or ""), steps=int(steps) if steps is not None else None,
         metrics=metrics, metrics_source=metrics_source, licence=licence,
     )
     info = {

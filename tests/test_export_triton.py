@@ -85,7 +85,7 @@ def exported_repo(tmp_path_factory):
     assert first.exit_code == 0, first.output
     second = invoke("gan", "--checkpoint", str(gan), "--repository", str(repo), "--fp16", "--tensorrt",
                     "--max-batch-size", "128", "--preferred-batch-sizes", "8,32", "--queue-delay-us", "500",
-                    "--version-policy", "latest:2")
+                    "--version-policy", "latest:2", "--data-description", "24,000 synthetic faces (seed 0)")
     assert second.exit_code == 0, second.output
     third = invoke("recon", "--checkpoint", str(recon), "--repository", str(repo))
     assert third.exit_code == 0, third.output
@@ -144,7 +144,8 @@ def test_model_card_has_the_required_sections(exported_repo):
     card = (exported_repo["repo"] / "gan_generator" / "MODEL_CARD.md").read_text()
     for needle in ("## Training", "- Data:", "- Steps: 1234", "Training command: `surrogate train gan",
                    "## Metrics", "attribute_correlation", "## Versions", "## Intended use and limits",
-                   "## Licence", "Apache-2.0", "| 1 |", "| 2 |", "fp16", "latest"):
+                   "## Licence", "Apache-2.0", "| 1 |", "| 2 |", "fp16", "latest",
+                   "- Data: 24,000 synthetic faces (seed 0)"):  # v2's --data-description
         assert needle in card, needle
     recon_card = (exported_repo["repo"] / "recon" / "MODEL_CARD.md").read_text()
     assert "eval_pose_mae_deg | 4.25" in recon_card  # from the checkpoint's metrics_summary
