@@ -32,11 +32,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--config", action="append", default=None,
-                        help="GAN config whose losses and training extras to time ('paper' = the defaults); "
-                             "repeat to compare in one run. Model size, batch and precision come from the flags.")
+                        help="GAN config whose model and losses to time ('paper' = the defaults); repeat to "
+                             "compare in one run. Image size, n, batch and precision come from the flags, the "
+                             "rest (latent_dim, label_blur, ema_kimg, mode_seeking, ...) from the config.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="Override a value of every --config other than 'paper' (repeatable).")
     args = parser.parse_args()
+    if args.overrides and all(c == "paper" for c in args.config or ["paper"]):
+        parser.error("--set applies to --config files; with only 'paper' there is nothing to override")
+    if any(pair.split("=")[0] in ("optim.batch_size", "model.n", "model.image_size") for pair in args.overrides):
+        parser.error("set the batch, n and image size with --batch, --n and --size")
     rng = np.random.default_rng(0)
     rows = 2048
     images = rng.integers(0, 256, (rows, 1, args.size, args.size), dtype=np.uint8)

@@ -53,8 +53,8 @@ def _serving_options(f: Any) -> Any:
                      help="The exact command that trained the checkpoint, for the model card "
                           "(default: the generic `surrogate train ... --config CONFIG.toml`)."),
         click.option("--data-description", default=None,
-                     help="What the checkpoint was trained on, for the model card (default: the checkpoint's "
-                          "data setting, a path on the machine that trained it)."),
+                     help="What the checkpoint was trained on, for the model card (default: from the "
+                          "checkpoint's data settings; for a GAN that is a path on the machine that trained it)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity-check batches."),
     ]
     for option in reversed(options):

@@ -13,12 +13,16 @@
 #                          the overrides applied to the GAN config with --set (default: one run, "gan")
 #   GAN_MINUTES=7.5        wall-time budget of each GAN run (the whole call then takes ~9 minutes on one H100
 #                          with 16 cores: rendering ~1 minute, loading ~25 s);  N_FACES=40000 faces rendered
-#   GAN_DEADLINE_S=570     instead of GAN_MINUTES: end the whole call about this many seconds after it began
-#                          (the GAN budget is what rendering left, less 90 s for loading and collecting)
+#   GAN_DEADLINE_S=550     instead of GAN_MINUTES (whole seconds): each GAN run gets what rendering left of
+#                          this many seconds since the call began, less 90 s for loading and collecting (at
+#                          least 1 minute; recon is not limited by it); ignored with --smoke
 #   GAN_CONFIG=FILE        the GAN config (default configs/gan/default64.toml; --smoke: tiny_cpu.toml)
 #   GAN_RESUME=FILE        continue this checkpoint (a last.pt, e.g. a CPU run's, carried to the machine) in
-#                          every GAN run instead of starting from scratch; the config must have its model
-#   TAR_MIB=15             size budget of each run's tar (the device tool brings back 64 MiB in all)
+#                          every GAN run instead of starting from scratch (each run folder is emptied first);
+#                          the config must have its model
+#   TAR_MIB=15             size budget of each run's tar (the device tool brings back 64 MiB in all: with
+#                          several runs and a RESUME_BUNDLE, keep runs x TAR_MIB + the bundle under it)
+# Relative paths (GAN_CONFIG, GAN_RESUME) are read from the repository root. Needs bash >= 4.4.
 #   RESUME_BUNDLE=NAME     also bring back that GAN run's whole last.pt (set but empty: none) (generator, discriminator,
 #                          optimisers, k_t, RNG: ~58 MB at n = 64) as NAME.last.pt.part00.. of 15 MiB, so
 #                          the run can be continued elsewhere: cat NAME.last.pt.part* > RUN/last.pt, then
@@ -66,6 +70,10 @@ else
 fi
 GAN_CFG=${GAN_CONFIG:-$GAN_CFG}
 GAN_RESUME=${GAN_RESUME:-}
+if [ -n "${GAN_DEADLINE_S:-}" ] && [[ ! "$GAN_DEADLINE_S" =~ ^[0-9]+$ ]]; then
+  echo "GAN_DEADLINE_S must be whole seconds, got '$GAN_DEADLINE_S'" >&2
+  exit 2
+fi
 if [ -n "$GAN_RESUME" ] && [ ! -f "$GAN_RESUME" ]; then
   echo "GAN_RESUME: no checkpoint at $GAN_RESUME" >&2
   exit 2
@@ -99,7 +107,11 @@ if wants gan; then
     fi
     resume=()
     if [ -n "$GAN_RESUME" ]; then
-      mkdir -p "$WORK/$name" && cp "$GAN_RESUME" "$WORK/$name/last.pt" && resume=(--resume)
+      # an emptied folder: snapshots or metrics of an earlier call (a warm machine keeps them) would be
+      # brought back as this run's
+      rm -rf "${WORK:?}/$name" && mkdir -p "$WORK/$name" && cp "$GAN_RESUME" "$WORK/$name/last.pt" \
+        || { echo "GAN_RESUME: cannot copy $GAN_RESUME into $WORK/$name" >&2; exit 1; }
+      resume=(--resume)
     fi
     log "GAN run $name: ${sets[*]:-(config as is)} ${GAN_ARGS[*]}${GAN_RESUME:+, from $GAN_RESUME}"
     $PY -m surrogate.cli train gan --config "$GAN_CFG" --data "$WORK/synth" --out "$WORK/$name" \
@@ -113,24 +125,29 @@ if wants recon; then
   PIDS[recon]=$!
 fi
 FAILED=0
+FAILED_RUNS=""
 for name in "${!PIDS[@]}"; do
   wait "${PIDS[$name]}"; rc=$?
+  [ "$rc" = 0 ] || FAILED_RUNS="$FAILED_RUNS $name"
   log "$name exit $rc"; tail -c 600 "$OUT/$name.log" | tr '\r' '\n' | tail -3
   [ "$rc" = 0 ] || FAILED=1
 done
 
 log "collecting weights-only checkpoints and figures"
-$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" "$RESUME_BUNDLE" "${TAR_MIB:-15}" <<'PYEOF'
+$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" "$RESUME_BUNDLE" "${TAR_MIB:-15}" "$FAILED_RUNS" <<'PYEOF'
 import shutil, sys, tarfile
 from pathlib import Path
 work, out, models, variants = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
-bundle = sys.argv[5]
+bundle, failed = sys.argv[5], set(sys.argv[7].split())
 LIMIT = 15 * 2**20  # the device tool brings back files of up to 16 MiB
 TAR_LIMIT = min(LIMIT, int(float(sys.argv[6]) * 2**20))
 if "gan" in models:
     from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
     for name in (v.split(":")[0] for v in variants):
         run = work / name
+        if name in failed:  # its log stays in OUT; its last.pt may be the GAN_RESUME input, not a result
+            print(name, "failed: see", out / f"{name}.log")
+            continue
         if not (run / "last.pt").is_file():
             print(name, "left no checkpoint")
             continue
@@ -164,6 +181,10 @@ if "recon" in models and (work / "recon" / "last.pt").is_file():
     shutil.copy(work / "recon" / "metrics.csv", out / "recon_metrics.csv")
 for p in sorted(out.iterdir()):
     print(f"{p.stat().st_size:>10} {p.name}")
+total, files = sum(p.stat().st_size for p in out.iterdir()), len(list(out.iterdir()))
+if total > 64 * 2**20 or files > 8:
+    print(f"warning: {files} files, {total / 2**20:.1f} MiB: the device tool brings back at most 8 files and 64 MiB "
+          "(lower TAR_MIB, fewer GAN_VARIANTS or RESUME_BUNDLE='')")
 PYEOF
 [ $? = 0 ] || { echo "collecting the results failed" >&2; FAILED=1; }
 exit $FAILED

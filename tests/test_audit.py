@@ -157,9 +157,19 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
     real = report["identity"]["real"]["probes"]
     control = real["control: degraded copy"]["ranks"][0]
     assert control["accuracy"] > control["chance"] + 5 * control["chance_se"]  # identity is found when present
-    assert real["control: degraded copy"]["verdict"] == "above chance"
+    assert real["control: degraded copy"]["verdict_vs_chance"] == "above chance"
+    # The degraded copy carries identity, so it must also beat its attribute-matched strangers' copies.
+    assert real["control: degraded copy"]["verdict"] == "identity leak (above the attribute-matched null)"
+    assert real["control: degraded copy"]["p_vs_null"] < 0.05 and real["control: degraded copy"]["p_vs_chance"] < 0.05
+    assert report["identity"]["real"]["null"]["neighbours"] == 5 and report["identity"]["real"]["alpha"] == 0.05
+    verdicts = {"within chance", "attribute-level match (not above the attribute-matched null)",
+                "identity leak (above the attribute-matched null)"}
     for method in ("3d", "gan"):
-        assert set(real[f"surrogate {method}"]) >= {"ranks", "verdict", "same_person_fraction"}
+        assert set(real[f"surrogate {method}"]) >= {"ranks", "verdict", "same_person_fraction", "p_vs_chance",
+                                                     "p_vs_null", "null", "verdict_vs_chance"}
+        assert real[f"surrogate {method}"]["verdict"] in verdicts
+        null = real[f"surrogate {method}"]["null"]
+        assert null["null_trials"] == 11 * 5 and 0.0 <= null["null_rate"] <= 1.0 and 0.0 <= null["p_value"] <= 1.0
         rank1 = report["identity"]["synthetic"]["probes"][f"surrogate {method}"]["ranks"][0]
         assert 0.0 <= rank1["accuracy"] <= 1.0 and rank1["chance"] == pytest.approx(1 / 8)
     memo = report["memorisation"]
@@ -174,4 +184,5 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
                                                                      "AU07", "AU12", "AU23", "gender"}
     markdown = (out / "audit.md").read_text()
     assert "## 2. Identity leakage" in markdown and "rank-1" in markdown and "71.2" in markdown
+    assert "null rate (K=5 strangers)" in markdown and "p vs null" in markdown
     assert "Blur-matched check" in markdown

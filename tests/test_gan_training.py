@@ -445,11 +445,20 @@ def test_mode_seeking_pairs_the_fakes_and_spreads_them(image_folder: Path, tmp_p
         trainer = GanTrainer(config, dataset, tmp_path / f"w{weight}", progress=False)
         seen: list[torch.Tensor] = []
         hook = trainer.generator.register_forward_hook(lambda m, args, out: seen.append(args[1].detach().clone()))
-        trainer.train_step()
-        hook.remove()
-        if weight:
+        import training.gan.loop as loop_module
+
+        label_targets: list[torch.Tensor] = []
+        original = loop_module.label_loss
+        loop_module.label_loss = lambda y, *rest: label_targets.append(y.clone()) or original(y, *rest)
+        try:
+            trainer.train_step()
+        finally:
+            loop_module.label_loss = original
+            hook.remove()
+        if weight:  # the fakes, and the label loss on them (the second call), use the paired attributes
             half = config.optim.batch_size // 2
             assert torch.equal(seen[0][:half], seen[0][half:])
+            assert torch.equal(label_targets[1], seen[0]) and not torch.equal(label_targets[0], seen[0])
         for _ in range(steps):
             losses = trainer.train_step()
         assert (float(losses.mode_seeking) > 0) == (weight > 0)
@@ -457,13 +466,40 @@ def test_mode_seeking_pairs_the_fakes_and_spreads_them(image_folder: Path, tmp_p
         z = torch.rand(16, config.model.z_dim, generator=torch.Generator().manual_seed(5)) * 2 - 1
         with torch.no_grad():
             out = trainer.generator(z, y)
+            out = out - out.mean(dim=(1, 2, 3), keepdim=True)  # a brightness change is not what the term buys
         return float((out[:8] - out[8:]).abs().mean()), trainer
 
     plain, _ = z_spread(0.0)
     seeking, trainer = z_spread(1.0)
-    assert seeking > 2 * plain, (seeking, plain)  # 0.039 vs 0.014 here
+    assert seeking > 2 * plain, (seeking, plain)  # 0.039 vs 0.014 here, mean-removed
     result = trainer.run(steps + 4)
     assert "mode_seeking" in result.last_metrics and result.last_metrics["mode_seeking"] > 0
+
+
+def test_mode_seeking_term_ignores_brightness_and_pixel_noise(image_folder: Path, tmp_path: Path) -> None:
+    """L_MS compares blurred, mean-removed images: pairs that differ only in brightness count as identical
+    (~1 / eps), a stripe pattern counts far less than a shape, and it runs under the CPU's bf16 autocast."""
+    from training.gan.config import load_config
+    from training.gan.loop import GanTrainer
+
+    dataset = load_face_dataset(image_folder, attributes=str(image_folder / "attributes.csv"), size=16, channels=1)
+    config = load_config(TINY, {"loss.mode_seeking": 0.01, "loss.label_blur": 1.5, "train.cpu_bf16": True,
+                                "train.out_dir": str(tmp_path / "t")})
+    trainer = GanTrainer(config, dataset, tmp_path / "t", progress=False)
+    z = torch.rand(4, config.model.z_dim) * 2 - 1
+    base = torch.rand(2, 1, 16, 16) * 0.2
+    brighter = torch.cat([base, base + 0.5])
+    assert trainer.mode_seeking_term(brighter, z, 2).item() > 1e4
+    stripes = torch.zeros(1, 1, 16, 16)
+    stripes[..., ::2] = 0.4  # a one-pixel stripe pattern, mean 0.2
+    square = torch.zeros(1, 1, 16, 16)
+    square[..., 4:12, 4:12] = 0.8  # a shape, mean 0.2 too
+    flat = torch.full((1, 1, 16, 16), 0.2)
+    striped = trainer.mode_seeking_term(torch.cat([flat, stripes]), z[:2], 1).item()
+    shaped = trainer.mode_seeking_term(torch.cat([flat, square]), z[:2], 1).item()
+    assert shaped < striped / 3, (shaped, striped)
+    losses = trainer.train_step()  # blurred label path + bf16 autocast + the term
+    assert torch.isfinite(losses.mode_seeking) and losses.mode_seeking > 0
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "gan").glob("*.toml")), ids=lambda p: p.name)

@@ -70,33 +70,45 @@ def test_smoke_run_brings_back_snapshots_and_a_resumable_checkpoint(tmp_path: Pa
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output and load_checkpoint(run / "last.pt")["step"] == 14
 
-    # GAN_RESUME: every run of a second call continues that checkpoint (a CPU run carried to the GPU)
+    # GAN_RESUME: every run of a second call continues that checkpoint (a CPU run carried to the GPU). A
+    # stale snapshot in the run folder (a warm machine keeps them) must not come back as this run's, and a
+    # branch that fails (its model differs from the checkpoint's) keeps its log in OUT and brings back no tar.
+    work2 = tmp_path / "work2"
+    (work2 / "c" / "snapshots").mkdir(parents=True)
+    (work2 / "c" / "snapshots" / "generator-0000099.pt").write_bytes(b"stale")
     out2 = tmp_path / "out2"
     done = subprocess.run(
         ["bash", str(REPO / "scripts" / "train_defaults.sh"), str(out2), "--smoke"],
-        env={**env, "WORK_DIR": str(tmp_path / "work2"), "GAN_VARIANTS": "c:loss.mode_seeking=0.5",
+        env={**env, "WORK_DIR": str(work2), "GAN_VARIANTS": "c:loss.mode_seeking=0.5 bad:model.n=4",
              "GAN_RESUME": str(run / "last.pt"), "SMOKE_STEPS": "16", "RESUME_BUNDLE": "", "TAR_MIB": "4"},
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in out2.iterdir()) == ["c.tar"]
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # one branch failed
+    assert sorted(p.name for p in out2.iterdir()) == ["bad.log", "c.tar"]
+    assert "model config differs" in (out2 / "bad.log").read_text()
     with tarfile.open(out2 / "c.tar") as tar:
         names = tar.getnames()
         log = tar.extractfile("train.log").read().decode()  # type: ignore[union-attr]
-    assert "resumed from" in log and "snapshots/generator-0000016.pt" in names
+        config = tar.extractfile("config.toml").read().decode()  # type: ignore[union-attr]
+    assert "resumed from" in log and "mode_seeking = 0.5" in config
+    assert {"snapshots/generator-0000015.pt", "snapshots/generator-0000016.pt"} <= set(names)
     assert "snapshots/generator-0000005.pt" not in names  # continued from step 14, not started again
+    assert "snapshots/generator-0000099.pt" not in names  # the stale file was cleared
 
 
-def test_bad_run_names_are_refused_before_any_work(tmp_path: Path) -> None:
-    for variants in ("a a", "recon", "x/y:loss.gamma=0.7"):
+def test_bad_settings_are_refused_before_any_work(tmp_path: Path) -> None:
+    cases = [({"GAN_VARIANTS": v}, "GAN_VARIANTS: run name") for v in ("a a", "recon", "x/y:loss.gamma=0.7")]
+    cases += [({"GAN_DEADLINE_S": "570.5"}, "GAN_DEADLINE_S must be whole seconds"),
+              ({"GAN_RESUME": str(tmp_path / "missing.pt")}, "GAN_RESUME: no checkpoint")]
+    for settings, message in cases:
         done = subprocess.run(
             ["bash", str(REPO / "scripts" / "train_defaults.sh"), str(tmp_path / "out"), "--smoke"],
-            env={**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "w"), "GAN_VARIANTS": variants},
+            env={**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "w"), **settings},
             capture_output=True,
             text=True,
             timeout=60,
         )
-        assert done.returncode == 2 and "GAN_VARIANTS: run name" in done.stderr, variants
+        assert done.returncode == 2 and message in done.stderr, settings
         assert not (tmp_path / "w" / "synth").exists()  # refused before rendering anything

@@ -70,7 +70,8 @@ class LossConfig:
     # batch of fakes repeats the other half's attributes with new z, and the generator is rewarded for
     # making the pairs differ. The distance is taken on images blurred by label_blur (when set) and with
     # each image's mean removed, so neither pixel noise nor overall brightness can buy it. 0.005 took v4's
-    # lineage from diversity 0.06 to 0.50 in 9,500 H100 steps; 0.015 went further and cost yaw and gender.
+    # lineage from diversity 0.06 to 0.50 (gan_generator v5) in 9,500 H100 steps; 0.015 went further and cost
+    # yaw and gender.
     mode_seeking: float = 0.0
 
 

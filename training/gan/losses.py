@@ -7,8 +7,10 @@ L_G      = L(G(z|y)) + MSE(y, y_hat(G(z|y)))
 k_{t+1}  = clip(k_t + lambda_k (gamma L(x) - L(G(z|y))), 0, 1)
 M_global = L(x) + |gamma L(x) - L(G(z|y))|
 L_MS     = 1 / (mean |G(z1|y) - G(z2|y)| / mean |z1 - z2| + eps)   (optional, not in the paper: MSGAN's
-           mode-seeking term, added to L_G with weight loss.mode_seeking; docs/gan.md, finding 10)
-Every term is a separate function so each has its own hand-computed unit test.
+           mode-seeking term, added to L_G with weight loss.mode_seeking; docs/gan.md, finding 10; the
+           trainer compares the images blurred and mean-removed, GanTrainer.mode_seeking_term)
+Every term is a separate function so each has its own hand-computed unit test (the trainer's view of
+the images for L_MS has its own test).
 """
 
 from __future__ import annotations
