@@ -45,13 +45,18 @@ def audit_command(config_path: Path, out: Path | None) -> None:
         result = run_audit(config)
     except (IdentityModelMissingError, EmotionModelMissingError, DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    syn = result["identity"].get("synthetic", {}).get("probes", {})
-    for name, row in syn.items():
-        r1 = row["ranks"][0]
-        click.echo(
-            f"synthetic {name}: rank-1 {r1['accuracy']:.3f} "
-            f"(chance {r1['chance']:.3f} +- {r1['chance_se']:.3f}) {row['verdict']}"
-        )
+    for set_name, block in result["identity"].items():
+        for name, row in block["probes"].items():
+            r1 = row["ranks"][0]
+            null = row.get("null")
+            against_null = (
+                f", null {null['null_rate']:.3f} p {row['p_vs_null']:.2g}" if null and row.get("p_vs_null") is not None
+                else ""
+            )
+            click.echo(
+                f"{set_name} {name}: rank-{r1['rank']} {r1['hits']}/{r1['probes']} "
+                f"(chance {r1['chance']:.3f} p {row['p_vs_chance']:.2g}{against_null}) {row['verdict']}"
+            )
     click.echo(f"attributes-only checks: {'passed' if result['attributes_only']['passed'] else 'FAILED'}")
     click.echo(
         f"wrote {Path(config.out) / 'audit.json'} and {Path(config.out) / 'audit.md'} in {result['elapsed_s']} s"

@@ -39,6 +39,9 @@ class IdentitySection:
     blur_radius: float = 1.0  # the positive control's degradation
     jpeg_quality: int = 35
     noise_std: float = 6.0
+    # Attribute-matched null: K nearest other faces (normalised attributes) per source; 0 = no null.
+    null_neighbours: int = 5
+    alpha: float = 0.05  # decision threshold of the exact one-sided tests (vs chance, vs the null)
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,19 @@ class AuditConfig:
         data = load_toml(path, AuditConfigError)
         # Every number in the audit is a size, count, seed or threshold, so negatives are typos.
         config = build_dataclass(cls, data.get("audit", data), str(path), AuditConfigError, non_negative=True)
+        problem = config.problem()
+        if problem:
+            raise AuditConfigError(f"{path}: {problem}")
         base = path.resolve().parent
         return _resolve_paths(config, base)
+
+    def problem(self) -> str | None:
+        """Why the values cannot be used together (beyond types and signs), or None."""
+        if not 0.0 < self.identity.alpha < 1.0:
+            return f"identity.alpha must lie strictly between 0 and 1, got {self.identity.alpha}"
+        if not self.identity.ranks or min(self.identity.ranks) < 1:
+            return f"identity.ranks must be a non-empty list of ranks >= 1, got {list(self.identity.ranks)}"
+        return None
 
 
 def _resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:

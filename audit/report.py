@@ -57,6 +57,10 @@ def reidentification_figure(identity: dict[str, Any], path: Path) -> None:
         rank1 = [probes[n]["ranks"][0] for n in names]
         x = np.arange(len(names))
         axis.bar(x, [r["accuracy"] for r in rank1], yerr=[r["accuracy_se"] for r in rank1], color="tab:blue")
+        nulls = [(i, probes[n]["null"]["null_rate"]) for i, n in enumerate(names) if probes[n].get("null")]
+        if nulls:
+            axis.scatter([i for i, _ in nulls], [v for _, v in nulls], marker="_", s=400, color="tab:red",
+                         zorder=3, label="attribute-matched null")
         chance = rank1[0]["chance"]
         axis.axhline(chance, color="k", linestyle="--", label=f"chance {chance:.3f}")
         axis.axhspan(chance - rank1[0]["chance_se"], chance + rank1[0]["chance_se"], color="grey", alpha=0.3)
@@ -91,12 +95,24 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _p(value: float) -> str:
+    """A p-value: 3 significant digits, and "< 1e-12" instead of a misleading 0."""
+    return "< 1e-12" if value < 1e-12 else f"{value:.3g}"
+
+
+def _alpha(identity: dict[str, Any]) -> str:
+    values = {block.get("alpha") for block in identity.values()} - {None}
+    return ", ".join(f"{a:g}" for a in sorted(values)) or "n/a"
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# Privacy and fidelity audit", ""]
     models = result["models"]
     lines += [
         f"Model repository: `{models['repository']}`; estimator: {models['estimator']}; "
-        f"methods: {', '.join(models['methods']) or 'none'}; run time {result.get('elapsed_s', 'n/a')} s.",
+        f"methods: {', '.join(models['methods']) or 'none'}"
+        + "".join(f"; {name} version {v}" for name, v in models.get("versions", {}).items())
+        + f"; run time {result.get('elapsed_s', 'n/a')} s.",
         "",
     ]
     for method, reason in models["skipped_methods"].items():
@@ -122,31 +138,59 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## 2. Identity leakage (dlib 128-d descriptors)",
         "",
-        "Gallery: one raw face per identity. Verdict `within chance` when rank-1 accuracy <= chance + 2 SE "
-        "(SE of a guesser's accuracy). `same person` = share of probe/source pairs below dlib's 0.6 distance.",
+        "Gallery: one raw face per identity; `same person` = share of probe/source pairs below dlib's 0.6 "
+        "distance. `p vs chance`: exact one-sided binomial test of the rank-1 hits against chance "
+        "(1 / gallery). Attribute-matched null: for each source face, the K faces nearest to it in normalised "
+        "attribute space (never itself) are strangers; `null rate` = share of the strangers' probes (made from "
+        "their own attributes, ranked in the gallery without their own photo) that rank the source first. "
+        "`p vs null`: exact stratified permutation test of the real probes' hits against the strangers' "
+        "(docs/audit.md). Verdict at alpha = "
+        f"{_alpha(result['identity'])}: `within chance` (p vs chance >= alpha); otherwise `identity leak` when "
+        "p vs null < alpha too, else `attribute-level match`.",
         "",
     ]
     for set_name, block in result["identity"].items():
         ranks = [r["rank"] for r in next(iter(block["probes"].values()))["ranks"]]
+        null = block.get("null") or {}
+        k = null.get("neighbours", 0)
         header = (
             "| probe | "
-            + " | ".join(f"rank-{k} (chance +- SE)" for k in ranks)
-            + " | p (rank-1) | verdict | dlib detected | same person |"
+            + " | ".join(f"rank-{r} hits / n" for r in ranks)
+            + f" | chance (rank-{ranks[0]}) | null rate (K={k} strangers) | p vs chance | p vs null | verdict "
+            "| dlib detected | same person |"
         )
+        if k:
+            strangers = (
+                f"Attribute-matched strangers: K = {k} per face in ({', '.join(null['attributes'])}); mean "
+                f"normalised distance to them {_fmt(null['mean_distance_to_strangers'], 3)} (median over all pairs "
+                f"of faces {_fmt(null['median_distance_all_pairs'], 3)})."
+            )
+        else:
+            strangers = f"No attribute-matched null: {null.get('skipped', 'not computed')}."
         lines += [
             f"### {set_name} faces (gallery {block['gallery']}, "
             f"dlib detected {_fmt(block['gallery_detected_fraction'], 2)})",
             "",
             f"Pairs of different people in the gallery that dlib calls the same person: "
-            f"{_fmt(block['different_people_same_person_fraction'], 2)} (the baseline for the last column).",
+            f"{_fmt(block['different_people_same_person_fraction'], 2)} (the baseline for the last column). "
+            + strangers,
             "",
             header,
-            "|" + "---|" * (len(ranks) + 5),
+            "|" + "---|" * (len(ranks) + 8),
         ]
         for probe, row in block["probes"].items():
-            cells = [f"{r['accuracy']:.3f} ({r['chance']:.3f} +- {r['chance_se']:.3f})" for r in row["ranks"]]
+            cells = [f"{r['hits']} / {r['probes']} ({r['accuracy']:.3f})" for r in row["ranks"]]
+            first = row["ranks"][0]
+            comparison = row.get("null")
+            null_cell = (
+                f"{comparison['null_rate']:.3f} ({comparison['null_hits']} / {comparison['null_trials']})"
+                if comparison
+                else "n/a"
+            )
+            p_null = _p(row["p_vs_null"]) if row.get("p_vs_null") is not None else "n/a"
             lines.append(
-                f"| {probe} | " + " | ".join(cells) + f" | {row['ranks'][0]['p_value']:.2g} | {row['verdict']} | "
+                f"| {probe} | " + " | ".join(cells) + f" | {first['chance']:.3f} | {null_cell} | "
+                f"{_p(row.get('p_vs_chance', first['p_value']))} | {p_null} | {row['verdict']} | "
                 f"{_fmt(row['detected_fraction'], 2)} | {_fmt(row['same_person_fraction'], 2)} |"
             )
         lines.append("")

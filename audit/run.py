@@ -70,10 +70,14 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
     from audit import attributes_only, identity
 
     started = time.monotonic()
+    problem = config.problem()
+    if problem:
+        raise ValueError(problem)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     repository, estimator, estimator_label, skipped = resolve_models(config, out)
     methods = [m for m in config.methods if m not in skipped]
+    versions = _model_versions(repository, methods)
     result: dict[str, Any] = {
         "config": config.to_dict(),
         "environment": _environment(),
@@ -82,6 +86,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
             "estimator": estimator_label,
             "methods": methods,
             "skipped_methods": skipped,
+            "versions": versions,
         },
     }
     steps = tqdm(total=6, desc="audit", unit="part", disable=not progress)
@@ -152,10 +157,11 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
         return cache[id(images)]
 
     identity_result: dict[str, Any] = {}
-    for set_name, gal, probe_sets in (
+    for set_name, gal, source, probe_sets in (
         (
             "synthetic",
             gallery,
+            probes,
             {
                 "control: degraded copy": degraded_syn,
                 "control: same person, other image": probes.images,
@@ -165,12 +171,14 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
         (
             "real",
             real,
+            real,
             {"control: degraded copy": degraded_real, **{f"surrogate {m}": s for m, s in surrogates["real"].items()}},
         ),
     ):
         if len(gal.images) < 2:
             continue
         gallery_vectors, gallery_detected = describe(gal.images)
+        neighbours, null_info = attribute_strangers(source, methods, repository, idc.null_neighbours)
         rows = {}
         for probe_name, images in probe_sets.items():
             vectors, detected = describe(images)
@@ -180,7 +188,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
                 source_vectors, _ = describe(probes.images)  # a surrogate's own source is the probe image
             rows[probe_name] = {
                 "ranks": [r.to_dict() for r in ranks],
-                "verdict": identity.leakage_verdict(ranks[0]),
+                **_verdicts(identity, gallery_vectors, gal.identities, vectors, ranks[0], neighbours, idc.alpha),
                 "detected_fraction": detected,
                 **identity.pair_distances(vectors, source_vectors),
             }
@@ -189,6 +197,8 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
             "gallery": len(gal.images),
             "gallery_detected_fraction": gallery_detected,
             "different_people_same_person_fraction": impostors["same_person_fraction"],
+            "alpha": idc.alpha,
+            "null": null_info,
             "probes": rows,
         }
     result["identity"] = identity_result
@@ -228,10 +238,84 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
     return result
 
 
+def attribute_strangers(
+    faces: FaceSet, methods: list[str], repository: str | None, k: int
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(N, K) attribute-matched strangers of each face (or None) and what the report says about them.
+
+    Neighbours are taken in the attributes the surrogates were made from (``faces.values``), restricted to
+    those every audited method consumes, each normalised to [0, 1] over its valid range by the schema
+    (``AttributeSchema.normalise``), so a degree of yaw and an AU intensity step weigh by their range.
+    A stranger's probe is the probe made from that stranger's own row: for surrogates that is exactly the
+    surrogate the audit already made for it (same generator, seed policy ``seed + offset + row``), so the
+    null costs no extra synthesis or dlib time.
+    """
+    from audit.identity import attribute_neighbours
+    from surrogate.schema import AttributeSchema
+    from surrogate.synthesis import method_schema
+
+    if k <= 0:
+        return None, {"neighbours": 0, "skipped": "identity.null_neighbours = 0"}
+    if faces.values is None or faces.schema is None:
+        return None, {"neighbours": 0, "skipped": "the faces' attributes are unknown (no estimator configured)"}
+    used = [n for n in faces.schema.names if all(n in method_schema(m, repository) for m in methods)]
+    names = used or list(faces.schema.names)
+    schema = AttributeSchema(tuple(faces.schema.spec(n) for n in names))
+    normalised = schema.normalise(faces.values[:, [faces.schema.index(n) for n in names]]).astype(np.float64)
+    neighbours = attribute_neighbours(normalised, k)
+    if neighbours.shape[1] == 0:
+        return None, {"neighbours": 0, "skipped": "fewer than two faces"}
+    to_neighbours = np.linalg.norm(normalised[:, None, :] - normalised[neighbours], axis=2)
+    first, second = np.triu_indices(len(normalised), k=1)
+    all_pairs = np.linalg.norm(normalised[first] - normalised[second], axis=1)
+    return neighbours, {
+        "neighbours": int(neighbours.shape[1]),
+        "attributes": names,
+        "space": "AttributeSchema.normalise: each attribute mapped to [0, 1] over its valid range; Euclidean",
+        "mean_distance_to_strangers": float(to_neighbours.mean()),
+        "median_distance_all_pairs": float(np.median(all_pairs)),
+        "stranger_probe_gallery": "the gallery without the stranger's own photo",
+    }
+
+
+def _verdicts(
+    identity: Any,
+    gallery_vectors: np.ndarray,
+    gallery_ids: np.ndarray,
+    vectors: np.ndarray,
+    first: Any,
+    neighbours: np.ndarray | None,
+    alpha: float,
+) -> dict[str, Any]:
+    """p-values against chance and against the attribute-matched null, and the verdicts, of one probe set."""
+    row: dict[str, Any] = {"p_vs_chance": first.p_value, "p_vs_null": None, "null": None}
+    if neighbours is not None:
+        positions = identity.true_positions(gallery_vectors, gallery_ids, vectors, gallery_ids)
+        strangers = identity.stranger_hits(gallery_vectors, vectors, neighbours, first.rank)
+        comparison = identity.null_comparison(positions < first.rank, strangers, first.rank)
+        row["null"] = comparison.to_dict()
+        row["p_vs_null"] = comparison.p_value
+    row["verdict_vs_chance"] = identity.chance_verdict(first.p_value, alpha)
+    row["verdict"] = identity.leakage_verdict(first.p_value, row["p_vs_null"], alpha)
+    return row
+
+
 def _distinct_pairs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All pairs of different gallery identities: how often dlib calls two different people the same."""
     first, second = np.triu_indices(len(vectors), k=1)
     return vectors[first], vectors[second]
+
+
+def _model_versions(repository: str | None, methods: list[str]) -> dict[str, int]:
+    """The version of each repository model the audited methods use (the newest, as synthesis picks it)."""
+    if "gan" not in methods or not repository:
+        return {}
+    try:
+        from surrogate.model_repo import ModelRepository
+
+        return {"gan_generator": ModelRepository(repository).latest_version("gan_generator")}
+    except Exception:  # noqa: BLE001 - informational only; synthesis reports a broken repository itself
+        return {}
 
 
 def _has_models(repository: str | None, names: tuple[str, ...]) -> bool:
