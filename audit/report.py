@@ -105,11 +105,21 @@ def _alpha(identity: dict[str, Any]) -> str:
     return ", ".join(f"{a:g}" for a in sorted(values)) or "n/a"
 
 
+def _shown(path: Any) -> str:
+    """A path as the report shows it: relative to the working directory when inside it (the config resolves
+    paths to absolute ones), so a report made in a checkout reads the same on every machine."""
+    text = str(path)
+    try:
+        return str(Path(text).relative_to(Path.cwd())) if Path(text).is_absolute() else text
+    except ValueError:
+        return text
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# Privacy and fidelity audit", ""]
     models = result["models"]
     lines += [
-        f"Model repository: `{models['repository']}`; estimator: {models['estimator']}; "
+        f"Model repository: `{_shown(models['repository'])}`; estimator: {_shown(models['estimator'])}; "
         f"methods: {', '.join(models['methods']) or 'none'}"
         + "".join(f"; {name} version {v}" for name, v in models.get("versions", {}).items())
         + f"; run time {result.get('elapsed_s', 'n/a')} s.",
@@ -199,8 +209,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "## 3. Memorisation",
         "",
-        f"Training set `{mem['training_dataset']}` ({mem['training_images']} images). A sample is flagged when its "
-        f"nearest training image is closer than {mem['threshold']:.3f}, the {mem['threshold_percentile']}th percentile "
+        f"Training set `{_shown(mem['training_dataset'])}` ({mem['training_images']} images). "
+        f"A sample is flagged when its nearest training image is closer than {mem['threshold']:.3f}, the {mem['threshold_percentile']}th percentile "
         "of the training images' own leave-one-out nearest-neighbour distances.",
         "",
         "| samples | n | flagged | flagged fraction | median NN distance / training median |",
@@ -242,8 +252,8 @@ def markdown(result: dict[str, Any]) -> str:
     else:
         names = list(next(iter(recovery.values())))
         lines += [
-            f"Attribute recovery by the estimator ({fid['estimator']}): MAE (natural units) / Pearson r against "
-            "the attributes each image was made with.",
+            f"Attribute recovery by the estimator ({_shown(fid['estimator'])}): MAE (natural units) / Pearson r "
+            "against the attributes each image was made with.",
             "",
             "| images | " + " | ".join(names) + " |",
             "|---|" + "---|" * len(names),

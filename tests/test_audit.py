@@ -186,3 +186,12 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
     assert "## 2. Identity leakage" in markdown and "rank-1" in markdown and "71.2" in markdown
     assert "null rate (K=5 strangers)" in markdown and "p vs null" in markdown
     assert "Blur-matched check" in markdown
+
+
+def test_report_shows_paths_inside_the_checkout_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from audit.report import _shown
+
+    monkeypatch.chdir(tmp_path)
+    assert _shown(tmp_path / "model_repository") == "model_repository"
+    assert _shown("/elsewhere/models") == "/elsewhere/models"  # outside the working directory: as given
+    assert _shown("demo (random weights)") == "demo (random weights)"
