@@ -210,8 +210,9 @@ def markdown(result: dict[str, Any]) -> str:
         "## 3. Memorisation",
         "",
         f"Training set `{_shown(mem['training_dataset'])}` ({mem['training_images']} images). "
-        f"A sample is flagged when its nearest training image is closer than {mem['threshold']:.3f}, the {mem['threshold_percentile']}th percentile "
-        "of the training images' own leave-one-out nearest-neighbour distances.",
+        f"A sample is flagged when its nearest training image is closer than {mem['threshold']:.3f}, the "
+        f"{mem['threshold_percentile']}th percentile of the training images' own leave-one-out nearest-neighbour "
+        "distances.",
         "",
         "| samples | n | flagged | flagged fraction | median NN distance / training median |",
         "|---|---|---|---|---|",
