@@ -20,6 +20,10 @@
 #   GAN_RESUME=FILE        continue this checkpoint (a last.pt, e.g. a CPU run's, carried to the machine) in
 #                          every GAN run instead of starting from scratch (each run folder is emptied first);
 #                          the config must have its model
+#   NETS_BUNDLE=all        also bring back these GAN runs' networks without the optimiser state ("all" or
+#                          names; default none) as NAME.nets.pt.part00.. (7.3 MB at n = 32, a third of a
+#                          last.pt): cat them into RUN/last.pt and --resume continues with fresh Adam moments,
+#                          so any branch can go on, not only the RESUME_BUNDLE one
 #   TAR_MIB=15             size budget of each run's tar (the device tool brings back 64 MiB in all: with
 #                          several runs and a RESUME_BUNDLE, keep runs x TAR_MIB + the bundle under it)
 # Relative paths (GAN_CONFIG, GAN_RESUME) are read from the repository root. Needs bash >= 4.4.
@@ -134,15 +138,20 @@ for name in "${!PIDS[@]}"; do
 done
 
 log "collecting weights-only checkpoints and figures"
-$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" "$RESUME_BUNDLE" "${TAR_MIB:-15}" "$FAILED_RUNS" <<'PYEOF'
+$PY - "$WORK" "$OUT" "$MODELS" "$GAN_VARIANTS" "$RESUME_BUNDLE" "${TAR_MIB:-15}" "$FAILED_RUNS" \
+    "${NETS_BUNDLE:-}" <<'PYEOF'
 import shutil, sys, tarfile
 from pathlib import Path
 work, out, models, variants = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
-bundle, failed = sys.argv[5], set(sys.argv[7].split())
+bundle, failed, nets = sys.argv[5], set(sys.argv[7].split()), sys.argv[8].split()
 LIMIT = 15 * 2**20  # the device tool brings back files of up to 16 MiB
 TAR_LIMIT = min(LIMIT, int(float(sys.argv[6]) * 2**20))
 if "gan" in models:
-    from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
+    from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint, without_optimisers
+
+    def write_parts(data: bytes, stem: str) -> None:
+        for part, start in enumerate(range(0, len(data), LIMIT)):
+            (out / f"{stem}.part{part:02d}").write_bytes(data[start : start + LIMIT])
     for name in (v.split(":")[0] for v in variants):
         run = work / name
         if name in failed:  # its log stays in OUT; its last.pt may be the GAN_RESUME input, not a result
@@ -172,9 +181,10 @@ if "gan" in models:
                     tar.add(path, arcname=str(path.relative_to(run)))
         log.unlink(missing_ok=True)  # it is in the tar: the device tool brings back at most 8 files
         if name == bundle:
-            data = (run / "last.pt").read_bytes()
-            for part, start in enumerate(range(0, len(data), LIMIT)):
-                (out / f"{name}.last.pt.part{part:02d}").write_bytes(data[start : start + LIMIT])
+            write_parts((run / "last.pt").read_bytes(), f"{name}.last.pt")
+        if name in nets or nets == ["all"]:
+            save_checkpoint(run / "nets.pt", without_optimisers(state))
+            write_parts((run / "nets.pt").read_bytes(), f"{name}.nets.pt")
 if "recon" in models and (work / "recon" / "last.pt").is_file():
     from training.recon.checkpoint import export_weights, read_checkpoint
     export_weights(read_checkpoint(work / "recon" / "last.pt", "cpu"), out / "recon.pt")

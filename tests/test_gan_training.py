@@ -137,6 +137,12 @@ def test_snapshots_are_weights_only_generators_that_match_the_run(image_folder: 
     other_run = CliRunner().invoke(cli, train_args(image_folder, out, "--steps", "2"))  # fresh run, same folder
     assert other_run.exit_code != 0 and "snapshots of another run" in other_run.output
     assert "Traceback" not in other_run.output
+    snapshot_run = tmp_path / "from_snapshot"  # a snapshot put where a checkpoint belongs: refused by name
+    snapshot_run.mkdir()
+    (snapshot_run / "last.pt").write_bytes((out / "snapshots" / "generator-0000008.pt").read_bytes())
+    refused = CliRunner().invoke(cli, train_args(image_folder, snapshot_run, "--steps", "12", "--resume"))
+    assert refused.exit_code != 0 and "a generator snapshot, not a training checkpoint" in refused.output
+    assert "Traceback" not in refused.output
 
 
 def test_ema_decay_halves_per_half_life_and_ramps_up() -> None:

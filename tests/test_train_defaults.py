@@ -29,6 +29,7 @@ def test_smoke_run_brings_back_snapshots_and_a_resumable_checkpoint(tmp_path: Pa
         "WORK_DIR": str(work),
         "MODELS": "gan",
         "GAN_VARIANTS": "a b:loss.label_weight_g=6",
+        "NETS_BUNDLE": "b",
         "OMP_NUM_THREADS": "1",
     }
     done = subprocess.run(
@@ -41,7 +42,8 @@ def test_smoke_run_brings_back_snapshots_and_a_resumable_checkpoint(tmp_path: Pa
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     names = sorted(p.name for p in out.iterdir())
     # the logs travel inside the tars: the device tool brings back at most 8 files
-    assert set(names) == {"a.tar", "b.tar", "a.last.pt.part00"}  # only the first run's bundle
+    # the first run's whole checkpoint (RESUME_BUNDLE), b's networks without the optimisers (NETS_BUNDLE)
+    assert set(names) == {"a.tar", "b.tar", "a.last.pt.part00", "b.nets.pt.part00"}
 
     with tarfile.open(out / "b.tar") as tar:
         if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
@@ -69,6 +71,24 @@ def test_smoke_run_brings_back_snapshots_and_a_resumable_checkpoint(tmp_path: Pa
     )
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output and load_checkpoint(run / "last.pt")["step"] == 14
+
+    # b's networks-only bundle: a third of the size, resumes with fresh Adam moments
+    nets_run = tmp_path / "nets"
+    nets_run.mkdir()
+    (nets_run / "last.pt").write_bytes(b"".join(p.read_bytes() for p in sorted(out.glob("b.nets.pt.part*"))))
+    nets = load_checkpoint(nets_run / "last.pt")
+    assert nets["step"] == 12 and "discriminator" in nets and "opt_g" not in nets and "opt_d" not in nets
+    assert (nets_run / "last.pt").stat().st_size < 0.6 * (run / "last.pt").stat().st_size
+    continued = CliRunner().invoke(
+        cli,
+        [
+            "train", "gan", "--config", str(REPO / "configs/gan/tiny_cpu.toml"), "--data", str(work / "synth"),
+            "--out", str(nets_run), "--steps", "14", "--resume", "--set", "loss.label_weight_g=6",
+        ],
+    )
+    assert continued.exit_code == 0, continued.output
+    assert "Adam's moments start afresh" in " ".join(continued.output.split())
+    assert load_checkpoint(nets_run / "last.pt")["step"] == 14
 
     # GAN_RESUME: every run of a second call continues that checkpoint (a CPU run carried to the GPU). A
     # stale snapshot in the run folder (a warm machine keeps them) must not come back as this run's, and a

@@ -230,9 +230,16 @@ class GanTrainer:
                 self.generator_ema.load_state_dict(payload["generator"])
                 tqdm.write(f"{self.last_path}: no averaged generator in the checkpoint; the average (train.ema_kimg) "
                            "starts from its generator")
+        if "discriminator" not in payload:
+            raise TrainingError(f"{self.last_path}: a generator snapshot, not a training checkpoint (no discriminator):"
+                                " it can be evaluated and exported, not resumed")
         self.discriminator.load_state_dict(payload["discriminator"])
-        self.opt_g.load_state_dict(payload["opt_g"])
-        self.opt_d.load_state_dict(payload["opt_d"])
+        if "opt_g" in payload and "opt_d" in payload:
+            self.opt_g.load_state_dict(payload["opt_g"])
+            self.opt_d.load_state_dict(payload["opt_d"])
+        else:
+            tqdm.write(f"{self.last_path}: no optimiser state in the checkpoint (a networks-only bundle): Adam's "
+                       "moments start afresh")
         self.k_t = torch.tensor(payload["k_t"], device=self.device)
         self.step = int(payload["step"])
         self.best_m_global = float(payload.get("best_m_global", math.inf))
