@@ -224,15 +224,31 @@ def test_evaluate_every_snapshot_of_a_run_and_pick_the_best(tmp_path: Path) -> N
     assert trained.exit_code == 0, trained.output
     out = tmp_path / "eval"
     result = CliRunner().invoke(
-        cli, ["evaluate", "gan", "--checkpoint", str(run), *common, "--out", str(out), "--n-eval", "20"]
+        cli, ["evaluate", "gan", "--checkpoint", str(run), *common, "--out", str(out), "--n-eval", "20",
+              "--confirm-top", "0"]
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "snapshots.json").read_text())
     assert set(summary["snapshots"]) == {"2", "4"} and summary["best_step"] in (2, 4)
+    assert summary["confirmed"] == {} and summary["confirm_n"] is None
     assert (out / "step_0000002" / "evaluation.json").is_file() and (out / "step_0000004" / "samples.png").is_file()
     table = (out / "snapshots.md").read_text()
     assert "**best**" in table and "| 2" in table and "| 4" in table
     assert (out / "snapshots.png").is_file()  # matplotlib is a dev dependency
+    # the top snapshot evaluated again with more held-out vectors; the pick comes from that evaluation
+    confirm = tmp_path / "confirm"
+    held_out = "0.5"  # 15 of the 30 rows held out: room for 4 vectors, then 12
+    result = CliRunner().invoke(
+        cli, ["evaluate", "gan", "--checkpoint", str(run), *common, "--out", str(confirm), "--n-eval", "4",
+              "--held-out-fraction", held_out, "--confirm-top", "1", "--confirm-n", "12"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((confirm / "snapshots.json").read_text())
+    assert summary["confirm_n"] == 12 and list(summary["confirmed"]) == [str(summary["best_step"])]
+    assert summary["confirmed"][str(summary["best_step"])]["n_eval"] == 12
+    assert summary["snapshots"][str(summary["best_step"])]["n_eval"] == 4
+    assert "Confirmed with 12 held-out vectors" in (confirm / "snapshots.md").read_text()
+    assert (confirm / f"step_{summary['best_step']:07d}_n12" / "evaluation.json").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
     none = CliRunner().invoke(cli, ["evaluate", "gan", "--checkpoint", str(empty), *common, "--out", str(out)])
