@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def reidentification_figure(identity: dict[str, Any], path: Path) -> None:
         chance = rank1[0]["chance"]
         axis.axhline(chance, color="k", linestyle="--", label=f"chance {chance:.3f}")
         axis.axhspan(chance - rank1[0]["chance_se"], chance + rank1[0]["chance_se"], color="grey", alpha=0.3)
-        axis.set_xticks(x, [n.replace(": ", ":\n") for n in names], fontsize=7)
+        axis.set_xticks(x, [textwrap.fill(n, 16) for n in names], fontsize=7)  # long names would overlap
         axis.set_ylim(0, 1.05)
         axis.set_title(f"{set_name}: rank-1 re-identification (gallery {identity[set_name]['gallery']})", fontsize=9)
         axis.legend(fontsize=7)
