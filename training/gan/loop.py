@@ -211,6 +211,9 @@ class GanTrainer:
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
+        if "discriminator" not in payload:
+            raise TrainingError(f"{self.last_path}: a generator snapshot, not a training checkpoint (no discriminator):"
+                                " it can be evaluated and exported, not resumed")
         stored = config_from_dict(payload["config"])
         if stored.model != self.config.model:
             raise TrainingError(
@@ -230,9 +233,6 @@ class GanTrainer:
                 self.generator_ema.load_state_dict(payload["generator"])
                 tqdm.write(f"{self.last_path}: no averaged generator in the checkpoint; the average (train.ema_kimg) "
                            "starts from its generator")
-        if "discriminator" not in payload:
-            raise TrainingError(f"{self.last_path}: a generator snapshot, not a training checkpoint (no discriminator):"
-                                " it can be evaluated and exported, not resumed")
         self.discriminator.load_state_dict(payload["discriminator"])
         if "opt_g" in payload and "opt_d" in payload:
             self.opt_g.load_state_dict(payload["opt_g"])
