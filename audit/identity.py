@@ -185,8 +185,14 @@ def true_positions(
     distances = np.linalg.norm(probes[:, None, :] - gallery[None, :, :], axis=2)
     column = {int(identity): j for j, identity in enumerate(gallery_ids)}
     true_distance = distances[np.arange(len(probes)), [column[int(i)] for i in probe_ids]]
-    # rank of the true identity = number of gallery entries strictly closer (ties count against it)
-    return (distances < true_distance[:, None]).sum(axis=1) + (distances == true_distance[:, None]).sum(axis=1) - 1
+    return _position(distances, true_distance)
+
+
+def _position(distances: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """0-based rank of ``target`` among each row of ``distances`` (the last axis): the entries strictly
+    closer, plus the other entries at exactly its distance (ties count against the target)."""
+    target = target[..., None]
+    return (distances < target).sum(axis=-1) + (distances == target).sum(axis=-1) - 1
 
 
 def reidentify(
@@ -259,14 +265,10 @@ def stranger_hits(gallery: np.ndarray, probes: np.ndarray, neighbours: np.ndarra
     if (neighbours == np.arange(n)[:, None]).any():
         raise ValueError("a face cannot be its own attribute-matched stranger")
     distances = np.linalg.norm(probes[:, None, :] - gallery[None, :, :], axis=2)  # (probe j, gallery c)
-    hits = np.zeros(neighbours.shape, bool)
-    for i in range(n):
-        for m, j in enumerate(neighbours[i]):
-            row = np.delete(distances[j], j)  # the gallery without the stranger's own photo
-            target = distances[j, i]
-            position = int((row < target).sum() + (row == target).sum() - 1)
-            hits[i, m] = position < rank
-    return hits
+    distances[np.arange(n), np.arange(n)] = np.inf  # the gallery without the stranger's own photo
+    rows = distances[neighbours]  # (source i, stranger m, gallery c)
+    target = rows[np.arange(n)[:, None], np.arange(neighbours.shape[1])[None, :], np.arange(n)[:, None]]
+    return _position(rows, target) < rank
 
 
 @dataclass(frozen=True)
