@@ -11,7 +11,13 @@ from click.testing import CliRunner
 
 from surrogate.cli import cli
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
-from training.gan.evaluate import RidgePixelEstimator, evaluate_generator, mean_pairwise_l1, pearson
+from training.gan.evaluate import (
+    RidgePixelEstimator,
+    evaluate_generator,
+    identity_diversity,
+    mean_pairwise_l1,
+    pearson,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,6 +115,46 @@ def test_metric_helpers_by_hand() -> None:
     assert mean_pairwise_l1(groups) == pytest.approx(2 / 3)
 
 
+class MeanBrightnessDescriber:
+    """A 1-d "face descriptor": the image's mean brightness in [0, 1] (stands in for dlib in arithmetic checks)."""
+
+    def describe(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([[image.mean() / 255.0] for image in images]), np.ones(len(images), bool)
+
+
+def test_identity_diversity_by_hand() -> None:
+    def groups(*levels: int) -> np.ndarray:
+        return np.stack([np.full((4, 4), level, np.uint8) for level in levels])[None]
+
+    # generated descriptors 0, 1, 0: distances 1, 0, 1; real 0, 0.2, 0.4: distances 0.2, 0.4, 0.2
+    report = identity_diversity(groups(0, 255, 0), groups(0, 51, 102), MeanBrightnessDescriber())
+    assert report["generated_mean_distance"] == pytest.approx(2 / 3)
+    assert report["real_mean_distance"] == pytest.approx(0.8 / 3)
+    assert report["ratio"] == pytest.approx(2.5)
+    assert report["generated_different_person_fraction"] == pytest.approx(2 / 3)  # dlib's 0.6 threshold
+    assert report["real_different_person_fraction"] == 0.0 and report["generated_detected_fraction"] == 1.0
+    # evaluate_generator adds it when given a describer; a generator that ignores z has ratio 0
+    images, values = real_data()
+    collapsed = evaluate_generator(
+        BrightnessSource(False),
+        HalfMeanEstimator(),
+        images,
+        values,
+        values[:60],
+        n_eval=60,
+        groups=6,
+        per_group=4,
+        describer=MeanBrightnessDescriber(),
+    ).report
+    assert collapsed["identity_diversity"]["ratio"] == 0.0
+    assert (
+        "identity_diversity"
+        not in evaluate_generator(
+            BrightnessSource(False), HalfMeanEstimator(), images, values, values[:60], n_eval=60, groups=6, per_group=4
+        ).report
+    )
+
+
 def test_ridge_estimator_learns_a_linear_pixel_attribute() -> None:
     images, values = real_data(200)
     estimator = RidgePixelEstimator(SCHEMA, size=SIZE, ridge=1.0).fit(images[:150, 0], values[:150])
@@ -184,14 +230,31 @@ def test_evaluate_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
     assert teacher_r_on_real(tmp_path / "g.pt", images, np.zeros((4, 10), np.float32), DEFAULT_SCHEMA) is None
     for name in ("evaluation.md", "samples.png", "sweep.png", "real_neighbours.png"):
         assert (out / name).is_file(), name
-    base = ["evaluate", "gan", "--checkpoint", str(run / "last.pt"), "--data", str(data), "--n-eval", "20",
-            "--attributes", str(data / "attributes.csv")]
+    base = [
+        "evaluate",
+        "gan",
+        "--checkpoint",
+        str(run / "last.pt"),
+        "--data",
+        str(data),
+        "--n-eval",
+        "20",
+        "--attributes",
+        str(data / "attributes.csv"),
+    ]
     onnx = CliRunner().invoke(cli, [*base, "--estimator", str(REPO / "model_repository"), "--out", str(tmp_path / "o")])
     assert onnx.exit_code == 0, onnx.output  # the shipped recon model through onnxruntime, no torch estimator
     report = json.loads((tmp_path / "o" / "evaluation.json").read_text())
     assert all(np.isfinite(entry["mae"]) for entry in report["fidelity"].values())
     # the ONNX estimator also read the real held-out images (its ceiling column), unlike 'ridge' which is fitted
     assert all(np.isfinite(entry["estimator_r_on_real"]) for entry in report["fidelity"].values())
+    # identity diversity on dlib's real descriptors (the audit's identity model, not a stand-in)
+    dlib = CliRunner().invoke(cli, [*base, "--identity-diversity", "--out", str(tmp_path / "id")])
+    assert dlib.exit_code == 0, dlib.output
+    identity = json.loads((tmp_path / "id" / "evaluation.json").read_text())["identity_diversity"]
+    assert identity["real_mean_distance"] > 0 and np.isfinite(identity["ratio"]), identity
+    assert 0.0 <= identity["generated_different_person_fraction"] <= 1.0
+    assert "Identity diversity" in (tmp_path / "id" / "evaluation.md").read_text()
     nowhere = CliRunner().invoke(cli, [*base, "--estimator", str(tmp_path / "nowhere"), "--out", str(out)])
     assert nowhere.exit_code != 0 and "--estimator" in nowhere.output and "Traceback" not in nowhere.output
     missing = CliRunner().invoke(
@@ -218,14 +281,37 @@ def test_evaluate_every_snapshot_of_a_run_and_pick_the_best(tmp_path: Path) -> N
     common = ["--data", str(data), "--attributes", str(data / "attributes.csv")]
     trained = CliRunner().invoke(
         cli,
-        ["train", "gan", "--config", str(TINY), *common, "--out", str(run), "--steps", "4",
-         "--set", "train.snapshot_every=2"],
+        [
+            "train",
+            "gan",
+            "--config",
+            str(TINY),
+            *common,
+            "--out",
+            str(run),
+            "--steps",
+            "4",
+            "--set",
+            "train.snapshot_every=2",
+        ],
     )
     assert trained.exit_code == 0, trained.output
     out = tmp_path / "eval"
     result = CliRunner().invoke(
-        cli, ["evaluate", "gan", "--checkpoint", str(run), *common, "--out", str(out), "--n-eval", "20",
-              "--confirm-top", "0"]
+        cli,
+        [
+            "evaluate",
+            "gan",
+            "--checkpoint",
+            str(run),
+            *common,
+            "--out",
+            str(out),
+            "--n-eval",
+            "20",
+            "--confirm-top",
+            "0",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "snapshots.json").read_text())
@@ -239,8 +325,24 @@ def test_evaluate_every_snapshot_of_a_run_and_pick_the_best(tmp_path: Path) -> N
     confirm = tmp_path / "confirm"
     held_out = "0.5"  # 15 of the 30 rows held out: room for 4 vectors, then 12
     result = CliRunner().invoke(
-        cli, ["evaluate", "gan", "--checkpoint", str(run), *common, "--out", str(confirm), "--n-eval", "4",
-              "--held-out-fraction", held_out, "--confirm-top", "1", "--confirm-n", "12"]
+        cli,
+        [
+            "evaluate",
+            "gan",
+            "--checkpoint",
+            str(run),
+            *common,
+            "--out",
+            str(confirm),
+            "--n-eval",
+            "4",
+            "--held-out-fraction",
+            held_out,
+            "--confirm-top",
+            "1",
+            "--confirm-n",
+            "12",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((confirm / "snapshots.json").read_text())
@@ -259,10 +361,15 @@ def test_snapshot_ranking_prefers_balance_over_a_collapsing_high_r() -> None:
     from training.gan.evaluate import snapshot_ranking_key, target_attainment
 
     def report(r: float, diversity: float, gender: float = 0.7) -> dict:
-        fidelity = {"yaw": {"pearson_r": r, "target_r": 0.8, "meets_target": r >= 0.8},
-                    "gender": {"pearson_r": gender, "target_r": 0.6, "meets_target": gender >= 0.6}}
-        return {"fidelity": fidelity, "mean_pearson_r": (r + gender) / 2,
-                "diversity": {"ratio": diversity, "target_ratio": 0.5, "meets_target": diversity >= 0.5}}
+        fidelity = {
+            "yaw": {"pearson_r": r, "target_r": 0.8, "meets_target": r >= 0.8},
+            "gender": {"pearson_r": gender, "target_r": 0.6, "meets_target": gender >= 0.6},
+        }
+        return {
+            "fidelity": fidelity,
+            "mean_pearson_r": (r + gender) / 2,
+            "diversity": {"ratio": diversity, "target_ratio": 0.5, "meets_target": diversity >= 0.5},
+        }
 
     balanced, collapsing = report(0.6, 0.4), report(0.7, 0.05)
     assert collapsing["mean_pearson_r"] > balanced["mean_pearson_r"]

@@ -8,7 +8,9 @@ images gives the ceiling the GAN can be compared with.
 
 Diversity: the mean pairwise L1 distance between samples sharing y but differing in z, divided by the
 same measure on groups of real training images with the nearest attributes. Mode collapse shows as a
-small ratio.
+small ratio. The pixel ratio counts every difference (lighting, hair, background); ``--identity-diversity``
+adds the same ratio on dlib's face descriptors (the audit's identity model), which asks whether a new z
+gives a different-looking person, the variety crowd workers see.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import click
 import numpy as np
 from PIL import Image
 
+from audit.identity import DLIB_SAME_PERSON_DISTANCE
 from surrogate.imageio import atomic_write_bytes, atomic_write_text, image_grid, save_png
 from surrogate.noise import z_batch
 from surrogate.schema import AttributeSchema
@@ -41,6 +44,12 @@ class AttributeEstimator(Protocol):
     schema: AttributeSchema
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+class FaceDescriber(Protocol):
+    """Anything with ``describe(images) -> ((N, D) descriptors, (N,) detected)``: audit.identity.DlibIdentity."""
+
+    def describe(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class ImageSource(Protocol):
@@ -146,6 +155,30 @@ def mean_pairwise_l1(groups: np.ndarray) -> float:
     return total / len(flat)
 
 
+def within_group_distances(descriptors: np.ndarray) -> np.ndarray:
+    """descriptors: (G, K, D); the Euclidean distance of every within-group pair, (G * K(K-1)/2,)."""
+    iu = np.triu_indices(descriptors.shape[1], 1)
+    d = np.linalg.norm(descriptors[:, :, None, :] - descriptors[:, None, :, :], axis=3)
+    return d[:, iu[0], iu[1]].reshape(-1)
+
+
+def identity_diversity(samples: np.ndarray, real_groups: np.ndarray, describer: FaceDescriber) -> dict[str, Any]:
+    """Face-descriptor diversity: mean within-group descriptor distance of the generated groups (same y,
+    different z) over that of the real groups (nearest attributes), and the share of pairs the describer's
+    threshold calls different people. samples / real_groups: (G, K, H, W[, C]) uint8."""
+    out: dict[str, Any] = {"same_person_distance": DLIB_SAME_PERSON_DISTANCE}
+    for name, groups in (("generated", samples), ("real", real_groups)):
+        g, k = groups.shape[:2]
+        descriptors, detected = describer.describe(list(groups.reshape(g * k, *groups.shape[2:])))
+        distances = within_group_distances(np.asarray(descriptors, np.float64).reshape(g, k, -1))
+        out[f"{name}_mean_distance"] = float(distances.mean())
+        out[f"{name}_different_person_fraction"] = float((distances >= DLIB_SAME_PERSON_DISTANCE).mean())
+        out[f"{name}_detected_fraction"] = float(np.mean(detected))
+    real = out["real_mean_distance"]
+    out["ratio"] = out["generated_mean_distance"] / real if real > 0 else float("nan")
+    return out
+
+
 def nearest_attribute_groups(values_norm: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
     """For each anchor row, the indices of the k rows with the nearest normalised attributes (itself too)."""
     d = ((values_norm[anchors][:, None, :] - values_norm[None, :, :]) ** 2).sum(axis=2)
@@ -209,8 +242,10 @@ def evaluate_generator(
     per_group: int = 8,
     sweep_steps: int = 7,
     seed: int = 0,
+    describer: FaceDescriber | None = None,
 ) -> EvaluationResult:
-    """Fidelity and diversity. Images are uint8 (N, C, H, W) (the training data layout)."""
+    """Fidelity and diversity (and, given a face describer, identity diversity). Images are uint8
+    (N, C, H, W) (the training data layout)."""
     schema = source.schema
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(held_values), size=min(n_eval, len(held_values)), replace=False)
@@ -271,6 +306,8 @@ def evaluate_generator(
         },
         "all_targets_met": bool(all(e["meets_target"] for e in fidelity.values()) and ratio >= TARGET_DIVERSITY),
     }
+    if describer is not None:
+        report["identity_diversity"] = identity_diversity(samples, real_groups, describer)
     return EvaluationResult(report, samples, sweep, real_groups)
 
 
@@ -301,6 +338,19 @@ def markdown_summary(report: dict[str, Any], source: str, estimator: str) -> str
         f"real images of similar attributes {d['real_similar_y']:.4f}, **ratio {d['ratio']:.3f}** "
         f"(target >= {d['target_ratio']}, {'met' if d['meets_target'] else 'NOT met'}).",
         "",
+    ]
+    if "identity_diversity" in report:
+        i = report["identity_diversity"]
+        lines += [
+            f"Identity diversity (dlib descriptor distance, same y, different z): generated "
+            f"{i['generated_mean_distance']:.3f}, real images of similar attributes {i['real_mean_distance']:.3f}, "
+            f"**ratio {i['ratio']:.3f}**; pairs dlib calls different people (distance >= "
+            f"{i['same_person_distance']}): generated {i['generated_different_person_fraction']:.1%}, real "
+            f"{i['real_different_person_fraction']:.1%}. Not an issue target: it says whether z changes the "
+            "person, where the pixel ratio also counts lighting and hair.",
+            "",
+        ]
+    lines += [
         f"All targets met: **{'yes' if report['all_targets_met'] else 'no'}**",
         "",
         "![samples](samples.png) rows: one attribute vector each, columns: different z",
@@ -375,8 +425,13 @@ def snapshot_table(
         *_snapshot_rows(rows, best_step),
     ]
     if confirmed:
-        lines += ["", f"Confirmed with {confirm_n} held-out vectors (the top {len(confirmed)} above, evaluated again; "
-                  "the best of these is the pick):", "", *_snapshot_rows(confirmed, best_step)]
+        lines += [
+            "",
+            f"Confirmed with {confirm_n} held-out vectors (the top {len(confirmed)} above, evaluated again; "
+            "the best of these is the pick):",
+            "",
+            *_snapshot_rows(confirmed, best_step),
+        ]
     lines += ["", "![snapshots](snapshots.png)", ""]
     return "\n".join(lines)
 
@@ -481,8 +536,17 @@ def snapshot_figure(rows: list[tuple[int, dict[str, Any]]], path: Path) -> bool:
     "targets at 500 vectors met 8 at 1,000 (docs/gan.md, stage 7).",
 )
 @click.option(
-    "--confirm-n", type=click.IntRange(min=1), default=1000, show_default=True,
+    "--confirm-n",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
     help="Held-out attribute vectors for the confirmation.",
+)
+@click.option(
+    "--identity-diversity",
+    is_flag=True,
+    help="Also measure diversity on dlib face descriptors (the audit's identity model; needs the audit extra): "
+    "does a new z give a different-looking person, not only other lighting and hair.",
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 def evaluate_gan_command(
@@ -497,6 +561,7 @@ def evaluate_gan_command(
     seed: int | None,
     confirm_top: int,
     confirm_n: int,
+    identity_diversity: bool,
     device: str,
 ) -> None:
     """Measure a generator's attribute fidelity (independent estimator) and diversity."""
@@ -553,6 +618,15 @@ def evaluate_gan_command(
             est = load_any_estimator(estimator, device=device, option="--estimator")
         except (ImportError, OSError, ValueError) as exc:
             raise click.ClickException(f"cannot load the estimator {estimator}: {exc}") from exc
+    describer: FaceDescriber | None = None
+    if identity_diversity:
+        from audit.identity import DlibIdentity, IdentityModelMissingError
+
+        try:
+            describer = DlibIdentity()
+        except IdentityModelMissingError as exc:
+            raise click.ClickException(f"--identity-diversity: {exc}") from exc
+
     def evaluate(generator: ImageSource, n: int = n_eval) -> EvaluationResult:
         return evaluate_generator(
             generator,
@@ -563,6 +637,7 @@ def evaluate_gan_command(
             held_images=dataset.images[held_idx][:n],
             n_eval=n,
             seed=split_seed,
+            describer=describer,
         )
 
     if snapshots:
@@ -579,22 +654,31 @@ def evaluate_gan_command(
         if confirm_top > 0 and confirm_n > n_eval and len(held_idx) > n_eval:
             for step, _ in tqdm(ranked[:confirm_top], desc=f"confirming at {confirm_n} vectors", unit="snapshot"):
                 result = evaluate(load_source(dict(snapshots)[step]), confirm_n)
-                write_outputs(result, out_dir / f"step_{step:07d}_n{confirm_n}", str(dict(snapshots)[step]),
-                              estimator, 7)
+                write_outputs(
+                    result, out_dir / f"step_{step:07d}_n{confirm_n}", str(dict(snapshots)[step]), estimator, 7
+                )
                 confirmed.append((step, result.report))
             best_step = max(confirmed, key=lambda row: snapshot_ranking_key(row[1]))[0]
         table = snapshot_table(rows, best_step, confirmed, confirm_n)
         atomic_write_text(out_dir / "snapshots.md", table)
         atomic_write_text(
             out_dir / "snapshots.json",
-            json.dumps({"best_step": best_step, "snapshots": {str(k): v for k, v in rows},
-                        "confirmed": {str(k): v for k, v in confirmed}, "confirm_n": confirm_n if confirmed else None},
-                       indent=2),
+            json.dumps(
+                {
+                    "best_step": best_step,
+                    "snapshots": {str(k): v for k, v in rows},
+                    "confirmed": {str(k): v for k, v in confirmed},
+                    "confirm_n": confirm_n if confirmed else None,
+                },
+                indent=2,
+            ),
         )
         plotted = snapshot_figure(rows, out_dir / "snapshots.png")
         click.echo(table.split("![snapshots]")[0])
-        click.echo(f"best: step {best_step} ({dict(snapshots)[best_step]}); wrote {out_dir / 'snapshots.md'}"
-                   + ("" if plotted else " (no plot: matplotlib is not installed)"))
+        click.echo(
+            f"best: step {best_step} ({dict(snapshots)[best_step]}); wrote {out_dir / 'snapshots.md'}"
+            + ("" if plotted else " (no plot: matplotlib is not installed)")
+        )
         return
     result = evaluate(source)
     if checkpoint is not None:
