@@ -130,7 +130,9 @@ def test_identity_diversity_by_hand() -> None:
     report = identity_diversity(groups(0, 255, 0), groups(0, 51, 102), MeanBrightnessDescriber())
     assert report["generated_mean_distance"] == pytest.approx(2 / 3)
     assert report["real_mean_distance"] == pytest.approx(0.8 / 3)
-    assert report["ratio"] == pytest.approx(2.5)
+    assert report["raw_ratio"] == pytest.approx(2.5)
+    # noise of 2 grey levels barely moves a 16-pixel mean: floors near 0, so the ratio beyond them is ~2.5 too
+    assert report["generated_noise_floor"] < 0.01 and report["ratio"] == pytest.approx(2.5, rel=0.05)
     assert report["generated_different_person_fraction"] == pytest.approx(2 / 3)  # dlib's 0.6 threshold
     assert report["real_different_person_fraction"] == 0.0 and report["generated_detected_fraction"] == 1.0
     # evaluate_generator adds it when given a describer; a generator that ignores z has ratio 0
@@ -153,6 +155,26 @@ def test_identity_diversity_by_hand() -> None:
             BrightnessSource(False), HalfMeanEstimator(), images, values, values[:60], n_eval=60, groups=6, per_group=4
         ).report
     )
+
+
+def test_identity_diversity_discounts_what_noise_alone_moves() -> None:
+    class PixelDescriber:
+        """Every pixel is a descriptor dimension: as noise-sensitive as a descriptor can be."""
+
+        def describe(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            return np.stack([image.reshape(-1) / 255.0 for image in images]), np.ones(len(images), bool)
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(60, 200, (8, 8))
+    # generated: one face plus noise of 3 grey levels per sample; real: different faces
+    generated = np.clip(base + rng.normal(0, 3, (2, 4, 8, 8)), 0, 255).astype(np.uint8)
+    real = rng.integers(0, 256, (2, 4, 8, 8)).astype(np.uint8)
+    report = identity_diversity(generated, real, PixelDescriber())
+    beyond = (report["generated_mean_distance"] - report["generated_noise_floor"]) / (
+        report["real_mean_distance"] - report["real_noise_floor"]
+    )
+    assert report["generated_noise_floor"] > 0 and report["ratio"] == pytest.approx(beyond)
+    assert report["ratio"] < 0.5 * report["raw_ratio"]
 
 
 def test_ridge_estimator_learns_a_linear_pixel_attribute() -> None:
