@@ -80,9 +80,10 @@ def test_faithful_diverse_generator_scores_high() -> None:
     assert result.samples.shape == (6, 4, SIZE, SIZE) and result.sweep.shape == (14, SIZE, SIZE)
 
 
-def test_collapsed_generator_shows_a_small_diversity_ratio() -> None:
+def collapsed_report(**extra: object) -> dict:
+    """The report on a generator that ignores z (one image per attribute vector)."""
     images, values = real_data()
-    report = evaluate_generator(
+    return evaluate_generator(
         BrightnessSource(False),
         HalfMeanEstimator(),
         images,
@@ -91,9 +92,15 @@ def test_collapsed_generator_shows_a_small_diversity_ratio() -> None:
         n_eval=60,
         groups=6,
         per_group=4,
+        **extra,  # type: ignore[arg-type]
     ).report
+
+
+def test_collapsed_generator_shows_a_small_diversity_ratio() -> None:
+    report = collapsed_report()
     assert report["diversity"]["generated_same_y"] == 0.0 and report["diversity"]["ratio"] == 0.0
     assert not report["diversity"]["meets_target"] and not report["all_targets_met"]
+    assert "identity_diversity" not in report  # only measured when a face describer is given
 
 
 def test_generator_ignoring_y_has_no_fidelity() -> None:
@@ -136,25 +143,7 @@ def test_identity_diversity_by_hand() -> None:
     assert report["generated_different_person_fraction"] == pytest.approx(2 / 3)  # dlib's 0.6 threshold
     assert report["real_different_person_fraction"] == 0.0 and report["generated_detected_fraction"] == 1.0
     # evaluate_generator adds it when given a describer; a generator that ignores z has ratio 0
-    images, values = real_data()
-    collapsed = evaluate_generator(
-        BrightnessSource(False),
-        HalfMeanEstimator(),
-        images,
-        values,
-        values[:60],
-        n_eval=60,
-        groups=6,
-        per_group=4,
-        describer=MeanBrightnessDescriber(),
-    ).report
-    assert collapsed["identity_diversity"]["ratio"] == 0.0
-    assert (
-        "identity_diversity"
-        not in evaluate_generator(
-            BrightnessSource(False), HalfMeanEstimator(), images, values, values[:60], n_eval=60, groups=6, per_group=4
-        ).report
-    )
+    assert collapsed_report(describer=MeanBrightnessDescriber())["identity_diversity"]["ratio"] == 0.0
 
 
 def test_identity_diversity_discounts_what_noise_alone_moves() -> None:
@@ -208,23 +197,9 @@ def test_evaluate_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
     )
     assert trained.exit_code == 0, trained.output
     out = tmp_path / "eval"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "evaluate",
-            "gan",
-            "--checkpoint",
-            str(run / "last.pt"),
-            "--data",
-            str(data),
-            "--attributes",
-            str(data / "attributes.csv"),
-            "--out",
-            str(out),
-            "--n-eval",
-            "20",
-        ],
-    )
+    base = ["evaluate", "gan", "--checkpoint", str(run / "last.pt"), "--data", str(data), "--n-eval", "20"]
+    base += ["--attributes", str(data / "attributes.csv")]
+    result = CliRunner().invoke(cli, [*base, "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "evaluation.json").read_text())
     assert set(report["fidelity"]) == {
@@ -252,18 +227,6 @@ def test_evaluate_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
     assert teacher_r_on_real(tmp_path / "g.pt", images, np.zeros((4, 10), np.float32), DEFAULT_SCHEMA) is None
     for name in ("evaluation.md", "samples.png", "sweep.png", "real_neighbours.png"):
         assert (out / name).is_file(), name
-    base = [
-        "evaluate",
-        "gan",
-        "--checkpoint",
-        str(run / "last.pt"),
-        "--data",
-        str(data),
-        "--n-eval",
-        "20",
-        "--attributes",
-        str(data / "attributes.csv"),
-    ]
     onnx = CliRunner().invoke(cli, [*base, "--estimator", str(REPO / "model_repository"), "--out", str(tmp_path / "o")])
     assert onnx.exit_code == 0, onnx.output  # the shipped recon model through onnxruntime, no torch estimator
     report = json.loads((tmp_path / "o" / "evaluation.json").read_text())
@@ -319,23 +282,14 @@ def test_evaluate_every_snapshot_of_a_run_and_pick_the_best(tmp_path: Path) -> N
     )
     assert trained.exit_code == 0, trained.output
     out = tmp_path / "eval"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "evaluate",
-            "gan",
-            "--checkpoint",
-            str(run),
-            *common,
-            "--out",
-            str(out),
-            "--n-eval",
-            "20",
-            "--confirm-top",
-            "0",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+
+    def evaluate_run(where: Path, *options: str) -> None:
+        result = CliRunner().invoke(
+            cli, ["evaluate", "gan", "--checkpoint", str(run), *common, "--out", str(where), *options]
+        )
+        assert result.exit_code == 0, result.output
+
+    evaluate_run(out, "--n-eval", "20", "--confirm-top", "0")
     summary = json.loads((out / "snapshots.json").read_text())
     assert set(summary["snapshots"]) == {"2", "4"} and summary["best_step"] in (2, 4)
     assert summary["confirmed"] == {} and summary["confirm_n"] is None
@@ -346,27 +300,7 @@ def test_evaluate_every_snapshot_of_a_run_and_pick_the_best(tmp_path: Path) -> N
     # the top snapshot evaluated again with more held-out vectors; the pick comes from that evaluation
     confirm = tmp_path / "confirm"
     held_out = "0.5"  # 15 of the 30 rows held out: room for 4 vectors, then 12
-    result = CliRunner().invoke(
-        cli,
-        [
-            "evaluate",
-            "gan",
-            "--checkpoint",
-            str(run),
-            *common,
-            "--out",
-            str(confirm),
-            "--n-eval",
-            "4",
-            "--held-out-fraction",
-            held_out,
-            "--confirm-top",
-            "1",
-            "--confirm-n",
-            "12",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    evaluate_run(confirm, "--n-eval", "4", "--held-out-fraction", held_out, "--confirm-top", "1", "--confirm-n", "12")
     summary = json.loads((confirm / "snapshots.json").read_text())
     assert summary["confirm_n"] == 12 and list(summary["confirmed"]) == [str(summary["best_step"])]
     assert summary["confirmed"][str(summary["best_step"])]["n_eval"] == 12
