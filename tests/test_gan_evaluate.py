@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from surrogate.cli import cli
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 from training.gan.evaluate import (
+    CachedDescriber,
     RidgePixelEstimator,
     evaluate_generator,
     identity_diversity,
@@ -144,6 +145,23 @@ def test_identity_diversity_by_hand() -> None:
     assert report["real_different_person_fraction"] == 0.0 and report["generated_detected_fraction"] == 1.0
     # evaluate_generator adds it when given a describer; a generator that ignores z has ratio 0
     assert collapsed_report(describer=MeanBrightnessDescriber())["identity_diversity"]["ratio"] == 0.0
+
+
+def test_cached_describer_describes_each_image_once() -> None:
+    class Counting(MeanBrightnessDescriber):
+        calls = 0
+
+        def describe(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            Counting.calls += len(images)
+            return super().describe(images)
+
+    real = np.stack([np.full((4, 4), level, np.uint8) for level in (0, 51, 102)])[None]
+    cached = CachedDescriber(Counting())
+    first = identity_diversity(real, real, cached)
+    described = Counting.calls
+    assert identity_diversity(real, real, cached) == first  # same figures from the cache...
+    assert Counting.calls == described  # ...without describing anything again
+    assert first == identity_diversity(real, real, MeanBrightnessDescriber())
 
 
 def test_identity_diversity_discounts_what_noise_alone_moves() -> None:

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from surrogate.imageio import atomic_write_text, save_png
-from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
+from training.gan.checkpoint import OPTIMISER_KEYS, generator_only, load_checkpoint, save_checkpoint
 from training.gan.config import GanConfig, config_from_dict
 from training.gan.dataset import FaceDataset, split_held_out
 from training.gan.ema import averaged_copy, ema_beta, update_ema
@@ -234,7 +234,7 @@ class GanTrainer:
                 tqdm.write(f"{self.last_path}: no averaged generator in the checkpoint; the average (train.ema_kimg) "
                            "starts from its generator")
         self.discriminator.load_state_dict(payload["discriminator"])
-        if "opt_g" in payload and "opt_d" in payload:
+        if all(key in payload for key in OPTIMISER_KEYS):
             self.opt_g.load_state_dict(payload["opt_g"])
             self.opt_d.load_state_dict(payload["opt_d"])
         else:
