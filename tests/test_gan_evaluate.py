@@ -20,6 +20,7 @@ from training.gan.evaluate import (
     pearson,
     snapshot_ranking_key,
     target_attainment,
+    z_variance_shares,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +117,29 @@ def test_generator_ignoring_y_has_no_fidelity() -> None:
         IgnoresY(True), HalfMeanEstimator(), images, values, values[:60], n_eval=60, groups=6, per_group=4
     ).report
     assert abs(report["fidelity"]["yaw"]["pearson_r"]) < 0.5 and not report["fidelity"]["yaw"]["meets_target"]
+
+
+def test_z_share_tells_z_moving_an_attribute_from_a_weak_response_to_y() -> None:
+    class LeaksYaw(BrightnessSource):
+        """Follows y, but z also turns the head: the y/z trade of docs/gan.md."""
+
+        def generate(self, values: np.ndarray, z: np.ndarray) -> np.ndarray:
+            shifted = values.copy()
+            shifted[:, 0] += 0.4 * z[:, 0] * (SCHEMA.spec("yaw").high - SCHEMA.spec("yaw").low)
+            return super().generate(shifted, z)
+
+    images, values = real_data()
+    leaky = evaluate_generator(
+        LeaksYaw(False), HalfMeanEstimator(), images, values, values[:60], n_eval=60, groups=6, per_group=4
+    ).report["fidelity"]
+    assert leaky["yaw"]["z_share"] > 0.2 and leaky["AU12"]["z_share"] == pytest.approx(0.0, abs=1e-6)
+    collapsed = collapsed_report()["fidelity"]
+    assert collapsed["yaw"]["z_share"] == 0.0 and collapsed["AU12"]["z_share"] == 0.0
+    assert leaky["yaw"]["pearson_r"] < collapsed["yaw"]["pearson_r"]
+    # by hand: within-group variances 2 and 0 (mean 1) over the variance of 0, 1, 2, 3 (5/3)
+    shares = z_variance_shares(np.array([[0.0], [2.0], [1.0], [1.0]]), 2, np.arange(4.0)[:, None])
+    assert shares[0] == pytest.approx(0.6)
+    assert np.isnan(z_variance_shares(np.zeros((4, 1)), 2, np.ones((4, 1)))[0])  # a constant reading: undefined
 
 
 def test_metric_helpers_by_hand() -> None:
@@ -238,7 +262,8 @@ def test_evaluate_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
     # A full checkpoint also says how well D's auxiliary predictor (G's teacher) reads the real faces.
     teacher = {name: entry["teacher_r_on_real"] for name, entry in report["fidelity"].items()}
     assert all(-1.0 <= r <= 1.0 for r in teacher.values()), teacher
-    assert "auxiliary predictor r on real" in (out / "evaluation.md").read_text()
+    summary_md = (out / "evaluation.md").read_text()
+    assert "auxiliary predictor r on real" in summary_md and "z's share" in summary_md
     from training.gan.checkpoint import generator_only, load_checkpoint, save_checkpoint
     from training.gan.evaluate import teacher_r_on_real
 

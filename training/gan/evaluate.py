@@ -218,6 +218,17 @@ class CachedDescriber:
         return np.stack([self.cache[key][0] for key in keys]), np.array([self.cache[key][1] for key in keys])
 
 
+def z_variance_shares(group_estimates: np.ndarray, groups: int, estimates: np.ndarray) -> np.ndarray:
+    """Per attribute: the variance of the estimator's reading within groups that share y (only z differs)
+    over its variance across all the generated faces. group_estimates: (groups * K, A) in group order;
+    estimates: (N, A) on faces with their own y. Near 0: the reading follows y alone. A large share says
+    z moves the attribute (the y/z trade of docs/gan.md: a low r with a small share is a weak response
+    to y instead). The estimator's own noise on one image counts in both, so the share has a floor."""
+    within = group_estimates.reshape(groups, -1, group_estimates.shape[-1]).var(axis=1, ddof=1).mean(axis=0)
+    total = estimates.var(axis=0, ddof=1)
+    return np.where(total > 0, within / np.where(total > 0, total, 1.0), np.nan)
+
+
 def nearest_attribute_groups(values_norm: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
     """For each anchor row, the indices of the k rows with the nearest normalised attributes (itself too)."""
     d = ((values_norm[anchors][:, None, :] - values_norm[None, :, :]) ** 2).sum(axis=2)
@@ -315,6 +326,7 @@ def evaluate_generator(
     gy = np.repeat(group_y, per_group, axis=0)
     gz = z_batch([EVAL_SEED_BASE + 100_000 + i for i in range(len(gy))], source.z_dim)
     samples = source.generate(gy, gz)
+    z_shares = z_variance_shares(estimator.predict(samples), len(group_y), estimated)
     samples = samples.reshape(len(group_y), per_group, *samples.shape[1:])
     fake_div = mean_pairwise_l1(samples)
     train_norm = np.clip(schema.normalise(train_values), 0, 1)
@@ -323,6 +335,9 @@ def evaluate_generator(
     real_groups = _to_hwc(train_images)[neighbours]
     real_div = mean_pairwise_l1(real_groups)
     ratio = fake_div / real_div if real_div > 0 else float("nan")
+
+    for name in common:
+        fidelity[name]["z_share"] = float(z_shares[estimator.schema.index(name)])
 
     from training.gan.sampling import sweep_attributes
 
@@ -359,19 +374,23 @@ def markdown_summary(report: dict[str, Any], source: str, estimator: str) -> str
         f"- estimator: `{estimator}`",
         f"- held-out attribute vectors: {report['n_eval']}",
         "",
-        "| attribute | Pearson r | target | met | MAE | estimator r on real |"
+        "| attribute | Pearson r | target | met | MAE | z's share | estimator r on real |"
         + (" D's auxiliary predictor r on real |" if teacher else ""),
-        "|---|---|---|---|---|---|" + ("---|" if teacher else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if teacher else ""),
     ]
     for name, e in report["fidelity"].items():
         real = e.get("estimator_r_on_real", float("nan"))
         lines.append(
             f"| {name} | {e['pearson_r']:.3f} | {e['target_r']:.1f} | {'yes' if e['meets_target'] else 'NO'} "
-            f"| {e['mae']:.3g} {e['unit']} | {real:.3f} |"
+            f"| {e['mae']:.3g} {e['unit']} | {e.get('z_share', float('nan')):.2f} | {real:.3f} |"
             + (f" {e.get('teacher_r_on_real', float('nan')):.3f} |" if teacher else "")
         )
     d = report["diversity"]
     lines += [
+        "",
+        "z's share: the variance of the estimator's reading among faces that share y (only z differs) over its "
+        "variance across all the generated faces; near 0 the reading follows y alone, a large share says z moves "
+        "the attribute.",
         "",
         f"Diversity (mean pairwise L1, same y, different z): generated {d['generated_same_y']:.4f}, "
         f"real images of similar attributes {d['real_similar_y']:.4f}, **ratio {d['ratio']:.3f}** "
