@@ -120,6 +120,13 @@ def test_config_rejects_bad_values_naming_the_key() -> None:
         load_config(None, {"loss.mode_seeking": -1.0})
     with pytest.raises(ConfigError, match="batch_size must be even"):
         load_config(None, {"loss.mode_seeking": 0.01, "optim.batch_size": 15})
+    assert load_config(None, {"loss.label_boost_g": "AU06=2, gender=1.5"}).loss.label_boosts() == {
+        "AU06": 2.0,
+        "gender": 1.5,
+    }
+    for bad in ("AU06", "AU06=0", "AU06=-1", "=2", "AU06=two", "AU06=nan"):
+        with pytest.raises(ConfigError, match="loss.label_boost_g"):
+            load_config(None, {"loss.label_boost_g": bad})
 
 
 def test_standardised_label_loss_weights_each_attribute_by_inverse_variance() -> None:
@@ -133,3 +140,18 @@ def test_standardised_label_loss_weights_each_attribute_by_inverse_variance() ->
     # hand computed: mean(0.01 * w) over the two attributes
     assert torch.isclose(label_loss(y, y_hat, weights), torch.tensor(0.01 * (8 / 404 + 800 / 404) / 2))
     assert torch.isclose(label_loss(y, y_hat), torch.tensor(0.01))
+
+
+def test_label_boost_multiplies_one_attributes_weight_without_renormalising() -> None:
+    from training.gan.losses import boosted_weights, label_loss
+
+    names = ["yaw", "AU06", "gender"]
+    assert boosted_weights(None, {}, names) is None  # nothing boosted: the plain MSE stays
+    assert torch.equal(boosted_weights(None, {"AU06": 2.0}, names), torch.tensor([1.0, 2.0, 1.0]))
+    standardised = torch.tensor([0.5, 1.0, 1.5])
+    assert torch.equal(boosted_weights(standardised, {"AU06": 3.0}, names), torch.tensor([0.5, 3.0, 1.5]))
+    y, y_hat = torch.zeros(1, 3), torch.tensor([[0.1, 0.1, 0.1]])
+    # hand computed: mean(0.01 * [1, 2, 1]) = 0.04 / 3
+    assert torch.isclose(label_loss(y, y_hat, boosted_weights(None, {"AU06": 2.0}, names)), torch.tensor(0.04 / 3))
+    with pytest.raises(ValueError, match=r"\['AU6'\].*yaw, AU06, gender"):
+        boosted_weights(None, {"AU6": 2.0}, names)

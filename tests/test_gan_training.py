@@ -118,9 +118,7 @@ def test_training_cli_writes_checkpoints_samples_and_metrics(image_folder: Path,
 
 def test_snapshots_are_weights_only_generators_that_match_the_run(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        cli, train_args(image_folder, out, "--steps", "10", "--set", "train.snapshot_every=4")
-    )
+    result = CliRunner().invoke(cli, train_args(image_folder, out, "--steps", "10", "--set", "train.snapshot_every=4"))
     assert result.exit_code == 0, result.output
     snapshots = sorted(p.name for p in (out / "snapshots").iterdir())
     assert snapshots == ["generator-0000004.pt", "generator-0000008.pt", "generator-0000010.pt"]  # + the last
@@ -190,8 +188,16 @@ def test_ema_generator_is_what_snapshots_and_loading_use_and_resumes_exactly(
 
     # The update itself, with a known decay: average_2 = beta * average_1 + (1 - beta) * generator_2.
     known = tmp_path / "known"
-    two = ("--steps", "2", "--set", "train.ema_kimg=0.1", "--set", "train.ema_rampup=0", "--set",
-           "train.snapshot_every=1")
+    two = (
+        "--steps",
+        "2",
+        "--set",
+        "train.ema_kimg=0.1",
+        "--set",
+        "train.ema_rampup=0",
+        "--set",
+        "train.snapshot_every=1",
+    )
     assert CliRunner().invoke(cli, train_args(image_folder, known, *two)).exit_code == 0
     beta = 0.5 ** (8 / 100)  # tiny_cpu.toml: batch 8; half-life 100 images
     first = load_checkpoint(known / "snapshots" / "generator-0000001.pt")["generator"]
@@ -218,9 +224,7 @@ def test_gan_average_means_the_snapshot_weights_of_a_step_range(image_folder: Pa
     trained = CliRunner().invoke(cli, train_args(image_folder, out, "--steps", "6", "--set", "train.snapshot_every=2"))
     assert trained.exit_code == 0, trained.output
     averaged = tmp_path / "avg" / "generator-0000006.pt"
-    result = CliRunner().invoke(
-        cli, ["train", "gan-average", str(out), "--from-step", "4", "--out", str(averaged)]
-    )
+    result = CliRunner().invoke(cli, ["train", "gan-average", str(out), "--from-step", "4", "--out", str(averaged)])
     assert result.exit_code == 0, result.output
     four, six = (load_checkpoint(out / "snapshots" / f"generator-000000{s}.pt")["generator"] for s in (4, 6))
     generator, _, info = load_generator(averaged)
@@ -317,8 +321,13 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(image_folder: Path, 
     reached (nothing lost, unlike SIGKILL), says how to continue and exits 143 so a Job retries."""
     out = tmp_path / "run"
     args = train_args(image_folder, out, "--steps", "1000000", "--set", "train.snapshot_every=1000")
-    proc = subprocess.Popen([sys.executable, "-m", "surrogate.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "surrogate.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     try:
         while not (out / "last.pt").is_file() or load_checkpoint(out / "last.pt")["step"] < 10:
@@ -410,21 +419,27 @@ def test_gaussian_blur_keeps_shape_and_mean_and_removes_stripes() -> None:
 def test_label_blur_reads_labels_from_blurred_images(image_folder: Path, tmp_path: Path) -> None:
     from training.gan.loop import GanTrainer
 
-    result = CliRunner().invoke(cli, train_args(image_folder, tmp_path / "blur", "--steps", "3",
-                                                "--set", "loss.label_blur=1.5"))
+    result = CliRunner().invoke(
+        cli, train_args(image_folder, tmp_path / "blur", "--steps", "3", "--set", "loss.label_blur=1.5")
+    )
     assert result.exit_code == 0, result.output
     rows = read_metrics(tmp_path / "blur" / "metrics.csv")
     assert len(rows) == 3 and all(np.isfinite(float(r["label_real"])) for r in rows)
-    bad = CliRunner().invoke(cli, train_args(image_folder, tmp_path / "bad", "--steps", "1",
-                                             "--set", "loss.label_blur=-1"))
+    bad = CliRunner().invoke(
+        cli, train_args(image_folder, tmp_path / "bad", "--steps", "1", "--set", "loss.label_blur=-1")
+    )
     assert bad.exit_code != 0 and "loss.label_blur" in bad.output and "Traceback" not in bad.output
 
     from training.gan.config import load_config
     from training.imageops import gaussian_blur
 
     config = load_config(TINY, {"loss.label_blur": 1.5, "train.out_dir": str(tmp_path / "t")})
-    dataset = load_face_dataset(image_folder, attributes=str(image_folder / "attributes.csv"),
-                                size=config.model.image_size, channels=config.model.channels)
+    dataset = load_face_dataset(
+        image_folder,
+        attributes=str(image_folder / "attributes.csv"),
+        size=config.model.image_size,
+        channels=config.model.channels,
+    )
     trainer = GanTrainer(config, dataset, tmp_path / "t")
     x = torch.rand(4, 1, 16, 16) * 2 - 1
     d = trainer.discriminator
@@ -482,6 +497,38 @@ def test_mode_seeking_pairs_the_fakes_and_spreads_them(image_folder: Path, tmp_p
     assert "mode_seeking" in result.last_metrics and result.last_metrics["mode_seeking"] > 0
 
 
+def test_label_boost_weights_the_generators_label_loss_only(image_folder: Path, tmp_path: Path) -> None:
+    """loss.label_boost_g: G's label loss weighs the boosted attribute more; D's (the teacher's) is unchanged;
+    a name the data does not have is a clear CLI error."""
+    import training.gan.loop as loop_module
+    from training.gan.config import load_config
+    from training.gan.loop import GanTrainer
+
+    dataset = load_face_dataset(image_folder, attributes=str(image_folder / "attributes.csv"), size=16, channels=1)
+    config = load_config(TINY, {"loss.label_boost_g": "AU06=3", "train.out_dir": str(tmp_path / "boost")})
+    trainer = GanTrainer(config, dataset, tmp_path / "boost", progress=False)
+    weights: list[torch.Tensor | None] = []
+    original = loop_module.label_loss
+    loop_module.label_loss = lambda y, y_hat, w=None: weights.append(w) or original(y, y_hat, w)
+    try:
+        trainer.train_step()
+    finally:
+        loop_module.label_loss = original
+    d_weights, g_weights = weights
+    plain = d_weights if d_weights is not None else torch.ones(len(dataset.schema))
+    factor = torch.ones(len(dataset.schema))
+    factor[dataset.schema.index("AU06")] = 3.0
+    assert torch.allclose(g_weights, plain * factor)
+    unknown = CliRunner().invoke(
+        cli,
+        ["train", "gan", "--config", str(TINY), "--data", str(image_folder), "--attributes",
+         str(image_folder / "attributes.csv"), "--out", str(tmp_path / "bad"), "--steps", "1",
+         "--set", "loss.label_boost_g=AU6=2"],
+    )  # fmt: skip
+    assert unknown.exit_code != 0 and "loss.label_boost_g" in unknown.output and "AU6" in unknown.output
+    assert "Traceback" not in unknown.output
+
+
 def test_mode_seeking_term_ignores_brightness_and_pixel_noise(image_folder: Path, tmp_path: Path) -> None:
     """L_MS compares blurred, mean-removed images: pairs that differ only in brightness count as identical
     (~1 / eps), a stripe pattern counts far less than a shape, and it runs under the CPU's bf16 autocast."""
@@ -489,8 +536,15 @@ def test_mode_seeking_term_ignores_brightness_and_pixel_noise(image_folder: Path
     from training.gan.loop import GanTrainer
 
     dataset = load_face_dataset(image_folder, attributes=str(image_folder / "attributes.csv"), size=16, channels=1)
-    config = load_config(TINY, {"loss.mode_seeking": 0.01, "loss.label_blur": 1.5, "train.cpu_bf16": True,
-                                "train.out_dir": str(tmp_path / "t")})
+    config = load_config(
+        TINY,
+        {
+            "loss.mode_seeking": 0.01,
+            "loss.label_blur": 1.5,
+            "train.cpu_bf16": True,
+            "train.out_dir": str(tmp_path / "t"),
+        },
+    )
     trainer = GanTrainer(config, dataset, tmp_path / "t", progress=False)
     z = torch.rand(4, config.model.z_dim) * 2 - 1
     base = torch.rand(2, 1, 16, 16) * 0.2

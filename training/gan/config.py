@@ -9,6 +9,7 @@ upstream BEGAN-CS values (alpha = 0.1, gamma = 0.5, L2 reconstruction) are one c
 
 from __future__ import annotations
 
+import math
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -73,6 +74,27 @@ class LossConfig:
     # lineage from diversity 0.06 to 0.50 (gan_generator v5) in 9,500 H100 steps; 0.015 went further and cost
     # yaw and gender.
     mode_seeking: float = 0.0
+    # Per-attribute multipliers of the G label loss, "NAME=FACTOR[,NAME=FACTOR...]" (empty = none): raise
+    # one attribute's say without raising every label's (label_weight_g does that, and with the
+    # mode-seeking term on it moves which attribute z takes over: docs/gan.md, stages 7-8). D's label loss
+    # is left alone: the teacher reads every attribute as before. Names are checked against the data.
+    label_boost_g: str = ""
+
+    def label_boosts(self) -> dict[str, float]:
+        """``label_boost_g`` parsed: attribute name -> factor (ConfigError naming the key when malformed)."""
+        boosts: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in self.label_boost_g.split(","))):
+            name, sep, factor = item.partition("=")
+            try:
+                value = float(factor)
+            except ValueError:
+                value = math.nan
+            if not sep or not name.strip() or not (math.isfinite(value) and value > 0):
+                raise ConfigError(
+                    f"loss.label_boost_g must look like 'AU06=2.0,gender=1.5' (positive factors), got {item!r}"
+                )
+            boosts[name.strip()] = value
+        return boosts
 
 
 @dataclass(frozen=True)
@@ -157,8 +179,13 @@ class GanConfig:
         if loss.mode_seeking < 0:
             problems.append(f"loss.mode_seeking must be 0 (off) or positive, got {loss.mode_seeking}")
         if loss.mode_seeking > 0 and o.batch_size % 2:
-            problems.append(f"loss.mode_seeking pairs the fakes of a batch: optim.batch_size must be even, got "
-                            f"{o.batch_size}")
+            problems.append(
+                f"loss.mode_seeking pairs the fakes of a batch: optim.batch_size must be even, got {o.batch_size}"
+            )
+        try:
+            loss.label_boosts()
+        except ConfigError as exc:
+            problems.append(str(exc))
         if not 0.0 <= loss.label_blur <= 8.0:
             problems.append(f"loss.label_blur must be a blur sigma in pixels in [0, 8], got {loss.label_blur}")
         if t.device not in ("cpu", "cuda"):
@@ -180,8 +207,9 @@ class GanConfig:
         if t.k_zero_warning_steps < 0:
             problems.append(f"train.k_zero_warning_steps must be 0 (off) or positive, got {t.k_zero_warning_steps}")
         if t.ema_kimg < 0 or t.ema_rampup < 0:
-            problems.append(f"train.ema_kimg and train.ema_rampup must be 0 (off) or positive, got {t.ema_kimg}, "
-                            f"{t.ema_rampup}")
+            problems.append(
+                f"train.ema_kimg and train.ema_rampup must be 0 (off) or positive, got {t.ema_kimg}, {t.ema_rampup}"
+            )
         if t.snapshot_every < 0:
             problems.append(f"train.snapshot_every must be 0 (off) or positive, got {t.snapshot_every}")
         if problems:

@@ -36,6 +36,7 @@ from training.gan.dataset import FaceDataset, split_held_out
 from training.gan.ema import averaged_copy, ema_beta, update_ema
 from training.gan.losses import (
     StepLosses,
+    boosted_weights,
     constraint_loss,
     convergence_measure,
     discriminator_loss,
@@ -152,6 +153,10 @@ class GanTrainer:
         self.labels_np = train.normalised
         self.labels = torch.from_numpy(self.labels_np).to(self.device)
         self.label_weights = standardising_weights(self.labels) if config.loss.label_standardise else None
+        try:
+            self.label_weights_g = boosted_weights(self.label_weights, config.loss.label_boosts(), self.schema.names)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from exc
         self.real_preview = train.images[:64]
 
         self.generator, self.discriminator = build_networks(config.model, len(self.schema))
@@ -212,8 +217,10 @@ class GanTrainer:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         if "discriminator" not in payload:
-            raise TrainingError(f"{self.last_path}: a generator snapshot, not a training checkpoint (no discriminator):"
-                                " it can be evaluated and exported, not resumed")
+            raise TrainingError(
+                f"{self.last_path}: a generator snapshot, not a training checkpoint (no discriminator):"
+                " it can be evaluated and exported, not resumed"
+            )
         stored = config_from_dict(payload["config"])
         if stored.model != self.config.model:
             raise TrainingError(
@@ -224,22 +231,28 @@ class GanTrainer:
             raise TrainingError(f"{self.last_path}: the dataset's attribute schema differs from the checkpoint's")
         self.generator.load_state_dict(payload["generator"])
         if self.generator_ema is None and "generator_ema" in payload:
-            tqdm.write(f"{self.last_path}: the checkpoint's averaged generator is dropped (train.ema_kimg = 0): "
-                       "snapshots and export now use the raw generator")
+            tqdm.write(
+                f"{self.last_path}: the checkpoint's averaged generator is dropped (train.ema_kimg = 0): "
+                "snapshots and export now use the raw generator"
+            )
         if self.generator_ema is not None:
             if "generator_ema" in payload:
                 self.generator_ema.load_state_dict(payload["generator_ema"])
             else:
                 self.generator_ema.load_state_dict(payload["generator"])
-                tqdm.write(f"{self.last_path}: no averaged generator in the checkpoint; the average (train.ema_kimg) "
-                           "starts from its generator")
+                tqdm.write(
+                    f"{self.last_path}: no averaged generator in the checkpoint; the average (train.ema_kimg) "
+                    "starts from its generator"
+                )
         self.discriminator.load_state_dict(payload["discriminator"])
         if all(key in payload for key in OPTIMISER_KEYS):
             self.opt_g.load_state_dict(payload["opt_g"])
             self.opt_d.load_state_dict(payload["opt_d"])
         else:
-            tqdm.write(f"{self.last_path}: no optimiser state in the checkpoint (a networks-only bundle): Adam's "
-                       "moments start afresh")
+            tqdm.write(
+                f"{self.last_path}: no optimiser state in the checkpoint (a networks-only bundle): Adam's "
+                "moments start afresh"
+            )
         self.k_t = torch.tensor(payload["k_t"], device=self.device)
         self.step = int(payload["step"])
         self.best_m_global = float(payload.get("best_m_global", math.inf))
@@ -340,7 +353,7 @@ class GanTrainer:
         with self._autocast():
             out_g = self.discriminator(fake)
         loss_fake_g = reconstruction_loss(fake, out_g.reconstruction, lossc.recon)
-        label_fake = label_loss(y_fake, self.label_view(fake, out_g.labels), self.label_weights)
+        label_fake = label_loss(y_fake, self.label_view(fake, out_g.labels), self.label_weights_g)
         mode_seeking = self.mode_seeking_term(fake, z, pairs)
         loss_g = generator_loss(loss_fake_g, label_fake, lossc.label_weight_g, mode_seeking, lossc.mode_seeking)
         self.opt_g.zero_grad(set_to_none=True)

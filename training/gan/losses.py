@@ -65,6 +65,22 @@ def standardising_weights(labels: torch.Tensor, floor: float = 1e-3) -> torch.Te
     return inverse / inverse.mean()
 
 
+def boosted_weights(
+    weights: torch.Tensor | None, boosts: dict[str, float], names: list[str] | tuple[str, ...]
+) -> torch.Tensor | None:
+    """The label weights with some attributes' multiplied (loss.label_boost_g); ``weights`` None = all 1.
+
+    Not renormalised: a boost adds that attribute's say without taking any from the others."""
+    if not boosts:
+        return weights
+    unknown = sorted(set(boosts) - set(names))
+    if unknown:
+        raise ValueError(f"loss.label_boost_g names {unknown}, not attributes of the data ({', '.join(names)})")
+    factors = torch.tensor([boosts.get(name, 1.0) for name in names])
+    base = weights if weights is not None else torch.ones(len(names))
+    return base * factors.to(base.device)
+
+
 def discriminator_loss(
     loss_real: torch.Tensor,
     loss_fake: torch.Tensor,
