@@ -10,7 +10,8 @@
 #   MODELS="gan recon"     which networks to train (default both)
 #   GAN_VARIANTS="a b:loss.label_weight_g=6,optim.batch_size=128"
 #                          GAN runs trained side by side on the same data: NAME[:key=value,...] each,
-#                          the overrides applied to the GAN config with --set (default: one run, "gan")
+#                          the overrides applied to the GAN config with --set (default: one run, "gan");
+#                          a value holding commas uses ';' instead (loss.label_boost_g=AU06=2;gender=1.5)
 #   GAN_MINUTES=7.5        wall-time budget of each GAN run (the whole call then takes ~9 minutes on one H100
 #                          with 16 cores: rendering ~1 minute, loading ~25 s);  N_FACES=40000 faces rendered
 #   GAN_DEADLINE_S=550     instead of GAN_MINUTES (whole seconds): each GAN run gets what rendering left of

@@ -120,7 +120,7 @@ def test_config_rejects_bad_values_naming_the_key() -> None:
         load_config(None, {"loss.mode_seeking": -1.0})
     with pytest.raises(ConfigError, match="batch_size must be even"):
         load_config(None, {"loss.mode_seeking": 0.01, "optim.batch_size": 15})
-    assert load_config(None, {"loss.label_boost_g": "AU06=2, gender=1.5"}).loss.label_boosts() == {
+    assert load_config(None, {"loss.label_boost_g": "AU06=2; gender=1.5"}).loss.label_boosts() == {
         "AU06": 2.0,
         "gender": 1.5,
     }

@@ -74,7 +74,8 @@ class LossConfig:
     # lineage from diversity 0.06 to 0.50 (gan_generator v5) in 9,500 H100 steps; 0.015 went further and cost
     # yaw and gender.
     mode_seeking: float = 0.0
-    # Per-attribute multipliers of the G label loss, "NAME=FACTOR[,NAME=FACTOR...]" (empty = none): raise
+    # Per-attribute multipliers of the G label loss, "NAME=FACTOR[,NAME=FACTOR...]" (";" also separates,
+    # for scripts/train_defaults.sh's GAN_VARIANTS, which splits on commas; empty = none): raise
     # one attribute's say without raising every label's (label_weight_g does that, and with the
     # mode-seeking term on it moves which attribute z takes over: docs/gan.md, stages 7-8). D's label loss
     # is left alone: the teacher reads every attribute as before. Names are checked against the data.
@@ -83,7 +84,7 @@ class LossConfig:
     def label_boosts(self) -> dict[str, float]:
         """``label_boost_g`` parsed: attribute name -> factor (ConfigError naming the key when malformed)."""
         boosts: dict[str, float] = {}
-        for item in filter(None, (part.strip() for part in self.label_boost_g.split(","))):
+        for item in filter(None, (part.strip() for part in self.label_boost_g.replace(";", ",").split(","))):
             name, sep, factor = item.partition("=")
             try:
                 value = float(factor)
