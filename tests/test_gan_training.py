@@ -497,7 +497,9 @@ def test_mode_seeking_pairs_the_fakes_and_spreads_them(image_folder: Path, tmp_p
     assert "mode_seeking" in result.last_metrics and result.last_metrics["mode_seeking"] > 0
 
 
-def test_label_boost_weights_the_generators_label_loss_only(image_folder: Path, tmp_path: Path) -> None:
+def test_label_boost_weights_the_generators_label_loss_only(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """loss.label_boost_g: G's label loss weighs the boosted attribute more; D's (the teacher's) is unchanged;
     a name the data does not have is a clear CLI error."""
     import training.gan.loop as loop_module
@@ -509,11 +511,8 @@ def test_label_boost_weights_the_generators_label_loss_only(image_folder: Path, 
     trainer = GanTrainer(config, dataset, tmp_path / "boost", progress=False)
     weights: list[torch.Tensor | None] = []
     original = loop_module.label_loss
-    loop_module.label_loss = lambda y, y_hat, w=None: weights.append(w) or original(y, y_hat, w)
-    try:
-        trainer.train_step()
-    finally:
-        loop_module.label_loss = original
+    monkeypatch.setattr(loop_module, "label_loss", lambda y, y_hat, w=None: weights.append(w) or original(y, y_hat, w))
+    trainer.train_step()
     d_weights, g_weights = weights
     plain = d_weights if d_weights is not None else torch.ones(len(dataset.schema))
     factor = torch.ones(len(dataset.schema))
