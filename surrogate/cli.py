@@ -21,6 +21,21 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
     "data": {
         "synth": ("surrogate.synth:synth_command", "Render a synthetic labelled face dataset.", ""),
         "sheet": ("surrogate.sheet:sheet_command", "Draw a contact sheet of a dataset with captions.", ""),
+        "portraits": (
+            "surrogate.portraits_cli:portraits_command",
+            "Render, label (MediaPipe) and crop a corpus of photoreal portraits of nobody.",
+            "portraits",
+        ),
+        "portrait-gender": (
+            "surrogate.portraits_cli:portrait_gender_command",
+            "Fit the portraits' gender boundary in w to hand labels.",
+            "portraits",
+        ),
+        "portrait-directions": (
+            "surrogate.portraits_cli:portrait_directions_command",
+            "Fit attribute directions in the portrait generator's w space.",
+            "portraits",
+        ),
     },
     "attributes": {
         "convert": (

@@ -18,6 +18,7 @@ MAX_SEED = 2**63 - 1
 _STREAM_GAN_Z = 0
 _STREAM_IDENTITY = 1
 _STREAM_SCENE = 2
+STREAM_PORTRAIT_Z = 3  # the portrait generator's 512-d normal z (surrogate.portraits)
 # Streams of the synthetic training data (surrogate.synth) and the annotation tools (annotation/).
 STREAM_SYNTH_ROW = 101
 STREAM_SYNTH_IDENTITY = 102

