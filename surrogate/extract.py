@@ -1,13 +1,16 @@
-"""``surrogate attributes extract``: attributes of real face images with the reconstruction network.
+"""``surrogate attributes extract``: attributes of real face images.
 
 Every input image gets exactly one row: ``id,file,<schema names>,status,confidence``. Only rows with
 status ``ok`` carry values; an image that cannot be read (``unreadable``), where no face is found
 (``no_face``) or whose face is too small (``face_too_small``) gets that status and empty values, never
 a guess. ``confidence`` is the agreement of the estimate with that of the mirrored image (see
-``surrogate.face_align.agreement_confidence``): low values flag crops the network reads inconsistently.
+``surrogate.face_align.agreement_confidence``): low values flag faces that are read inconsistently.
 
-The model is either a torch checkpoint of ``surrogate train recon`` (``.pt``; needs torch) or a model
-repository directory with a ``recon`` model (onnxruntime only; ``surrogate.model_repo``).
+Faces are found and framed by ``surrogate.face_align.align_face`` (MediaPipe landmarks). Two extractors:
+- ``recon`` (default): the reconstruction network on the aligned crop, either a torch checkpoint of
+  ``surrogate train recon`` (``.pt``; needs torch) or a model repository folder (onnxruntime only);
+- ``mediapipe``: head pose and AUs from MediaPipe FaceLandmarker (``surrogate.landmarks``), which this
+  project did not train; gender, which MediaPipe does not read, from the reconstruction network.
 """
 
 from __future__ import annotations
@@ -23,9 +26,18 @@ from typing import Protocol
 import click
 import numpy as np
 
-from surrogate.face_align import agreement_confidence, align_face, mirror_attributes, prepare_crops, to_gray
+from surrogate.face_align import (
+    MIN_FACE_PIXELS,
+    agreement_confidence,
+    align_face,
+    mirror_attributes,
+    prepare_crops,
+    to_gray,
+)
 from surrogate.imageio import ImageDecodeError, atomic_write_text, load_image
 from surrogate.schema import AttributeSchema
+
+EXTRACTORS = ("recon", "mediapipe")
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"})
 RECON_MODEL = "recon"
@@ -124,14 +136,48 @@ class ExtractionRow:
     confidence: float | None = None
 
 
+class MediaPipeExtractor:
+    """Pose and AUs read by MediaPipe on the whole image (and its mirror, for the confidence); gender from
+    the reconstruction network on the aligned crop. ``schema`` is the reconstruction network's."""
+
+    def __init__(self, recon: Estimator) -> None:
+        from surrogate.face_align import default_reader
+
+        self.recon = recon
+        self.schema = recon.schema
+        self.reader = default_reader()
+
+    def read(self, image: np.ndarray) -> np.ndarray | None:
+        """Schema-ordered values of MediaPipe's reading (gender NaN), or None without a face."""
+        reading = self.reader.read(image)
+        if reading is None:
+            return None
+        pose = dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True))
+        readings = {**pose, **{k: float(v) for k, v in reading.aus().items()}}
+        return np.array([readings.get(name, np.nan) for name in self.schema.names], np.float32)
+
+    def estimate(self, images: Sequence[np.ndarray], crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        values = np.stack([self.read(image) for image in images]).astype(np.float32)
+        mirrored = np.stack([self.read(np.ascontiguousarray(np.asarray(image)[:, ::-1])) for image in images])
+        gender, _ = self.recon.predict_with_confidence(list(crops))
+        missing = np.isnan(values)
+        values[missing] = gender[missing]  # the attributes MediaPipe does not read (gender)
+        mirrored = np.where(np.isnan(mirrored), mirror_attributes(self.schema, gender), mirrored)
+        confidence = agreement_confidence(self.schema, values, mirrored)
+        return self.schema.clip((values + mirror_attributes(self.schema, mirrored)) / 2), confidence
+
+
 def extract_attributes(paths: Sequence[Path], estimator: Estimator, *, aligned: bool = False,
-                       show_progress: bool = True) -> list[ExtractionRow]:
+                       extractor: str = "recon", show_progress: bool = True) -> list[ExtractionRow]:
     """One row per path, in order: read, detect and align (unless ``aligned``), estimate."""
     from tqdm import tqdm
 
     size = int(getattr(estimator, "image_size", 64))
+    channels = int(getattr(estimator, "channels", 1))
+    mediapipe = MediaPipeExtractor(estimator) if extractor == "mediapipe" else None
     rows: list[ExtractionRow] = []
     crops: list[np.ndarray] = []
+    faces: list[np.ndarray] = []  # what MediaPipe reads: the whole image (or the given crop)
     crop_rows: list[int] = []
     for path, image_id in tqdm(list(zip(paths, unique_ids(paths), strict=True)), desc="detect faces",
                                unit="img", disable=not show_progress):
@@ -143,16 +189,24 @@ def extract_attributes(paths: Sequence[Path], estimator: Estimator, *, aligned: 
             row.status = STATUS_UNREADABLE
             continue
         if aligned:
-            crops.append(to_gray(image))
+            crop = to_gray(image) if channels == 1 else image
         else:
-            face = align_face(image, size)
-            if face is None:
-                row.status = STATUS_NO_FACE if min(image.shape[:2]) >= 24 else STATUS_TOO_SMALL
+            face = align_face(image, size, channels=channels)
+            if face is None or face.frame[2] < MIN_FACE_PIXELS:
+                row.status = STATUS_NO_FACE if face is None else STATUS_TOO_SMALL
                 continue
-            crops.append(face.crop)
+            crop = face.crop
+        if mediapipe is not None and mediapipe.reader.read(image) is None:
+            row.status = STATUS_NO_FACE
+            continue
+        crops.append(crop)
+        faces.append(image)
         crop_rows.append(len(rows) - 1)
     if crops:
-        values, confidence = estimator.predict_with_confidence(crops)
+        if mediapipe is not None:
+            values, confidence = mediapipe.estimate(faces, crops)
+        else:
+            values, confidence = estimator.predict_with_confidence(crops)
         for i, row_index in enumerate(crop_rows):
             rows[row_index].values = values[i]
             rows[row_index].confidence = float(confidence[i])
@@ -172,27 +226,33 @@ def rows_to_csv(rows: Sequence[ExtractionRow], schema: AttributeSchema) -> str:
 
 @click.command("extract")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", required=True, type=click.Path(path_type=Path),
-              help="Reconstruction checkpoint (.pt from 'surrogate train recon') or a model repository folder.")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Reconstruction checkpoint (.pt from 'surrogate train recon') or a model repository folder "
+                   "[default: the project's model_repository].")
+@click.option("--extractor", type=click.Choice(EXTRACTORS), default="recon", show_default=True,
+              help="recon: the reconstruction network; mediapipe: MediaPipe's pose and AUs (gender from recon).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV to write.")
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops: skip detection.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Device for a torch checkpoint.")
-def extract_command(inputs: tuple[Path, ...], model: Path, out: Path, aligned: bool, device: str) -> None:
+def extract_command(inputs: tuple[Path, ...], model: Path | None, extractor: str, out: Path, aligned: bool,
+                    device: str) -> None:
     """Estimate pose, AUs and gender of every face image in INPUTS (files or folders).
 
     Writes id,file,<attributes>,status,confidence per image; status is ok, no_face, face_too_small
     or unreadable, and only ok rows carry values.
     """
-    from surrogate.face_align import FaceAlignError
+    from surrogate.assets import AssetMissingError
+    from surrogate.landmarks import LandmarkerError
+    from surrogate.synthesis import default_repository
 
     paths = collect_images(inputs)
     if not paths:
         raise click.ClickException("no image files found in " + ", ".join(map(str, inputs)))
-    estimator = load_any_estimator(model, device=device)
+    estimator = load_any_estimator(model or default_repository(), device=device)
     try:
-        rows = extract_attributes(paths, estimator, aligned=aligned)
-    except FaceAlignError as exc:
+        rows = extract_attributes(paths, estimator, aligned=aligned, extractor=extractor)
+    except (AssetMissingError, LandmarkerError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     atomic_write_text(out, rows_to_csv(rows, estimator.schema))
     counts: dict[str, int] = {}

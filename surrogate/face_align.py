@@ -1,11 +1,12 @@
-"""Find and align faces in real photographs, torch-free, with the Haar cascades inside OpenCV's wheel.
+"""Find and align faces in real-looking photographs: the one alignment and framing of the project.
 
-The reconstruction network only ever saw the face model's framing (``surrogate.face_model``: an aligned
-crop of the head). A real photo must be brought into the same framing: detect the face (frontal
-cascades, then the profile cascade on the image and on its mirror image, since OpenCV's profile cascade
-only finds faces turned one way), keep the largest, and crop a square around it whose size and centre
-are mapped from the detector's box to the renderer's framing. The crop is *not* rotated: in-plane
-rotation is the roll the network must measure.
+Every real-looking face that enters the project goes through ``align_face``: private photos in
+``surrogate attributes extract`` and the service's /extract and /anonymize, and the portrait corpus
+(``surrogate.portrait_corpus``). MediaPipe's FaceLandmarker (``surrogate.landmarks``) finds the face and
+its landmarks; ``landmark_frame`` turns them into an upright square, GENKI-like (the whole face with the
+forehead and some hair), and ``crop_square`` cuts it. The crop is *not* rotated: in-plane rotation is the
+roll to be measured. Its size comes from 3-D eye-to-eye and eye-to-mouth distances, which change little
+with head turn, so a turned head is not zoomed in.
 
 Also here, because they are about the image and not the network: ``prepare_crops`` (any uint8 crops
 -> the network's (N, C, S, S) uint8 input) and ``mirror_attributes`` (what a horizontal flip does to the
@@ -15,66 +16,33 @@ attributes; the extractor's confidence is the agreement of an image's estimate w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from surrogate.schema import AttributeSchema
 
-# Where a detector box sits in the renderer's framing, as fractions of the crop side. Calibrated by
-# running the cascades on 128 px renders (30 random identities each; docs/recon.md): frontal faces give
-# box centres at y 0.477 (sd 0.009) and sides 0.733 (sd 0.022) of the crop; profile detections of
-# |yaw| 45-60 degree renders give centre y 0.485 and side 0.756.
-BOX_CENTRE_X = 0.5
-BOX_CENTRE_Y = 0.48
-BOX_SIDE = 0.73
-PROFILE_SIDE = 0.75
+if TYPE_CHECKING:
+    from surrogate.landmarks import FaceLandmarks, FaceReading
 
-MIN_FACE_PIXELS = 20  # a face smaller than this (in the original photo) is too small to measure
-DETECT_SIDE = 256  # photos are rescaled so their shorter side is at least this before detection
+MIN_FACE_PIXELS = 20  # a crop side below this (original pixels) is too small to measure
 
-
-class FaceAlignError(RuntimeError):
-    """OpenCV or its cascades are missing."""
+# Landmark indices of MediaPipe's 478-point mesh used for the framing.
+RIGHT_EYE = (33, 133)  # the subject's right eye (image left): outer, inner corner
+LEFT_EYE = (362, 263)  # inner, outer corner
+MOUTH = (61, 291)  # corners
+FRAME_SIDE_PER_SCALE = 1.7  # crop side / max(2 x eye-to-eye, 1.8 x eye-to-mouth), FFHQ's scale measure
+FRAME_CENTRE_DOWN = 0.15  # the crop centre sits this far from the eyes towards the mouth
 
 
-@dataclass(frozen=True)
-class FaceBox:
-    """A detected face: box in image pixels, detector score (higher = surer), which cascade found it."""
-
-    x: float
-    y: float
-    width: float
-    height: float
-    score: float
-    detector: str
-
-    @property
-    def area(self) -> float:
-        return self.width * self.height
-
-
-@lru_cache(maxsize=1)
-def _cascades() -> dict[str, object]:
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise FaceAlignError(
-            "face detection needs OpenCV 4.x (pip install 'opencv-python-headless>=4.8,<5'); "
-            "or pass --aligned for crops that are already aligned"
-        ) from exc
-    root = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if not root:
-        raise FaceAlignError("this OpenCV build ships no Haar cascades (OpenCV 5 wheels dropped them); use 4.x")
-    cascades = {}
-    for name, file in (("frontal", "haarcascade_frontalface_default.xml"),
-                       ("frontal_alt2", "haarcascade_frontalface_alt2.xml"),
-                       ("profile", "haarcascade_profileface.xml")):
-        cascade = cv2.CascadeClassifier(root + file)
-        if cascade.empty():
-            raise FaceAlignError(f"cannot load the Haar cascade {root + file}")
-        cascades[name] = cascade
-    return cascades
+def landmark_frame(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(centre x, centre y, side) of the project's upright square crop, from MediaPipe landmarks (pixels)."""
+    points = np.asarray(landmarks, np.float64)
+    eye_r, eye_l = points[list(RIGHT_EYE)].mean(0), points[list(LEFT_EYE)].mean(0)
+    eyes, mouth = (eye_r + eye_l) / 2, points[list(MOUTH)].mean(0)
+    scale = max(np.linalg.norm(eye_l - eye_r) * 2.0, np.linalg.norm(mouth - eyes) * 1.8)
+    centre = eyes[:2] + FRAME_CENTRE_DOWN * (mouth[:2] - eyes[:2])
+    return float(centre[0]), float(centre[1]), float(FRAME_SIDE_PER_SCALE * scale)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -88,47 +56,6 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         return image[..., 0].astype(np.uint8, copy=False)
     raise ValueError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
-
-
-def detect_faces(image: np.ndarray) -> list[FaceBox]:
-    """All faces the cascades find (boxes in the input's pixel coordinates), best first."""
-    import cv2
-
-    gray = to_gray(image)
-    h, w = gray.shape
-    factor = max(1.0, DETECT_SIDE / min(h, w))
-    if factor > 1.0:
-        gray = cv2.resize(gray, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
-    gray = cv2.equalizeHist(gray)
-    min_side = max(24, int(0.08 * min(gray.shape)))
-    boxes: list[FaceBox] = []
-    cascades = _cascades()
-    for name in ("frontal", "frontal_alt2"):
-        found, _, weights = cascades[name].detectMultiScale3(
-            gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side), outputRejectLevels=True)
-        boxes += [FaceBox(*map(float, b), float(s), name) for b, s in zip(found, np.ravel(weights), strict=False)]
-        if boxes:  # the second frontal cascade only when the first finds nothing (it costs as much again)
-            break
-    if not boxes:
-        gw = gray.shape[1]
-        for mirrored in (False, True):
-            source = gray[:, ::-1].copy() if mirrored else gray
-            found, _, weights = cascades["profile"].detectMultiScale3(
-                source, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side), outputRejectLevels=True)
-            for (x, y, bw, bh), s in zip(found, np.ravel(weights), strict=False):
-                x = gw - x - bw if mirrored else x
-                boxes.append(FaceBox(float(x), float(y), float(bw), float(bh), float(s), "profile"))
-    boxes = [FaceBox(b.x / factor, b.y / factor, b.width / factor, b.height / factor, b.score, b.detector)
-             for b in boxes]
-    return sorted(boxes, key=lambda b: (b.area, b.score), reverse=True)
-
-
-def crop_box(box: FaceBox) -> tuple[float, float, float]:
-    """The square crop (centre x, centre y, side) in the renderer's framing around a detector box."""
-    side = box.width / (PROFILE_SIDE if box.detector == "profile" else BOX_SIDE)
-    cx = box.x + box.width / 2 + (0.5 - BOX_CENTRE_X) * side
-    cy = box.y + box.height / 2 + (0.5 - BOX_CENTRE_Y) * side
-    return cx, cy, side
 
 
 def crop_square(image: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
@@ -149,19 +76,41 @@ def crop_square(image: np.ndarray, cx: float, cy: float, side: float, size: int)
 
 @dataclass(frozen=True)
 class AlignedFace:
-    crop: np.ndarray  # uint8 size x size (grayscale)
-    box: FaceBox
-    faces_found: int
+    crop: np.ndarray  # uint8 size x size (grey) or size x size x 3
+    reading: FaceReading  # the landmarks, pose and blendshapes MediaPipe read on the whole image
+    frame: tuple[float, float, float]  # centre x, centre y, side of the crop in the image's pixels
 
 
-def align_face(image: np.ndarray, size: int = 64) -> AlignedFace | None:
-    """The largest face of a photo in the renderer's framing, or None when no usable face is found."""
-    gray = to_gray(image)
-    boxes = [b for b in detect_faces(gray) if b.width >= MIN_FACE_PIXELS]
-    if not boxes:
+_READER: FaceLandmarks | None = None
+
+
+def default_reader() -> FaceLandmarks:
+    """One FaceLandmarker per process (loading the model takes ~0.1 s)."""
+    global _READER
+    if _READER is None:
+        from surrogate.landmarks import FaceLandmarks
+
+        _READER = FaceLandmarks()
+    return _READER
+
+
+def align_face(image: np.ndarray, size: int = 64, *, channels: int = 1,
+               reader: FaceLandmarks | None = None) -> AlignedFace | None:
+    """The largest face of a photo in the project's framing, or None when no face is found.
+
+    ``AlignedFace.frame[2]`` (the crop side in the photo's pixels) tells how small the face was.
+    """
+    reading = (reader or default_reader()).read(image)
+    if reading is None:
         return None
-    best = boxes[0]
-    return AlignedFace(crop_square(gray, *crop_box(best), size), best, len(boxes))
+    frame = landmark_frame(reading.landmarks)
+    source = to_gray(image) if channels == 1 else _rgb(image)
+    return AlignedFace(crop_square(source, *frame, size), reading, frame)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
 
 
 def prepare_crops(images: np.ndarray | list[np.ndarray], size: int, channels: int = 1) -> np.ndarray:

@@ -30,7 +30,11 @@ import numpy as np
 from surrogate.assets import FACE_LANDMARKER, find
 
 MIN_SIDE = 256
-PAD_FRACTION = 0.5  # each side, of the image's side, on the second try
+# When no face is found, the image is read again inside a grey border this wide (a fraction of its side,
+# each side): on 100 tightly cropped 25 px LFW faces the detector finds 93 as they are, 100 with a
+# border of 0.25 (a replicated border works worse: 93-97).
+PAD_FRACTIONS = (0.25, 1.0)
+PAD_GREY = 128
 
 # Schema AU -> the blendshapes whose mean reads it (left and right sides averaged).
 AU_BLENDSHAPES: dict[str, tuple[str, ...]] = {
@@ -51,11 +55,6 @@ AU_CALIBRATION: dict[str, tuple[float, float]] = {
     "AU12": (0.05, 0.95),
     "AU23": (0.05, 0.55),
 }
-
-# Landmark indices of MediaPipe's 478-point mesh used for the framing.
-RIGHT_EYE = (33, 133)  # the subject's right eye (image left): outer, inner corner
-LEFT_EYE = (362, 263)  # inner, outer corner
-MOUTH = (61, 291)  # corners
 
 
 class LandmarkerError(RuntimeError):
@@ -184,13 +183,15 @@ class FaceLandmarks:
             import cv2
 
             rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
-        face = self._detect(rgb)
-        pad = 0
-        if face is None:
+        face, pad = self._detect(rgb), 0
+        for fraction in PAD_FRACTIONS:
+            if face is not None:
+                break
             import cv2
 
-            pad = round(PAD_FRACTION * max(rgb.shape[:2]))
-            face = self._detect(cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+            pad = round(fraction * max(rgb.shape[:2]))
+            face = self._detect(cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
+                                                   value=(PAD_GREY,) * 3))
         if face is None:
             return None
         points = face.landmarks.copy()
@@ -201,23 +202,3 @@ class FaceLandmarks:
     def close(self) -> None:
         if "_landmarker" in self.__dict__:
             self.__dict__.pop("_landmarker").close()
-
-
-def face_frame(landmarks: np.ndarray) -> tuple[float, float, float]:
-    """The project's framing from landmarks: (centre x, centre y, side) of an upright square crop.
-
-    GENKI-like: the whole face with the forehead and some hair. The crop is never rotated (in-plane
-    rotation is the roll to be read). Its size comes from the 3-D eye-to-eye and eye-to-mouth distances,
-    which change little with head turn, so a turned head is not zoomed in.
-    """
-    points = np.asarray(landmarks, np.float64)
-    eye_r, eye_l = points[list(RIGHT_EYE)].mean(0), points[list(LEFT_EYE)].mean(0)
-    eyes, mouth = (eye_r + eye_l) / 2, points[list(MOUTH)].mean(0)
-    eye_to_eye = np.linalg.norm(eye_l - eye_r)
-    eye_to_mouth = np.linalg.norm(mouth - eyes)
-    scale = max(eye_to_eye * 2.0, eye_to_mouth * 1.8)
-    centre = eyes[:2] + 0.15 * (mouth[:2] - eyes[:2])
-    return float(centre[0]), float(centre[1]), float(FRAME_SIDE_PER_SCALE * scale)
-
-
-FRAME_SIDE_PER_SCALE = 1.7

@@ -167,9 +167,9 @@ def label_stage(out: Path, options: CorpusOptions, *, size: int = 64, channels: 
     from PIL import Image
     from tqdm import tqdm
 
-    from surrogate.face_align import crop_square, to_gray
+    from surrogate.face_align import crop_square, landmark_frame, to_gray
     from surrogate.imageio import encode_png
-    from surrogate.landmarks import FaceLandmarks, face_frame
+    from surrogate.landmarks import FaceLandmarks
 
     crops = out / images_dir(size, channels)
     todo = []
@@ -207,7 +207,7 @@ def label_stage(out: Path, options: CorpusOptions, *, size: int = 64, channels: 
                         found[j] = True
                         landmarks[j], blend[j], matrix[j] = reading.landmarks, reading.blendshapes, reading.matrix
                         pose[j] = reading.pose
-                        boxes[j] = face_frame(reading.landmarks)
+                        boxes[j] = landmark_frame(reading.landmarks)
                 if found[j]:
                     crop = crop_square(to_gray(frame) if channels == 1 else frame, *boxes[j], size)
                     with atomic_open(crops / f"{row_id(row)}.png") as handle:

@@ -24,6 +24,10 @@ W_DIM = 512
 FULL_SIDE = 1024
 W_AVG_SEED = 20210721  # the z sample whose mean w is the truncation centre (part of the model version)
 W_AVG_SAMPLES = 10_000
+MAP_BATCH = 256  # the mapping network always runs at this batch (cheap), so w never depends on the batch
+
+
+_W_AVG: dict[str, np.ndarray] = {}
 
 
 class PortraitModelError(RuntimeError):
@@ -50,7 +54,7 @@ class PortraitGenerator:
         self.threads = int(threads)
         self.model_dir = model_dir
 
-    def _compile(self, stem: str, input_name: str):
+    def _compile(self, stem: str, input_name: str, batch: int):
         try:
             import openvino as ov
         except ImportError as exc:
@@ -61,7 +65,7 @@ class PortraitGenerator:
         weights = find(PORTRAIT_GENERATOR, f"{stem}.bin", f"{base}.bin" if base else None)
         core = ov.Core()
         model = core.read_model(str(xml), str(weights))
-        model.reshape({input_name: [self.batch, W_DIM]})
+        model.reshape({input_name: [batch, W_DIM]})
         config = {"INFERENCE_PRECISION_HINT": "f32"}  # bf16 would change pixels with the CPU's features
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
@@ -69,18 +73,21 @@ class PortraitGenerator:
 
     @cached_property
     def _mapping(self):
-        return self._compile("MappingNetwork", "var")
+        return self._compile("MappingNetwork", "var", MAP_BATCH)
 
     @cached_property
     def _synthesis(self):
-        return self._compile("SynthesisNetwork", "style")
+        return self._compile("SynthesisNetwork", "style", self.batch)
 
-    def _run(self, compiled, x: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _run(compiled, x: np.ndarray) -> np.ndarray:
+        """Run in the compiled batch, padding the last chunk (so a row never depends on its neighbours)."""
+        batch = int(compiled.inputs[0].get_shape()[0])
         request = compiled.create_infer_request()
         out = []
-        for start in range(0, len(x), self.batch):
-            chunk = x[start:start + self.batch]
-            padded = np.zeros((self.batch, *chunk.shape[1:]), np.float32)
+        for start in range(0, len(x), batch):
+            chunk = x[start:start + batch]
+            padded = np.zeros((batch, *chunk.shape[1:]), np.float32)
             padded[: len(chunk)] = chunk
             result = request.infer({0: padded})
             out.append(np.array(result[compiled.outputs[0]][: len(chunk)], copy=True))
@@ -92,9 +99,12 @@ class PortraitGenerator:
 
     @cached_property
     def w_avg(self) -> np.ndarray:
-        """The truncation centre: the mean w of a fixed sample of z."""
-        z = rng_for(W_AVG_SEED, STREAM_PORTRAIT_Z).standard_normal((W_AVG_SAMPLES, W_DIM)).astype(np.float32)
-        return self.map(z).astype(np.float64).mean(0).astype(np.float32)
+        """The truncation centre: the mean w of a fixed sample of z (computed once per model folder)."""
+        key = str(self.model_dir or PORTRAIT_GENERATOR.folder)
+        if key not in _W_AVG:
+            z = rng_for(W_AVG_SEED, STREAM_PORTRAIT_Z).standard_normal((W_AVG_SAMPLES, W_DIM)).astype(np.float32)
+            _W_AVG[key] = self.map(z).astype(np.float64).mean(0).astype(np.float32)
+        return _W_AVG[key]
 
     def w(self, seeds: Sequence[int], psi: float | None = None) -> np.ndarray:
         """Truncated w = w_avg + psi (w - w_avg) for each seed."""

@@ -1,0 +1,126 @@
+"""Portraits of nobody: the generator's determinism, the corpus command, the linear models in w."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from surrogate.cli import cli
+from surrogate.portrait_directions import (
+    AttributeDirections,
+    DirectionsError,
+    auc,
+    conditioned_directions,
+    fit_directions,
+    fit_logistic,
+    read_gender_labels,
+)
+
+
+def test_conditioned_directions_move_one_readout_each() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((3, 512)).astype(np.float32)
+    truth[1] += 0.8 * truth[0]  # entangled read-outs, as smile and gender are
+    w = rng.standard_normal((4000, 512)).astype(np.float32)
+    y = w @ truth.T + rng.normal(0, 0.01, (4000, 3))
+    fitted = fit_directions(w, y, ("a", "b", "c"), np.ones(3), np.zeros(3), l2=1.0)
+    assert np.allclose(fitted.readout, truth, atol=0.02)
+    assert np.allclose(fitted.readout @ fitted.vectors.T, np.eye(3), atol=1e-4)
+    target = rng.standard_normal((5, 3)).astype(np.float32)
+    edited = fitted.edit(w[:5], target)
+    assert np.allclose(fitted.predict(edited), target, atol=1e-3)
+    # The plain regression vector of "a" moves "b" too; the conditioned one does not.
+    plain = truth[0] / np.linalg.norm(truth[0])
+    assert abs(truth[1] @ plain) > 0.5 * np.linalg.norm(truth[0])
+    assert abs(truth[1] @ conditioned_directions(truth)[0]) < 1e-4
+
+
+def test_directions_file_round_trip_and_bad_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    d = AttributeDirections(("x",), rng.standard_normal((1, 512)).astype(np.float32), np.zeros(1, np.float32),
+                            rng.standard_normal((1, 512)).astype(np.float32), np.ones(1, np.float32),
+                            np.zeros(1, np.float32))
+    d.save(tmp_path / "d.npz", rows=3)
+    again = AttributeDirections.load(tmp_path / "d.npz")
+    assert again.names == ("x",) and np.array_equal(again.vectors, d.vectors)
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(DirectionsError, match="bad.npz"):
+        AttributeDirections.load(tmp_path / "bad.npz")
+
+
+def test_gender_logistic_separates_and_labels_are_checked(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((300, 64)).astype(np.float32)
+    y = (w[:, 0] + 0.3 * rng.standard_normal(300) > 0).astype(int)
+    weights, bias = fit_logistic(w[:200], y[:200], l2=10.0)
+    assert auc(w[200:] @ weights + bias, y[200:]) > 0.85
+    labels = tmp_path / "labels.csv"
+    labels.write_text("row,label\n0,m\n1,f\n2,u\n")
+    assert read_gender_labels(labels) == {0: 1, 1: 0}
+    labels.write_text("row,label\n0,m\n1,x\n")
+    with pytest.raises(DirectionsError, match="labels.csv:3"):
+        read_gender_labels(labels)
+
+
+openvino = pytest.importorskip("openvino", reason="the portraits extra (openvino) is not installed")
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from surrogate.assets import AssetMissingError
+    from surrogate.portraits import PortraitGenerator
+
+    try:
+        return PortraitGenerator(batch=2)
+    except AssetMissingError as exc:  # pragma: no cover - the install step fetches the model
+        pytest.fail(f"the portrait model is not fetched: {exc}")
+
+
+def test_portraits_depend_on_the_seed_alone(generator) -> None:
+    from surrogate.portraits import PortraitGenerator
+
+    w = generator.w([11, 12, 13])
+    alone = PortraitGenerator(batch=1).w([12])
+    assert np.array_equal(w[1], alone[0])  # not on the batch or its neighbours
+    images = generator.render(w[:2], side=128)
+    again = generator.render(w[1:2], side=128)  # alone in a padded batch
+    assert images.shape == (2, 128, 128, 3) and images.dtype == np.uint8
+    assert np.array_equal(images[1], again[0])
+    assert np.abs(images[0].astype(int) - images[1]).mean() > 10  # two seeds, two people
+
+
+def test_truncation_pulls_towards_the_mean(generator) -> None:
+    from surrogate.portraits import PortraitGenerator
+
+    far = PortraitGenerator(psi=1.0, batch=2).w([5])[0]
+    near = generator.w([5], psi=0.0)[0]
+    assert np.allclose(near, generator.w_avg, atol=1e-5)
+    assert np.linalg.norm(generator.w([5])[0] - generator.w_avg) < np.linalg.norm(far - generator.w_avg)
+
+
+def test_portraits_command_builds_a_resumable_corpus(tmp_path: Path) -> None:
+    pytest.importorskip("mediapipe", reason="the portraits extra (mediapipe) is not installed")
+    out = tmp_path / "corpus"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["data", "portraits", "--n", "3", "--out", str(out), "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO((out / "attributes.csv").read_text())))
+    assert rows and list(rows[0])[:3] == ["id", "file", "yaw"]
+    assert all((out / r["file"]).is_file() for r in rows)
+    summary = json.loads((out / "corpus.json").read_text())
+    assert summary["counts"]["rendered"] == 3 and "non-commercial" in summary["licence"]
+    frames = sorted((out / "frames").glob("*.jpg"))
+    stamps = [f.stat().st_mtime_ns for f in frames]
+    again = runner.invoke(cli, ["data", "portraits", "--n", "3", "--out", str(out), "--seed", "4"])
+    assert again.exit_code == 0, again.output
+    assert [f.stat().st_mtime_ns for f in frames] == stamps  # nothing rendered twice
+    other = runner.invoke(cli, ["data", "portraits", "--n", "3", "--out", str(out), "--seed", "5"])
+    assert other.exit_code != 0 and "seed=4" in other.output
+    with np.load(out / "latents.npz") as latents:
+        assert latents["w"].shape == (3, 512) and len(set(latents["seeds"].tolist())) == 3
