@@ -202,3 +202,28 @@ class FaceLandmarks:
     def close(self) -> None:
         if "_landmarker" in self.__dict__:
             self.__dict__.pop("_landmarker").close()
+
+
+class MediaPipeEstimator:
+    """``predict(images)`` -> (N, A) pose and AUs read by MediaPipe, NaN rows where no face is found.
+
+    The schema is the default one without gender, which MediaPipe does not read; ``found`` holds the last
+    call's detections. An estimator for ``surrogate evaluate gan`` that nothing in this project trained.
+    """
+
+    def __init__(self, reader: FaceLandmarks | None = None) -> None:
+        from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
+
+        self.reader = reader or FaceLandmarks()
+        self.schema = AttributeSchema.from_names([n for n in DEFAULT_SCHEMA.names if n != "gender"])
+        self.found = np.zeros(0, bool)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        out = np.full((len(images), len(self.schema)), np.nan, np.float32)
+        for i, image in enumerate(images):
+            reading = self.reader.read(np.asarray(image))
+            if reading is not None:
+                values = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
+                out[i] = [values[name] for name in self.schema.names]
+        self.found = ~np.isnan(out[:, 0])
+        return out

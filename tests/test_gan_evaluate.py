@@ -14,7 +14,9 @@ from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 from training.gan.evaluate import (
     CachedDescriber,
     RidgePixelEstimator,
+    binary_auc,
     evaluate_generator,
+    frechet_distance,
     identity_diversity,
     mean_pairwise_l1,
     pearson,
@@ -154,6 +156,45 @@ class MeanBrightnessDescriber:
 
     def describe(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return np.array([[image.mean() / 255.0] for image in images]), np.ones(len(images), bool)
+
+
+def test_frechet_distance_and_auc_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # means 2 apart along one axis: distance 4; doubled scale: |mean|^2 + tr(4C) + tr(C) - 2 tr(2C) = |mean|^2 + tr C
+    assert frechet_distance(a + [2, 0, 0], a) == pytest.approx(4.0, abs=1e-6)
+    expected = float(a.mean(0) @ a.mean(0) + np.trace(np.cov(a, rowvar=False)))
+    assert frechet_distance(2 * a, a) == pytest.approx(expected, rel=1e-6)
+    assert binary_auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert binary_auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    assert np.isnan(binary_auc(np.array([0.5]), np.array([1])))
+    # pearson skips the rows an estimator could not read (NaN)
+    assert pearson(np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, np.nan, 6.0, 8.0])) == pytest.approx(1.0)
+
+
+class MissingEveryOtherFace(HalfMeanEstimator):
+    """An estimator that finds no face in every second image (as MediaPipe can)."""
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        out = super().predict(images)
+        self.found = np.arange(len(images)) % 2 == 0
+        out[~self.found] = np.nan
+        return out
+
+
+def test_face_found_rate_and_realism_are_reported() -> None:
+    train_images, train_values = real_data()
+    held_images, held_values = real_data(60)
+    result = evaluate_generator(BrightnessSource(True), MissingEveryOtherFace(), train_images, train_values,
+                                held_values, n_eval=40, groups=4, per_group=4, describer=MeanBrightnessDescriber(),
+                                realism_images=(held_images[:30], held_images[30:]))
+    report = result.report
+    assert report["face_found_rate"] == pytest.approx(0.5)
+    assert report["fidelity"]["yaw"]["pearson_r"] > 0.9  # from the faces it found
+    realism = report["realism"]
+    assert realism["of"]["generated"] == 40 and realism["described"]["real"] == 30
+    assert realism["generated_vs_real"] >= 0.0 and realism["floor_real_vs_real"] >= 0.0
 
 
 def test_identity_diversity_by_hand() -> None:

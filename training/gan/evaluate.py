@@ -139,10 +139,42 @@ class RidgePixelEstimator:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r over the pairs where both are finite (an estimator reads NaN where it finds no face)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    a, b = a[finite], b[finite]
     if len(a) < 3 or a.std() < 1e-12 or b.std() < 1e-12:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two descriptor sets (FID's formula, on any features)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu, cov_a, cov_b = a.mean(0) - b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)  # tr sqrt(A B) = tr sqrt(A^1/2 B A^1/2)
+    return float(mu @ mu + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+
+
+def realism_distance(generated: np.ndarray, real_a: np.ndarray, real_b: np.ndarray,
+                     describer: FaceDescriber) -> dict[str, Any]:
+    """Frechet distance on face descriptors: generated vs real, and real vs other real (the floor).
+
+    Images are (N, H, W)[, 3] uint8; faces the describer cannot find are left out and counted.
+    """
+    def describe(images: np.ndarray) -> np.ndarray:
+        descriptors, found = describer.describe(list(images))
+        return np.asarray(descriptors)[np.asarray(found, bool)]
+
+    fake, first, second = describe(generated), describe(real_a), describe(real_b)
+    return {
+        "generated_vs_real": frechet_distance(fake, first),
+        "floor_real_vs_real": frechet_distance(second, first),
+        "described": {"generated": len(fake), "real": len(first), "real_second": len(second)},
+        "of": {"generated": len(generated), "real": len(real_a), "real_second": len(real_b)},
+    }
 
 
 def mean_pairwise_l1(groups: np.ndarray) -> float:
@@ -293,9 +325,10 @@ def evaluate_generator(
     sweep_steps: int = 7,
     seed: int = 0,
     describer: FaceDescriber | None = None,
+    realism_images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EvaluationResult:
-    """Fidelity and diversity (and, given a face describer, identity diversity). Images are uint8
-    (N, C, H, W) (the training data layout)."""
+    """Fidelity and diversity (and, given a face describer, identity diversity and, given two sets of real
+    images, the realism distance). Images are uint8 (N, C, H, W) (the training data layout)."""
     schema = source.schema
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(held_values), size=min(n_eval, len(held_values)), replace=False)
@@ -303,6 +336,8 @@ def evaluate_generator(
     z = z_batch([EVAL_SEED_BASE + i for i in range(len(requested))], source.z_dim)
     generated = source.generate(requested, z)
     estimated = estimator.predict(generated)
+    found = getattr(estimator, "found", None)  # estimators that can miss a face say where
+    found_rate = float(np.mean(found)) if found is not None and len(found) == len(generated) else None
 
     common = [n for n in schema.names if n in estimator.schema]
     fidelity: dict[str, Any] = {}
@@ -318,6 +353,9 @@ def evaluate_generator(
         if ceiling_est is not None:
             held_pick = held_values if held_images is not None else None
             entry["estimator_r_on_real"] = pearson(held_pick[: len(ceiling_est), i], ceiling_est[:, j])
+        if name == "gender":
+            finite = np.isfinite(estimated[:, j])
+            entry["auc"] = binary_auc(estimated[finite, j], requested[finite, i] > 0.5)
         entry["meets_target"] = bool(not math.isnan(entry["pearson_r"]) and entry["pearson_r"] >= entry["target_r"])
         fidelity[name] = entry
 
@@ -360,9 +398,30 @@ def evaluate_generator(
         },
         "all_targets_met": bool(all(e["meets_target"] for e in fidelity.values()) and ratio >= TARGET_DIVERSITY),
     }
+    if found_rate is not None:
+        report["face_found_rate"] = found_rate
     if describer is not None:
         report["identity_diversity"] = identity_diversity(samples, real_groups, describer)
+        if realism_images is not None:
+            real_a, real_b = realism_images
+            report["realism"] = realism_distance(generated, _to_hwc(real_a), _to_hwc(real_b), describer)
     return EvaluationResult(report, samples, sweep, real_groups)
+
+
+def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of scores for boolean labels (ties count half); NaN with one class."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    merged = np.concatenate([pos, neg])
+    for value in np.unique(merged):  # average ranks of ties
+        tied = merged == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def markdown_summary(report: dict[str, Any], source: str, estimator: str) -> str:
@@ -408,6 +467,20 @@ def markdown_summary(report: dict[str, Any], source: str, estimator: str) -> str
             f"{i['real_different_person_fraction']:.1%}. The floor is each face against a copy with Gaussian noise "
             f"of {i['noise_std']:g} grey levels. Not an issue target: it asks whether z changes the "
             "person, where the pixel ratio also counts lighting and hair.",
+            "",
+        ]
+    if "face_found_rate" in report:
+        lines += [f"Faces found by the estimator in the samples: **{report['face_found_rate']:.1%}**.", ""]
+    if "gender" in report["fidelity"] and "auc" in report["fidelity"]["gender"]:
+        lines += [f"Gender AUC (requested > 0.5 vs the estimator's reading): "
+                  f"**{report['fidelity']['gender']['auc']:.3f}**.", ""]
+    if "realism" in report:
+        r = report["realism"]
+        lines += [
+            f"Realism distance (Frechet distance of dlib descriptors): samples vs held-out real faces "
+            f"**{r['generated_vs_real']:.4f}**, real vs other real faces (the floor) {r['floor_real_vs_real']:.4f}; "
+            f"described {r['described']['generated']}/{r['of']['generated']} samples, "
+            f"{r['described']['real']}/{r['of']['real']} real.",
             "",
         ]
     lines += [
@@ -578,8 +651,9 @@ def snapshot_figure(rows: list[tuple[int, dict[str, Any]]], path: Path) -> bool:
     default="ridge",
     show_default=True,
     help="Independent attribute estimator: a reconstruction-network checkpoint, a model repository with a "
-    "`recon` model (onnxruntime, e.g. model_repository), or 'ridge' for a pixel ridge regressor fitted on "
-    "the real training images.",
+    "`recon` model (onnxruntime, e.g. model_repository), 'mediapipe' (MediaPipe FaceLandmarker's pose and AUs, "
+    "no gender; also reports the face-detection rate), or 'ridge' for a pixel ridge regressor fitted on the "
+    "real training images.",
 )
 @click.option(
     "--data",
@@ -632,6 +706,12 @@ def snapshot_figure(rows: list[tuple[int, dict[str, Any]]], path: Path) -> bool:
     help="Also measure diversity on dlib face descriptors (the audit's identity model; needs the audit extra): "
     "does a new z give a different-looking person, not only other lighting and hair.",
 )
+@click.option(
+    "--realism",
+    is_flag=True,
+    help="With --identity-diversity: the Frechet distance between dlib descriptors of the n-eval samples and as "
+    "many held-out real faces, beside the same distance between two halves of the real faces (the floor).",
+)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 def evaluate_gan_command(
     checkpoint: Path | None,
@@ -647,6 +727,7 @@ def evaluate_gan_command(
     confirm_n: int,
     rank_by: str,
     identity_diversity: bool,
+    realism: bool,
     device: str,
 ) -> None:
     """Measure a generator's attribute fidelity (independent estimator) and diversity."""
@@ -691,7 +772,13 @@ def evaluate_gan_command(
     if len(held_idx) == 0:
         click.echo("no held-out identities: using every row's attribute vector", err=True)
         held_idx = train_idx
-    if estimator == "ridge":
+    if realism and not identity_diversity:
+        raise click.ClickException("--realism needs --identity-diversity (both use dlib's descriptors)")
+    if estimator == "mediapipe":
+        from surrogate.landmarks import MediaPipeEstimator
+
+        est = MediaPipeEstimator()
+    elif estimator == "ridge":
         fit = train_idx[:4000]
         est: AttributeEstimator = RidgePixelEstimator(source.schema).fit(
             _to_hwc(dataset.images[fit]), dataset.values[fit]
@@ -723,6 +810,7 @@ def evaluate_gan_command(
             n_eval=n,
             seed=split_seed,
             describer=describer,
+            realism_images=(dataset.images[held_idx][:n], dataset.images[train_idx][:n]) if realism else None,
         )
 
     if snapshots:
