@@ -151,7 +151,8 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two descriptor sets (FID's formula, on any features)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu, cov_a, cov_b = a.mean(0) - b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    mu = a.mean(0) - b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
     values, vectors = np.linalg.eigh(cov_a)
     root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
     cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)  # tr sqrt(A B) = tr sqrt(A^1/2 B A^1/2)
