@@ -18,6 +18,9 @@
 #                          this many seconds since the call began, less 90 s for loading and collecting (at
 #                          least 1 minute; recon is not limited by it); ignored with --smoke
 #   GAN_CONFIG=FILE        the GAN config (default configs/gan/default64.toml; --smoke: tiny_cpu.toml)
+#   GAN_DATA=DIR           train on this image folder instead of rendering synthetic faces (e.g. a portrait
+#                          corpus carried to the machine: `surrogate data portraits`), with the attribute file
+#   GAN_ATTRIBUTES=FILE    (default DIR/attributes.csv); N_FACES is then unused
 #   GAN_RESUME=FILE        continue this checkpoint (a last.pt, e.g. a CPU run's, carried to the machine) in
 #                          every GAN run instead of starting from scratch (each run folder is emptied first);
 #                          the config must have its model
@@ -90,7 +93,16 @@ print("python", platform.python_version(), "torch", torch.__version__)
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
 PYEOF
 
-if wants gan; then
+GAN_DATA=${GAN_DATA:-}
+GAN_ATTRIBUTES=${GAN_ATTRIBUTES:-${GAN_DATA:+$GAN_DATA/attributes.csv}}
+if [ -n "$GAN_DATA" ] && [ ! -f "$GAN_ATTRIBUTES" ]; then
+  echo "GAN_DATA: no attribute file at $GAN_ATTRIBUTES" >&2
+  exit 2
+fi
+DATA_ARGS=(--data "$WORK/synth")
+[ -n "$GAN_DATA" ] && DATA_ARGS=(--data "$GAN_DATA" --attributes "$GAN_ATTRIBUTES")
+
+if wants gan && [ -z "$GAN_DATA" ]; then
   log "rendering $N synthetic faces with $CORES processes"
   $PY -m surrogate.cli data synth --n "$N" --out "$WORK/synth" --seed 0 --size "$SIZE" \
       --workers "$CORES" --batch-size 64 > "$WORK/synth.log" 2>&1 || { tail -20 "$WORK/synth.log"; exit 1; }
@@ -119,7 +131,7 @@ if wants gan; then
       resume=(--resume)
     fi
     log "GAN run $name: ${sets[*]:-(config as is)} ${GAN_ARGS[*]}${GAN_RESUME:+, from $GAN_RESUME}"
-    $PY -m surrogate.cli train gan --config "$GAN_CFG" --data "$WORK/synth" --out "$WORK/$name" \
+    $PY -m surrogate.cli train gan --config "$GAN_CFG" "${DATA_ARGS[@]}" --out "$WORK/$name" \
         --device "$DEVICE" "${GAN_ARGS[@]}" "${resume[@]}" "${sets[@]}" > "$OUT/$name.log" 2>&1 &
     PIDS[$name]=$!
   done

@@ -132,3 +132,30 @@ def test_bad_settings_are_refused_before_any_work(tmp_path: Path) -> None:
         )
         assert done.returncode == 2 and message in done.stderr, settings
         assert not (tmp_path / "w" / "synth").exists()  # refused before rendering anything
+
+
+def test_smoke_run_on_a_carried_image_folder(tmp_path: Path) -> None:
+    """GAN_DATA: train on a corpus folder (as `surrogate data portraits` writes it) instead of renders."""
+    import numpy as np
+
+    from surrogate.imageio import save_png
+    from surrogate.schema import DEFAULT_SCHEMA
+
+    corpus = tmp_path / "corpus"
+    rng = np.random.default_rng(0)
+    lines = ["id,file," + ",".join(DEFAULT_SCHEMA.names)]
+    for i in range(24):
+        save_png(corpus / "images64g" / f"{i:06d}.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+        values = DEFAULT_SCHEMA.denormalise(rng.random((1, len(DEFAULT_SCHEMA))))[0]
+        lines.append(f"{i:06d},images64g/{i:06d}.png," + ",".join(f"{v:.3f}" for v in values))
+    (corpus / "attributes.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "work"), "MODELS": "gan",
+           "GAN_DATA": str(corpus), "RESUME_BUNDLE": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "train_defaults.sh"), str(out), "--smoke"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gan.tar"]
+    assert "rendering" not in done.stdout
+    with tarfile.open(out / "gan.tar") as tar:
+        assert "training on 19 images (5 held out)" in tar.extractfile("train.log").read().decode()
