@@ -9,8 +9,9 @@ What it gives per face:
 - head pose from its facial transformation matrix, in the schema's convention (OpenFace's camera frame:
   yaw > 0 turns the nose towards the image's left, pitch > 0 tilts the head down, roll > 0 tilts the top
   of the head towards the image's right);
-- AU intensities 0-5 from its 52 ARKit blendshapes (``AU_BLENDSHAPES``), each mapped linearly between a
-  rest level and a strong level (``AU_CALIBRATION``, measured on the portrait corpus: docs/portraits.md).
+- AU intensities 0-5 from its 52 ARKit blendshapes (``AU_BLENDSHAPES``; AU06 through a proxy, see
+  ``AU06_PROXY``), each mapped linearly between a rest level and a strong level (``AU_CALIBRATION``, measured
+  on the portrait corpus: docs/portraits.md).
 It reads no gender: ``surrogate attributes extract --extractor mediapipe`` takes gender from the
 reconstruction network.
 
@@ -40,22 +41,25 @@ PAD_GREY = 128
 AU_BLENDSHAPES: dict[str, tuple[str, ...]] = {
     "AU04": ("browDownLeft", "browDownRight"),
     "AU05": ("eyeWideLeft", "eyeWideRight"),
-    "AU06": ("cheekSquintLeft", "cheekSquintRight"),
     "AU07": ("eyeSquintLeft", "eyeSquintRight"),
     "AU12": ("mouthSmileLeft", "mouthSmileRight"),
     "AU23": ("mouthPressLeft", "mouthPressRight"),
 }
-# AU intensity = 5 * clip((blendshape - rest) / (strong - rest), 0, 1). Rest: the corpus median;
-# strong: its 99.5th percentile (docs/portraits.md, "Calibration"), so the scale uses the full 0-5.
+# AU06 (cheek raiser) has no usable blendshape: cheekSquint is exactly 0 on all 2,048 portraits of the
+# natural corpus (and near 0 on real photos). A raised cheek narrows the eye from below while the lip
+# corners rise, so AU06 is read as the geometric mean of the eye-squint and smile levels: a proxy that
+# co-varies with AU07 and AU12 by construction (docs/portraits.md says what that means for AU06's r).
+AU06_PROXY = ("AU07", "AU12")
+# AU intensity = 5 * clip((level - rest) / (strong - rest), 0, 1); rest: the 5th and strong: the 99.5th
+# percentile of the level over the natural portrait corpus (2,048 unedited portraits, docs/portraits.md).
 AU_CALIBRATION: dict[str, tuple[float, float]] = {
-    "AU04": (0.02, 0.50),
-    "AU05": (0.02, 0.40),
-    "AU06": (0.0, 0.15),
-    "AU07": (0.15, 0.75),
-    "AU12": (0.05, 0.95),
-    "AU23": (0.05, 0.55),
+    "AU04": (0.003, 0.82),
+    "AU05": (0.002, 0.085),
+    "AU06": (0.018, 0.84),
+    "AU07": (0.23, 0.81),
+    "AU12": (0.001, 0.97),
+    "AU23": (0.013, 0.49),
 }
-
 
 class LandmarkerError(RuntimeError):
     """MediaPipe is missing or its model file is not fetched."""
@@ -106,10 +110,12 @@ _BLENDSHAPE_INDEX = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
 
 
 def raw_au_levels(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
-    """Each AU's blendshape level (mean of its sides) before calibration; works on (..., 52) arrays."""
+    """Each AU's level (mean of its blendshapes' sides; AU06 the proxy) before calibration, on (..., 52)."""
     blendshapes = np.asarray(blendshapes, np.float32)
-    return {au: blendshapes[..., [_BLENDSHAPE_INDEX[n] for n in names]].mean(-1)
-            for au, names in AU_BLENDSHAPES.items()}
+    levels = {au: blendshapes[..., [_BLENDSHAPE_INDEX[n] for n in names]].mean(-1)
+              for au, names in AU_BLENDSHAPES.items()}
+    levels["AU06"] = np.sqrt(levels[AU06_PROXY[0]] * levels[AU06_PROXY[1]])
+    return {au: levels[au] for au in AU_CALIBRATION}
 
 
 def aus_from_blendshapes(blendshapes: np.ndarray) -> dict[str, np.ndarray]:

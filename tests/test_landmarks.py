@@ -74,13 +74,20 @@ def test_pose_from_matrix_reads_pure_rotations() -> None:
 def test_au_calibration_maps_rest_to_zero_and_strong_to_five() -> None:
     from surrogate.landmarks import AU_BLENDSHAPES, AU_CALIBRATION, BLENDSHAPE_NAMES
 
-    rest, strong = np.zeros(52, np.float32), np.zeros(52, np.float32)
+    rest, strong = np.zeros(52, np.float32), np.ones(52, np.float32)
     for au, names in AU_BLENDSHAPES.items():
         for name in names:
             rest[BLENDSHAPE_NAMES.index(name)] = AU_CALIBRATION[au][0]
             strong[BLENDSHAPE_NAMES.index(name)] = AU_CALIBRATION[au][1]
-    assert all(v == pytest.approx(0.0) for v in aus_from_blendshapes(rest).values())
-    assert all(v == pytest.approx(5.0) for v in aus_from_blendshapes(strong).values())
+    rest_aus, strong_aus = aus_from_blendshapes(rest), aus_from_blendshapes(strong)
+    assert all(rest_aus[au] == pytest.approx(0.0, abs=1e-5) for au in AU_BLENDSHAPES)
+    assert all(strong_aus[au] == pytest.approx(5.0) for au in AU_BLENDSHAPES)
+    # AU06's proxy: no eye squint, no cheek raise, however broad the smile
+    smile_only = rest.copy()
+    smile_only[BLENDSHAPE_NAMES.index("mouthSmileLeft")] = smile_only[BLENDSHAPE_NAMES.index("mouthSmileRight")] = 1
+    for name in ("eyeSquintLeft", "eyeSquintRight"):
+        smile_only[BLENDSHAPE_NAMES.index(name)] = 0.0
+    assert aus_from_blendshapes(smile_only)["AU06"] == 0.0 and aus_from_blendshapes(strong)["AU06"] > 4.5
 
 
 def test_tightly_cropped_small_faces_are_found() -> None:
