@@ -100,15 +100,14 @@ class LoadResult:
 def in_process_images_per_s(
     repository: Path, batch_sizes: list[int], seconds: float = 2.0
 ) -> dict[int, float]:
-    """Generator images/s through onnxruntime in this process (EmbeddedBackend), by batch size."""
+    """Generator images/s through onnxruntime in this process (the runtime's embedded backend), by batch size."""
     import numpy as np
 
-    from service.backends import EmbeddedBackend
-    from service.config import ServiceConfig
     from surrogate.noise import z_batch
+    from surrogate.runtime import OnnxRuntimeBackend
     from surrogate.schema import DEFAULT_SCHEMA
 
-    backend = EmbeddedBackend(ServiceConfig(model_repository=str(repository)))
+    backend = OnnxRuntimeBackend(repository)
     schema = backend.gan.schema
     values = (
         DEFAULT_SCHEMA.validate_records([RECORD])

@@ -34,11 +34,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from service import metrics
-from service.backends import Backend, BackendError, ModelInfo
 from service.config import ServiceConfig
 from service.schemas import AnonymizeRequest, ImageRequest, SynthesizeRequest, openapi_document
-from surrogate.imageio import ImageDecodeError, decode_image, encode_png
-from surrogate.noise import check_seed, image_seeds, record_seed, z_batch
+from surrogate.imageio import ImageDecodeError, decode_image, encode_png, safe_file_stem
+from surrogate.noise import check_seed, expand_seeds, image_seeds
+from surrogate.runtime import Backend, BackendError, ModelInfo, generator_noise, record_seeds, require, to_hwc
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema, AttributeValidationError
 from surrogate.synthesis import reorder
 
@@ -379,12 +379,14 @@ class SurrogateAPI:
     async def render(
         self, method: str, schema: AttributeSchema, values: np.ndarray, seeds: list[int]
     ) -> np.ndarray:
-        """(M, A) natural units + M seeds -> M images; the GAN rows go to the batching worker in chunks."""
+        """(M, A) natural units + M seeds -> M uint8 (H, W[, C]) images; the GAN rows go to the batching
+        worker in concurrent chunks (so this is the runtime's ``generate_images`` spread over the worker)."""
         if method == "3d":
             from surrogate.surrogate3d import render_surrogates_3d
 
             return await anyio.to_thread.run_sync(lambda: render_surrogates_3d(schema, values, seeds))
-        z = z_batch(seeds)
+        gan, _ = await self.engine.models()
+        z = generator_noise(seeds, require(gan, "generator"))
         step = max(1, self.engine.max_batch_rows)
         results: list[np.ndarray | None] = [None] * ((len(values) + step - 1) // step)
 
@@ -396,7 +398,7 @@ class SurrogateAPI:
         async with anyio.create_task_group() as group:
             for i in range(len(results)):
                 group.start_soon(run, i)
-        return np.concatenate(results)  # type: ignore[arg-type]
+        return to_hwc(np.concatenate(results))  # type: ignore[arg-type]
 
     def check_counts(self, records: int, n: int) -> None:
         lim = self.limits
@@ -437,8 +439,7 @@ class SurrogateAPI:
             values = schema.validate_records(req.records, source="records")
         except AttributeValidationError as exc:
             raise RequestError(422, str(exc), problems_from_attributes(exc)) from None
-        record_seeds = self.record_seeds(req)
-        seeds = [s for rs in record_seeds for s in self.image_seeds(rs, req.n)]
+        seeds = self.request_seeds(req)
         rows = np.repeat(values, req.n, axis=0)
         total = len(seeds)
         if req.format == "png" and total != 1:
@@ -485,9 +486,10 @@ class SurrogateAPI:
             return {}
         return {"X-Surrogate-Model": made_by["name"], "X-Surrogate-Model-Version": str(made_by["version"])}
 
-    def record_seeds(self, req: SynthesizeRequest) -> list[int]:
+    def request_seeds(self, req: SynthesizeRequest) -> list[int]:
+        """The seed of every image of the request, record-major (the runtime's seed rule)."""
         if req.seeds is None:
-            return [self.checked(record_seed, req.seed, r, req.n) for r in range(len(req.records))]
+            return self.checked(record_seeds, req.seed, len(req.records), req.n)
         if len(req.seeds) != len(req.records):
             raise RequestError(
                 422,
@@ -501,14 +503,14 @@ class SurrogateAPI:
                 raise RequestError(
                     422, str(exc), [{"row": row, "field": "seeds", "reason": str(exc)}]
                 ) from None
-        return list(req.seeds)
+        return self.checked(expand_seeds, req.seeds, req.n)
 
     @classmethod
     def image_seeds(cls, seed: int, n: int) -> list[int]:
         return cls.checked(image_seeds, seed, n)
 
     @staticmethod
-    def checked(rule: Callable[..., _T], *args: int) -> _T:
+    def checked(rule: Callable[..., _T], *args: Any) -> _T:
         """Apply a seeding rule of surrogate.noise; a seed out of range is the caller's 422."""
         try:
             return rule(*args)
@@ -534,8 +536,7 @@ class SurrogateAPI:
         schema, gan = await self.target_schema(method)
         table = await anyio.to_thread.run_sync(read_attribute_upload, upload, file_format, schema)
         self.check_counts(len(table.ids), n)
-        record_seeds = [self.checked(record_seed, seed, r, n) for r in range(len(table.ids))]
-        seeds = [s for rs in record_seeds for s in self.image_seeds(rs, n)]
+        seeds = self.checked(record_seeds, seed, len(table.ids), n)
         images = (
             await self.render(method, schema, np.repeat(table.values, n, axis=0), seeds)
             if seeds
@@ -709,7 +710,7 @@ def read_attribute_upload(upload: Part, file_format: str, schema: AttributeSchem
     name the upload's file."""
     from surrogate.adapters import AttributeFileError, InMemoryFile, read_attributes
 
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.filename or "upload.csv").name)[:100] or "upload.csv"
+    name = safe_file_stem(Path(upload.filename or "upload.csv").name, fallback="upload.csv", max_length=100)
     try:
         return read_attributes(InMemoryFile(name, upload.data), format=file_format, schema=schema)
     except (AttributeFileError, ValueError, UnicodeDecodeError) as exc:
@@ -748,7 +749,7 @@ def build_zip(
         for r, (row_id, source_row) in enumerate(
             zip(table.ids, table.rows or range(1, len(table.ids) + 1), strict=False)
         ):
-            stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(row_id))[:120] or f"row{source_row}"
+            stem = safe_file_stem(row_id, fallback=f"row{source_row}", max_length=120)
             while stem in used_names:
                 stem += "_"
             used_names.add(stem)

@@ -20,7 +20,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 import bentoml  # noqa: E402 - tracking must be off before bentoml is imported
 import numpy as np  # noqa: E402
 
-from service.backends import BackendError, ModelInfo, create_backend, model_info_from_dict  # noqa: E402
+from service.backends import BackendError, ModelInfo, create_backend  # noqa: E402
 from service.config import ServiceConfig  # noqa: E402
 from service.http_app import SurrogateAPI, timed_call  # noqa: E402
 
@@ -88,7 +88,7 @@ class WorkerEngine:
             facts = await self.worker.to_async.describe()
             self.backend_kind = facts["backend"]
             self._models = tuple(
-                model_info_from_dict(facts[k]) if facts[k] else None  # type: ignore[assignment]
+                ModelInfo.from_dict(facts[k]) if facts[k] else None  # type: ignore[assignment]
                 for k in ("gan", "recon")
             )
         return self._models  # type: ignore[return-value]

@@ -74,9 +74,19 @@ def record_seed(seed: int, row: int, n: int) -> int:
     return first
 
 
+def row_seed(seed: int, row: int, k: int, n: int) -> int:
+    """Seed of surrogate k of record (or file row) ``row``: stable across reruns and independent of other rows."""
+    return record_seed(seed, row, n) + k
+
+
 def record_seeds(seed: int, records: int, n: int) -> list[int]:
     """Seeds of every image of ``records`` records with n copies each, record-major."""
-    return [s for r in range(records) for s in image_seeds(record_seed(seed, r, n), n)]
+    return expand_seeds([record_seed(seed, r, n) for r in range(records)], n)
+
+
+def expand_seeds(first_seeds: Sequence[int], n: int) -> list[int]:
+    """Seeds of every image of records whose first seeds are given (n copies each), record-major."""
+    return [s for first in first_seeds for s in image_seeds(first, n)]
 
 
 def image_seeds(seed: int, n: int) -> list[int]:

@@ -10,14 +10,12 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from surrogate.imageio import atomic_write_text, save_png
-from surrogate.noise import MAX_SEED, record_seed
+from surrogate.imageio import atomic_write_text, safe_file_stem, save_png
+from surrogate.noise import MAX_SEED
+from surrogate.runtime import row_seed
 from surrogate.synthesis import METHODS, method_schema, synthesize
 
-
-def row_seed(base_seed: int, row: int, k: int, n: int) -> int:
-    """Seed of surrogate k of source row ``row``: stable across reruns and independent of other rows."""
-    return record_seed(base_seed, row, n) + k
+__all__ = ["row_seed", "safe_file_stem", "synthesize_command"]  # row_seed: older callers import it here
 
 
 @click.command(name="synthesize")
@@ -73,11 +71,6 @@ def synthesize_command(attributes_path: str, out_dir: str, method: str, seed: in
     atomic_write_text(out / "rejected.csv", _csv(rejected, ["row", "id", "reason"]))
     click.echo(f"{len(rows)} surrogates in {out} ({len(todo)} rendered now, {len(rows) - len(todo)} already there); "
                f"{len(rejected)} rejected rows in {out / 'rejected.csv'}")
-
-
-def safe_file_stem(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
-    return keep.strip(".") or "row"
 
 
 def _csv(rows: list[dict[str, object]], columns: list[str] | None = None) -> str:
