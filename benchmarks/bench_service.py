@@ -204,13 +204,10 @@ def backend_environment(
     if backend == "embedded":
         yield {}
         return
-    from export.triton import (
-        TritonInstallation,
-        TritonServer,
-        default_triton_venv,
-        ensure_triton_venv,
-        write_python_backend_repository,
-    )
+    from export.triton import write_python_backend_repository
+
+    sys.path.insert(0, str(ROOT / "tests"))  # the Triton server harness is test support
+    from triton_harness import TritonInstallation, TritonServer, default_triton_venv, ensure_triton_venv
 
     try:
         TritonInstallation.find(default_triton_venv())
