@@ -49,13 +49,13 @@ SUSPICIOUS = ("image", "pixel", "photo", "crop", "source", "identity", "face", "
 
 def synthesis_entry_points() -> dict[str, Callable[..., Any]]:
     """The functions that turn attributes + seeds into surrogate pixels (torch-free)."""
-    from surrogate import runtime, surrogate3d, synthesis
+    from surrogate import runtime, synthesis, synthesis_3d
 
     return {
         "surrogate.synthesis.synthesize": synthesis.synthesize,
         "surrogate.runtime.generate_images": runtime.generate_images,
-        "surrogate.surrogate3d.render_surrogates_3d": surrogate3d.render_surrogates_3d,
-        "surrogate.surrogate3d.surrogate_params": surrogate3d.surrogate_params,
+        "surrogate.synthesis_3d.render_surrogates_3d": synthesis_3d.render_surrogates_3d,
+        "surrogate.synthesis_3d.surrogate_params": synthesis_3d.surrogate_params,
     }
 
 

@@ -211,7 +211,7 @@ class SurrogateAPI:
         """(M, A) natural units + M seeds -> M uint8 (H, W[, C]) images; the GAN rows go to the batching
         worker in concurrent chunks (so this is the runtime's ``generate_images`` spread over the worker)."""
         if method == "3d":
-            from surrogate.surrogate3d import render_surrogates_3d
+            from surrogate.synthesis_3d import render_surrogates_3d
 
             return await anyio.to_thread.run_sync(lambda: render_surrogates_3d(schema, values, seeds))
         gan, _ = await self.engine.models()
@@ -531,7 +531,7 @@ def _is_unavailable(exc: Exception) -> bool:
 
 def _renderer_available() -> bool:
     try:
-        import surrogate.surrogate3d  # noqa: F401
+        import surrogate.synthesis_3d  # noqa: F401
     except ImportError:
         return False
     return True

@@ -18,7 +18,7 @@ MAX_SEED = 2**63 - 1
 _STREAM_GAN_Z = 0
 _STREAM_IDENTITY = 1
 _STREAM_SCENE = 2
-# Streams of the synthetic training data (surrogate.synth) and the annotation tools (annotation/).
+# Streams of the synthetic training data (surrogate.training_data) and the annotation tools (annotation/).
 STREAM_SYNTH_ROW = 101
 STREAM_SYNTH_IDENTITY = 102
 STREAM_TASK_ORDER = 1001

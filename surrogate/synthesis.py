@@ -65,7 +65,7 @@ def synthesize(
         values = reorder(values, schema, target)
     target.validate_array(values, source="attributes")
     if method == "3d":
-        from surrogate.surrogate3d import render_surrogates_3d
+        from surrogate.synthesis_3d import render_surrogates_3d
 
         return render_surrogates_3d(target, values, list(seeds), size=size or DEFAULT_3D_SIZE, rgb=rgb)
     # The repository object is cached, and with it the sessions; the backend is rebuilt per call so that
