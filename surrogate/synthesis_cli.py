@@ -29,21 +29,31 @@ from surrogate.synthesis import METHODS, method_schema, synthesize
 
 __all__ = ["synthesize_batch_command", "synthesize_command"]
 
+# The options both commands share, so that they mean the same in both.
+method_option = click.option("--method", type=click.Choice(METHODS), default="3d", show_default=True,
+                             help="3d: the parametric face model; gan: the conditional BEGAN-CS generator.")
+seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+                           help="Base seed; surrogate k of row i uses seed + i*n + k (in both commands).")
+n_option = click.option("--n", "n_per_row", type=click.IntRange(1, 64), default=1, show_default=True,
+                        help="Surrogates per attribute row.")
+size_option = click.option("--size", type=click.IntRange(16, 512), default=None, help="Output size in pixels.")
+format_option = click.option("--format", "file_format", default="auto", show_default=True,
+                             help="Attribute file format: auto, openface, pyfeat, libreface, canonical, json.")
+repository_option = click.option(
+    "--repository", type=click.Path(file_okay=False), default=None,
+    help="Model repository for --method gan (default: $SURROGATE_MODEL_REPOSITORY or ./model_repository).")
+
 
 @click.command(name="synthesize")
 @click.option("--attributes", "attributes_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Attribute file: OpenFace / py-feat / LibreFace CSV, canonical CSV or JSON.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--method", type=click.Choice(METHODS), default="3d", show_default=True,
-              help="3d: the parametric face model; gan: the conditional BEGAN-CS generator.")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
-              help="Base seed; surrogate k of row i uses seed + i*n + k.")
-@click.option("--n", "n_per_row", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Surrogates per attribute row.")
-@click.option("--size", type=click.IntRange(16, 512), default=None, help="Output size in pixels.")
-@click.option("--format", "file_format", default="auto", show_default=True, help="Attribute file format.")
-@click.option("--repository", type=click.Path(file_okay=False), default=None,
-              help="Model repository for --method gan (default: $SURROGATE_MODEL_REPOSITORY or ./model_repository).")
+@method_option
+@seed_option
+@n_option
+@size_option
+@format_option
+@repository_option
 def synthesize_command(attributes_path: str, out_dir: str, method: str, seed: int, n_per_row: int,
                        size: int | None, file_format: str, repository: str | None) -> None:
     """Render surrogates for every valid row of an attribute file.
@@ -108,19 +118,14 @@ class BackendUnavailableExit(click.ClickException):
               help="Output folder (shared by all shards of a run).")
 @click.option("--shard", default="0/1", show_default=True, metavar="INDEX/COUNT",
               help="Render only the rows r with r % COUNT == INDEX (e.g. $JOB_COMPLETION_INDEX/$SHARDS).")
-@click.option("--method", type=click.Choice(["3d", "gan"]), default="3d", show_default=True,
-              help="3d: the parametric face model; gan: the conditional BEGAN-CS generator.")
+@method_option
 @click.option("--backend", type=click.Choice(["embedded", "triton"]), default="embedded", show_default=True,
               help="embedded: in this process (onnxruntime, 3-D renderer); triton: the GAN on Triton.")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
-              help="Base seed; surrogate k of row i uses seed + i*n + k (as `surrogate synthesize`).")
-@click.option("--n", "n_per_row", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Surrogates per attribute row.")
-@click.option("--size", type=click.IntRange(16, 512), default=None, help="Output size in pixels.")
-@click.option("--format", "file_format", default="auto", show_default=True,
-              help="Attribute file format: auto, openface, pyfeat, libreface, canonical, json.")
-@click.option("--repository", type=click.Path(file_okay=False), default=None,
-              help="Model repository (default: $SURROGATE_MODEL_REPOSITORY or ./model_repository).")
+@seed_option
+@n_option
+@size_option
+@format_option
+@repository_option
 @click.option("--triton-url", envvar="SURROGATE_TRITON_URL", default="127.0.0.1:8001", show_default=True,
               help="Triton host:port for --backend triton ($SURROGATE_TRITON_URL).")
 @click.option("--triton-protocol", envvar="SURROGATE_TRITON_PROTOCOL", type=click.Choice(["grpc", "http"]),
