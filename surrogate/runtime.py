@@ -13,7 +13,7 @@ A surrogate depends only on (attributes, seed, model version). This module is wh
 
 Synthesis, batch synthesis, the Python clients, the GAN evaluation and the audit call it; the service
 only adapts it to HTTP. This module imports nothing above the core (service/, training/, export/,
-audit/); ``tests/test_core.py`` keeps it so.
+audit/, annotation/); ``tests/test_runtime.py`` keeps it so.
 
 Another embedded backend (e.g. OpenVINO) plugs in by implementing ``Backend`` (``generate(attributes,
 z)`` -> uint8 NCHW, ``gan``/``recon`` as ``ModelInfo``) and calling ``register_backend``; its z width
@@ -52,6 +52,7 @@ __all__ = [
     "open_backend",
     "record_seeds",
     "register_backend",
+    "require",
     "row_seed",
     "run_generator",
     "to_hwc",
@@ -85,7 +86,7 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
-    noise: str = "uniform"
+    noise: str = "uniform"  # the z law, a key of NOISE; travels with to_dict so a front end draws the same z
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -108,6 +109,7 @@ class ModelInfo:
             "attributes": self.schema.to_dict()["attributes"],
             "inputs": tensors(self.inputs),
             "outputs": tensors(self.outputs),
+            "noise": self.noise,
         }
 
     @classmethod
@@ -123,6 +125,7 @@ class ModelInfo:
             schema=AttributeSchema.from_dict({"attributes": data["attributes"]}),
             inputs=tensors(data["inputs"]),
             outputs=tensors(data["outputs"]),
+            noise=data.get("noise", "uniform"),
         )
 
 

@@ -111,6 +111,14 @@ def test_a_registered_backend_gets_its_own_z_width_in_chunks(registered: None) -
     assert images.shape == (5, 1, len(DEFAULT_SCHEMA) + 7)  # one channel: (N, H, W)
 
 
+def test_model_facts_survive_the_trip_to_the_service_front_end_with_their_z_law() -> None:
+    info = RecordingBackend(z_dim=3).gan
+    other_law = runtime.ModelInfo(info.name, 2, info.schema, info.inputs, info.outputs, noise="normal")
+    back = runtime.ModelInfo.from_dict(other_law.to_dict())
+    assert (back.name, back.version, back.z_dim, back.noise, back.inputs) == ("recording", 2, 3, "normal", info.inputs)
+    assert back.schema.names == info.schema.names
+
+
 def test_unknown_backends_and_bad_values_are_refused(registered: None) -> None:
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         runtime.open_backend("nope")
