@@ -41,6 +41,7 @@ ALLOWED_PARAMETERS = frozenset(
         "backgrounds",
         "params",
         "background",
+        "backend",
     }
 )
 SUSPICIOUS = ("image", "pixel", "photo", "crop", "source", "identity", "face", "recon", "lighting")
@@ -48,12 +49,13 @@ SUSPICIOUS = ("image", "pixel", "photo", "crop", "source", "identity", "face", "
 
 def synthesis_entry_points() -> dict[str, Callable[..., Any]]:
     """The functions that turn attributes + seeds into surrogate pixels (torch-free)."""
-    from surrogate import surrogate3d, synthesis
+    from surrogate import runtime, synthesis, synthesis_3d
 
     return {
         "surrogate.synthesis.synthesize": synthesis.synthesize,
-        "surrogate.surrogate3d.render_surrogates_3d": surrogate3d.render_surrogates_3d,
-        "surrogate.surrogate3d.surrogate_params": surrogate3d.surrogate_params,
+        "surrogate.runtime.generate_images": runtime.generate_images,
+        "surrogate.synthesis_3d.render_surrogates_3d": synthesis_3d.render_surrogates_3d,
+        "surrogate.synthesis_3d.surrogate_params": synthesis_3d.surrogate_params,
     }
 
 
@@ -87,15 +89,14 @@ def trace_anonymize(
     """Call /anonymize in-process and check that only (clipped recon attributes, seed) reach synthesis."""
     from starlette.testclient import TestClient
 
-    from service.backends import EmbeddedBackend
     from service.config import ServiceConfig
     from service.http_app import LocalEngine, SurrogateAPI
-    from surrogate.noise import z_batch
+    from surrogate.runtime import OnnxRuntimeBackend, generator_noise
     from surrogate.synthesis import reorder
 
     trace = AnonymizeTrace(method, seed)
     config = ServiceConfig(model_repository=str(repository))
-    backend = EmbeddedBackend(config, intra_op_threads=1)
+    backend = OnnxRuntimeBackend(repository, intra_op_threads=1)
 
     class RecordingEngine(LocalEngine):
         async def reconstruct(self, images: np.ndarray) -> np.ndarray:
@@ -143,7 +144,7 @@ def trace_anonymize(
     elif expected is not None and not np.array_equal(values, expected):
         trace.findings.append("render got values that differ from the reconstructed attributes")
     for attributes, z in trace.generate_calls:
-        if not np.array_equal(attributes, values) or not np.array_equal(z, z_batch([seed])):
+        if not np.array_equal(attributes, values) or not np.array_equal(z, generator_noise([seed], backend.gan)):
             trace.findings.append("the generator got something other than the attribute row and the seed's noise")
     if method == "gan" and not trace.generate_calls:
         trace.findings.append("method gan rendered without calling the generator")

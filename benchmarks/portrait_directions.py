@@ -62,7 +62,7 @@ def main() -> int:
     reader = FaceLandmarks()
     dlib = None
     try:
-        from audit.identity import DlibIdentity
+        from surrogate.face_identity import DlibIdentity
 
         dlib = DlibIdentity()
     except Exception as exc:  # noqa: BLE001 - the identity column is optional

@@ -1,4 +1,4 @@
-"""Write exported models into a Triton model repository; check it; run it in a real Triton server.
+"""Write exported models into a Triton model repository and check it.
 
 Torch-free on purpose: the repository is written, checked and served by tools that never train.
 
@@ -11,7 +11,8 @@ Torch-free on purpose: the repository is written, checked and served by tools th
   defined by (attributes, seed, model version), so pinned old versions must stay servable.
 * ``write_python_backend_repository`` derives a variant whose models use Triton's Python backend to
   run the same model.onnx through onnxruntime: that is what the ``tritonserver`` binary bundled in
-  the ``nvidia-pytriton`` wheel can load (it has no onnxruntime backend), and what the tests serve.
+  the ``nvidia-pytriton`` wheel can load (it has no onnxruntime backend), and what the tests serve
+  (``tests/triton_harness.py`` starts that server).
 """
 
 from __future__ import annotations
@@ -20,13 +21,7 @@ import datetime as _dt
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -532,56 +527,10 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Python-backend variant and a real Triton server
+# Python-backend variant
 # ---------------------------------------------------------------------------------------------------
-PYTHON_MODEL_TEMPLATE = '''"""Triton Python-backend model: {model_file} through onnxruntime (by surrogate export).
-
-Same graph, same outputs as the onnxruntime backend would give; used where only the Python backend
-exists (the tritonserver bundled in nvidia-pytriton).
-"""
-
-import sys
-
-EXTRA_SYS_PATH = {extra_sys_path!r}
-for _path in reversed(EXTRA_SYS_PATH):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-import json  # noqa: E402
-import os  # noqa: E402
-
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        folder = os.path.join(args["model_repository"], args["model_version"])
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = {intra_op_threads}
-        self.session = ort.InferenceSession(os.path.join(folder, "{model_file}"), sess_options=options,
-                                            providers=["CPUExecutionProvider"])
-        self.inputs = [t["name"] for t in config["input"]]
-        self.outputs = [t["name"] for t in config["output"]]
-
-    def execute(self, requests):
-        # Run every request of the dynamic batch as one onnxruntime call, then split the results.
-        arrays = {{name: [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-                  for name in self.inputs}}
-        sizes = [a.shape[0] for a in arrays[self.inputs[0]]]
-        feed = {{name: np.concatenate(parts) for name, parts in arrays.items()}}
-        results = self.session.run(self.outputs, feed)
-        responses, start = [], 0
-        for size in sizes:
-            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value[start:start + size]))
-                       for name, value in zip(self.outputs, results)]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            start += size
-        return responses
-'''
+PYTHON_MODEL_FILE = Path(__file__).with_name("triton_python_model.py")
+PYTHON_MODEL_SETTINGS = "model_settings.json"
 
 
 def write_python_backend_repository(
@@ -594,10 +543,11 @@ def write_python_backend_repository(
 ) -> Path:
     """Copy ``source`` to ``destination`` with every model switched to Triton's Python backend.
 
-    Each version folder gets the same model.onnx (hard-linked where possible) and a generated
-    model.py running it through onnxruntime; config.pbtxt keeps the I/O, batching and version policy
-    but uses ``backend: "python"`` and CPU instances. ``extra_sys_path`` is prepended to sys.path in
-    model.py (the Triton venv's site-packages: the stub's interpreter does not know it).
+    Each version folder gets the same model.onnx (hard-linked where possible), ``model.py`` (a copy of
+    ``export/triton_python_model.py``, running it through onnxruntime) and ``model_settings.json``;
+    config.pbtxt keeps the I/O, batching and version policy but uses ``backend: "python"`` and CPU
+    instances. ``extra_sys_path`` is prepended to sys.path by model.py (the Triton venv's
+    site-packages: the stub's interpreter does not know it).
     """
     from tritonclient.grpc import model_config_pb2 as pb
 
@@ -629,170 +579,8 @@ def write_python_backend_repository(
                 os.link(source_model, version_dir / MODEL_FILENAME)
             except OSError:
                 shutil.copy2(source_model, version_dir / MODEL_FILENAME)
-            atomic_write_text(version_dir / "model.py", PYTHON_MODEL_TEMPLATE.format(
-                model_file=MODEL_FILENAME, extra_sys_path=list(extra_sys_path), intra_op_threads=int(intra_op_threads)))
+            shutil.copy2(PYTHON_MODEL_FILE, version_dir / "model.py")
+            settings = {"model_file": MODEL_FILENAME, "extra_sys_path": list(extra_sys_path),
+                        "intra_op_threads": int(intra_op_threads)}
+            atomic_write_text(version_dir / PYTHON_MODEL_SETTINGS, json.dumps(settings, indent=2) + "\n")
     return destination
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class TritonInstallation:
-    """The tritonserver binary and Python-backend stub inside a venv holding nvidia-pytriton."""
-
-    venv: Path
-    python_version: str
-    package_dir: Path           # .../site-packages/pytriton/tritonserver
-    site_packages: Path
-    interpreter_lib_dir: Path   # where the venv interpreter's libpython lives
-
-    @classmethod
-    def find(cls, venv: str | os.PathLike[str]) -> TritonInstallation:
-        venv = Path(venv)
-        candidates = sorted(venv.glob("lib/python3.*/site-packages/pytriton/tritonserver/bin/tritonserver"))
-        if not candidates:
-            raise FileNotFoundError(f"{venv}: no nvidia-pytriton tritonserver binary (run scripts/triton_env.sh)")
-        package_dir = candidates[-1].parent.parent
-        site_packages = package_dir.parent.parent
-        python_version = site_packages.parent.name.removeprefix("python")
-        python = (venv / "bin" / "python").resolve()
-        interpreter_lib_dir = python.parent.parent / "lib"
-        return cls(venv, python_version, package_dir, site_packages, interpreter_lib_dir)
-
-
-class TritonServer:
-    """A real ``tritonserver`` (from nvidia-pytriton) on 127.0.0.1, serving a Python-backend repository.
-
-    Applies the two start-up fixes these machines need: the backend stub must load the venv
-    interpreter's libpython (its lib dir first on LD_LIBRARY_PATH, else Debian's system libpython is
-    picked and fails with "'_thread.RLock' object has no attribute '_recursion_count'"), and the stub
-    for that Python version must be copied into the backend directory (the wheel keeps it aside).
-    """
-
-    def __init__(self, repository: str | os.PathLike[str], installation: TritonInstallation,
-                 *, workdir: str | os.PathLike[str], log_verbose: int = 0) -> None:
-        self.repository = Path(repository)
-        self.installation = installation
-        self.workdir = Path(workdir)
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.log_path = self.workdir / "tritonserver.log"
-        self.log_verbose = log_verbose
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def _prepare(self) -> Path:
-        server_dir = self.workdir / "tritonserver"
-        if not server_dir.exists():
-            shutil.copytree(self.installation.package_dir, server_dir,
-                            ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
-            stub = self.installation.package_dir / "python_backend_stubs" / self.installation.python_version / \
-                "triton_python_backend_stub"
-            shutil.copy2(stub, server_dir / "backends" / "python" / "triton_python_backend_stub")
-        return server_dir
-
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        libs = [str(self.installation.interpreter_lib_dir)]
-        if env.get("LD_LIBRARY_PATH"):
-            libs.append(env["LD_LIBRARY_PATH"])
-        libs.append(str(self.installation.site_packages / "nvidia_pytriton.libs"))
-        env["LD_LIBRARY_PATH"] = ":".join(libs)
-        env["PATH"] = f"{self.installation.venv / 'bin'}:{env.get('PATH', '')}"
-        env["PYTHONPATH"] = str(self.installation.site_packages)
-        env.pop("PYTHONHOME", None)
-        return env
-
-    def start(self, timeout_s: float = 120.0) -> TritonServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        server_dir = self._prepare()
-        command = [
-            str(server_dir / "bin" / "tritonserver"),
-            f"--model-repository={self.repository}",
-            f"--backend-directory={server_dir / 'backends'}",
-            f"--cache-directory={server_dir / 'caches'}",
-            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
-            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false",
-            "--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true",
-            "--exit-timeout-secs=5",
-            f"--log-verbose={self.log_verbose}",
-        ]
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
-                                        cwd=self.workdir, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.ready():
-                return self
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def default_triton_venv() -> Path:
-    """``$SURROGATE_TRITON_VENV`` or ``.venv-triton`` at the project root."""
-    env = os.environ.get("SURROGATE_TRITON_VENV")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / ".venv-triton"
-
-
-def ensure_triton_venv(venv: Path | None = None, *, timeout_s: float = 600) -> TritonInstallation:
-    """Find the Triton venv, creating it with scripts/triton_env.sh when it is missing."""
-    venv = venv or default_triton_venv()
-    try:
-        return TritonInstallation.find(venv)
-    except FileNotFoundError:
-        script = Path(__file__).resolve().parent.parent / "scripts" / "triton_env.sh"
-        try:
-            result = subprocess.run(["bash", str(script), str(venv)], capture_output=True, text=True,
-                                    timeout=timeout_s, env={**os.environ, "PYTHON": sys.executable})
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"creating the Triton venv {venv} took longer than {timeout_s:.0f} s") from exc
-        if result.returncode != 0:
-            raise RuntimeError(f"could not create the Triton venv {venv}:\n{result.stderr[-2000:]}") from None
-        return TritonInstallation.find(venv)

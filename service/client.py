@@ -1,6 +1,6 @@
 """Typed Python clients: the HTTP service, and Triton's KServe-v2 gRPC endpoint (BentoML 1.4 has no gRPC).
 
-Both derive the noise from the seed exactly as the service does (``surrogate.noise``; record r, copy k
+Both derive the noise from the seed exactly as the service does (``surrogate.runtime``; record r, copy k
 uses seed ``seed + r * n + k``), so ``HttpClient.synthesize`` and ``TritonGrpcClient.synthesize`` give
 identical images for the same attributes, seed and model version. Neither imports torch or bentoml.
 """
@@ -10,14 +10,16 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from surrogate.imageio import decode_image
-from surrogate.noise import image_seeds, z_batch
+from surrogate.runtime import GAN_MODEL, TritonBackend, generate_images, generator_noise, record_seeds
 from surrogate.schema import AttributeSchema
+
+__all__ = ["ClientError", "HttpClient", "Surrogate", "TritonGrpcClient", "record_seeds"]
 
 
 class ClientError(RuntimeError):
@@ -39,11 +41,6 @@ class Surrogate:
     attributes: dict[str, float]
     model: str | None = None
     model_version: int | None = None
-
-
-def record_seeds(seed: int, records: int, n: int) -> list[int]:
-    """Seeds of every image, record-major: the service's rule for a request without ``seeds``."""
-    return [s for r in range(records) for s in image_seeds(seed + r * n, n)]
 
 
 class HttpClient:
@@ -148,56 +145,37 @@ def _is_gray(item: Mapping[str, Any]) -> bool:
 class TritonGrpcClient:
     """The exported generator over Triton's gRPC endpoint, with the service's noise and validation.
 
-    The schema comes from the local model repository (the same files Triton serves) unless given.
+    Runs on the runtime's Triton backend, which reads the model's schema and tensors from the local
+    model repository (the same files Triton serves); ``schema`` and ``version`` override what it finds.
     """
 
     def __init__(
         self,
         url: str = "127.0.0.1:8001",
         *,
-        model: str = "gan_generator",
+        model: str = GAN_MODEL,
         schema: AttributeSchema | None = None,
         repository: str | os.PathLike[str] | None = None,
         version: int | None = None,
         timeout_s: float = 30.0,
     ) -> None:
-        import tritonclient.grpc as grpcclient
-
-        self._grpc = grpcclient
-        self.client = grpcclient.InferenceServerClient(url)
+        self.backend = TritonBackend(url, protocol="grpc", timeout_s=timeout_s, repository=repository,
+                                     gan_model=model, recon_model=None)
+        info = self.backend.gan
+        if info is None:  # pragma: no cover - the backend refuses to start without its one model
+            raise ClientError(503, f"Triton at {url} does not serve {model!r}")
+        self.backend.gan = replace(info, schema=schema or info.schema, version=version or info.version)
         self.model = model
-        self.timeout_s = timeout_s
-        if schema is None:
-            from surrogate.model_repo import ModelRepository
-            from surrogate.synthesis import default_repository
-
-            schema = ModelRepository(repository or default_repository()).schema(model)
-        self.schema = schema
-        if version is None:
-            versions = self.client.get_model_metadata(model).versions
-            version = max(int(v) for v in versions)
-        self.version = version
+        self.schema = self.backend.gan.schema
+        self.version = self.backend.gan.version
 
     def close(self) -> None:
-        self.client.close()
+        self.backend.close()
 
     def generate(self, values: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         """(N, A) natural units + N seeds -> (N, C, H, W) uint8, exactly the generator's output."""
         values = self.schema.validate_array(np.asarray(values, dtype=np.float32), source="attributes")
-        z = z_batch(list(seeds))
-        inputs = []
-        for name, array in (("attributes", values), ("z", z)):
-            tensor = self._grpc.InferInput(name, list(array.shape), "FP32")
-            tensor.set_data_from_numpy(np.ascontiguousarray(array))
-            inputs.append(tensor)
-        result = self.client.infer(
-            self.model,
-            inputs,
-            model_version=str(self.version),
-            outputs=[self._grpc.InferRequestedOutput("image")],
-            client_timeout=self.timeout_s,
-        )
-        return result.as_numpy("image")
+        return self.backend.generate(values, generator_noise(seeds, self.backend.gan))
 
     def synthesize(
         self, records: Sequence[Mapping[str, float]], *, seed: int = 0, n: int = 1
@@ -205,16 +183,10 @@ class TritonGrpcClient:
         values = self.schema.validate_records(list(records), source="records")
         seeds = record_seeds(seed, len(values), n)
         rows = np.repeat(values, n, axis=0)
-        images = self.generate(rows, seeds)
+        # One call for the whole request, as the service's clients always made it.
+        images = generate_images(self.backend, rows, seeds, batch_size=max(1, len(rows)))
         used = self.schema.to_records(rows)
         return [
-            Surrogate(
-                image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0)),
-                s,
-                i // n,
-                used[i],
-                self.model,
-                self.version,
-            )
+            Surrogate(image, s, i // n, used[i], self.model, self.version)
             for i, (s, image) in enumerate(zip(seeds, images, strict=True))
         ]

@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("embedded", "triton")
+from surrogate.runtime import BACKENDS as RUNTIME_BACKENDS
+
+# Every backend the runtime knows (a backend registered there becomes a valid SURROGATE_BACKEND).
+BACKENDS = tuple(RUNTIME_BACKENDS)
 TRITON_PROTOCOLS = ("http", "grpc")
 DEVICES = ("cpu", "cuda")
 

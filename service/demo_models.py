@@ -22,12 +22,12 @@ from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 N_IDENTITY_DEMO = 8
 
 
-def _generator_graph(schema: AttributeSchema, size: int, channels: int, seed: int) -> bytes:
+def _generator_graph(schema: AttributeSchema, size: int, channels: int, seed: int, z_dim: int = Z_DIM) -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    width = len(schema) + Z_DIM
+    width = len(schema) + z_dim
     pixels = channels * size * size
     weights = (rng.standard_normal((width, pixels)) / np.sqrt(width) * 1.5).astype(np.float32)
     inits = [
@@ -58,7 +58,7 @@ def _generator_graph(schema: AttributeSchema, size: int, channels: int, seed: in
         "demo_generator",
         [
             helper.make_tensor_value_info("attributes", TensorProto.FLOAT, ["N", len(schema)]),
-            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", Z_DIM]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", z_dim]),
         ],
         [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", channels, size, size])],
         inits,
@@ -145,16 +145,17 @@ def write_demo_repository(
     version: int = 1,
     seed: int = 0,
     max_batch_size: int = 256,
+    z_dim: int = Z_DIM,
 ) -> Path:
     """Write demo ``gan_generator`` and ``recon`` models into a model repository at ``path``."""
     root = Path(path)
     a = len(schema)
     models = {
         "gan_generator": (
-            _generator_graph(schema, size, channels, seed),
-            [("attributes", "TYPE_FP32", [a]), ("z", "TYPE_FP32", [Z_DIM])],
+            _generator_graph(schema, size, channels, seed, z_dim),
+            [("attributes", "TYPE_FP32", [a]), ("z", "TYPE_FP32", [z_dim])],
             [("image", "TYPE_UINT8", [channels, size, size])],
-            {"kind": "generator", "image_size": size, "channels": channels, "z_dim": Z_DIM},
+            {"kind": "generator", "image_size": size, "channels": channels, "z_dim": z_dim},
         ),
         "recon": (
             _recon_graph(schema, size, channels, seed + 1),

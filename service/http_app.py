@@ -1,44 +1,53 @@
-"""The public HTTP API as a Starlette app, independent of how the models are run.
+"""The public HTTP API's handlers as a Starlette app, independent of how the models are run.
 
 BentoML mounts this app (``service.service``) and hands it an ``Engine`` that forwards model calls to
-its adaptive-batching worker; tests can hand it a ``LocalEngine`` instead. Everything a request can
-get wrong is answered here with a 4xx JSON error naming the field or row; model trouble is a 503.
+its adaptive-batching worker; tests can hand it a ``LocalEngine`` instead. Request parsing lives in
+``service.request_parsing`` (every mistake a 4xx JSON error naming the field or row), the answers'
+packaging (model headers, the ZIP) in ``service.packaging``; model trouble is a 503. The seed of
+every image and its z come from the runtime's rule (``surrogate.runtime``).
 
-Privacy rules kept here: uploaded images and attribute files are parsed in memory (an attribute file
-goes to a private temporary folder only because the adapters read paths, and is deleted at once), no
-request content is logged or put in metrics, and /anonymize answers with the surrogate and the
-attributes only.
+Privacy rules kept here: uploaded images and attribute files are parsed in memory, no request
+content is logged or put in metrics, and /anonymize answers with the surrogate and the attributes only.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import csv
 import io
 import json
-import re
-import zipfile
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import anyio
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from service import metrics
-from service.backends import Backend, BackendError, ModelInfo
 from service.config import ServiceConfig
+from service.packaging import build_zip, model_headers, producing_model
+from service.request_parsing import (
+    Part,
+    RequestError,
+    decode_base64,
+    error_response,
+    form_choice,
+    form_int,
+    media_type,
+    parse_json,
+    parse_multipart,
+    problems_from_attributes,
+    read_attribute_upload,
+    read_body,
+    validate_model,
+)
 from service.schemas import AnonymizeRequest, ImageRequest, SynthesizeRequest, openapi_document
 from surrogate.imageio import ImageDecodeError, decode_image, encode_png
-from surrogate.noise import check_seed, image_seeds, record_seed, z_batch
+from surrogate.noise import check_seed, expand_seeds, image_seeds
+from surrogate.runtime import Backend, BackendError, ModelInfo, generator_noise, record_seeds, require, to_hwc
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema, AttributeValidationError
 from surrogate.synthesis import reorder
 
@@ -92,186 +101,6 @@ def timed_call(
     metrics.BACKEND_LATENCY.labels(model=model, backend=backend).observe(time.perf_counter() - start)
     metrics.BATCH_ROWS.labels(model=model).observe(len(arrays[0]))
     return result
-
-
-# -- errors ------------------------------------------------------------------------------------------
-class RequestError(Exception):
-    """A 4xx (or 503) answer: status, message and the problems naming row/field."""
-
-    def __init__(
-        self, status: int, message: str, problems: Sequence[dict[str, Any]] = (), reason: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.problems = list(problems)
-        self.reason = reason or {
-            400: "malformed",
-            404: "not_found",
-            413: "too_large",
-            415: "media_type",
-            422: "invalid",
-            503: "unavailable",
-        }.get(status, "other")
-
-
-def error_response(status: int, message: str, problems: Sequence[dict[str, Any]] = ()) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"status": status, "message": message, "problems": list(problems)}}, status_code=status
-    )
-
-
-def problems_from_pydantic(exc: ValidationError) -> list[dict[str, Any]]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = list(error.get("loc", ()))
-        row = None
-        if len(loc) >= 2 and loc[0] in ("records", "seeds", "images") and isinstance(loc[1], int):
-            row = loc[1]
-        field = ".".join(str(part) for part in loc) or "body"
-        problems.append({"row": row, "field": field, "reason": error.get("msg", "invalid")})
-    return problems
-
-
-def problems_from_attributes(exc: AttributeValidationError) -> list[dict[str, Any]]:
-    return [{"row": p.row, "field": p.field, "reason": p.reason} for p in exc.problems]
-
-
-# -- request bodies ----------------------------------------------------------------------------------
-@dataclass
-class Part:
-    """One multipart/form-data part, in memory."""
-
-    name: str
-    filename: str | None
-    content_type: str
-    data: bytes
-
-    @property
-    def text(self) -> str:
-        try:
-            return self.data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise RequestError(400, f"form field '{self.name}' is not UTF-8 text") from None
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"request body of {declared} bytes is larger than the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def parse_json(body: bytes) -> Any:
-    if not body:
-        raise RequestError(400, "empty request body; expected JSON")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RequestError(400, f"malformed JSON: {exc}") from None
-
-
-def parse_multipart(body: bytes, content_type: str) -> list[Part]:
-    """multipart/form-data -> parts, entirely in memory (Starlette would spool big files to disk)."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
-
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise RequestError(400, "multipart/form-data without a boundary")
-    parts: list[Part] = []
-    headers: dict[bytes, bytes] = {}
-    state: dict[str, Any] = {"field": b"", "value": b"", "data": []}
-
-    def on_part_begin() -> None:
-        headers.clear()
-        state["data"] = []
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        headers[state["field"].lower()] = state["value"]
-        state["field"], state["value"] = b"", b""
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        state["data"].append(data[start:end])
-
-    def on_part_end() -> None:
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
-        name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        filename = disposition.get(b"filename")
-        parts.append(
-            Part(
-                name,
-                filename.decode("utf-8", "replace") if filename is not None else None,
-                headers.get(b"content-type", b"").decode("latin-1"),
-                b"".join(state["data"]),
-            )
-        )
-
-    callbacks = {
-        "on_part_begin": on_part_begin,
-        "on_header_field": on_header_field,
-        "on_header_value": on_header_value,
-        "on_header_end": on_header_end,
-        "on_part_data": on_part_data,
-        "on_part_end": on_part_end,
-    }
-    try:
-        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-        parser.write(body)
-        parser.finalize()
-    except Exception as exc:  # noqa: BLE001 - python_multipart raises several parse errors
-        raise RequestError(400, f"malformed multipart/form-data body ({exc.__class__.__name__})") from None
-    return parts
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def validate_model(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestError(422, f"invalid {model.__name__}", problems_from_pydantic(exc)) from None
-
-
-def form_int(parts: dict[str, Part], name: str, default: int) -> int:
-    if name not in parts:
-        return default
-    text = parts[name].text
-    if not re.fullmatch(r"\d{1,19}", text):
-        raise RequestError(
-            422,
-            f"form field '{name}' must be a non-negative integer",
-            [{"row": None, "field": name, "reason": f"not a non-negative integer: {text[:40]!r}"}],
-        )
-    return int(text)
-
-
-def form_choice(parts: dict[str, Part], name: str, default: str, choices: Sequence[str]) -> str:
-    if name not in parts:
-        return default
-    value = parts[name].text
-    if value not in choices:
-        raise RequestError(
-            422,
-            f"form field '{name}' must be one of {list(choices)}",
-            [{"row": None, "field": name, "reason": f"expected one of {list(choices)}"}],
-        )
-    return value
 
 
 # -- the application ---------------------------------------------------------------------------------
@@ -379,12 +208,14 @@ class SurrogateAPI:
     async def render(
         self, method: str, schema: AttributeSchema, values: np.ndarray, seeds: list[int]
     ) -> np.ndarray:
-        """(M, A) natural units + M seeds -> M images; the GAN rows go to the batching worker in chunks."""
+        """(M, A) natural units + M seeds -> M uint8 (H, W[, C]) images; the GAN rows go to the batching
+        worker in concurrent chunks (so this is the runtime's ``generate_images`` spread over the worker)."""
         if method == "3d":
-            from surrogate.surrogate3d import render_surrogates_3d
+            from surrogate.synthesis_3d import render_surrogates_3d
 
             return await anyio.to_thread.run_sync(lambda: render_surrogates_3d(schema, values, seeds))
-        z = z_batch(seeds)
+        gan, _ = await self.engine.models()
+        z = generator_noise(seeds, require(gan, "generator"))
         step = max(1, self.engine.max_batch_rows)
         results: list[np.ndarray | None] = [None] * ((len(values) + step - 1) // step)
 
@@ -396,7 +227,7 @@ class SurrogateAPI:
         async with anyio.create_task_group() as group:
             for i in range(len(results)):
                 group.start_soon(run, i)
-        return np.concatenate(results)  # type: ignore[arg-type]
+        return to_hwc(np.concatenate(results))  # type: ignore[arg-type]
 
     def check_counts(self, records: int, n: int) -> None:
         lim = self.limits
@@ -437,8 +268,7 @@ class SurrogateAPI:
             values = schema.validate_records(req.records, source="records")
         except AttributeValidationError as exc:
             raise RequestError(422, str(exc), problems_from_attributes(exc)) from None
-        record_seeds = self.record_seeds(req)
-        seeds = [s for rs in record_seeds for s in self.image_seeds(rs, req.n)]
+        seeds = self.request_seeds(req)
         rows = np.repeat(values, req.n, axis=0)
         total = len(seeds)
         if req.format == "png" and total != 1:
@@ -456,7 +286,7 @@ class SurrogateAPI:
             return Response(
                 encode_png(images[0]),
                 media_type="image/png",
-                headers={"X-Surrogate-Seed": str(seeds[0]), **self.model_headers(req.method, gan)},
+                headers={"X-Surrogate-Seed": str(seeds[0]), **model_headers(req.method, gan)},
             )
         model = producing_model(req.method, gan)
         used = schema.to_records(rows)
@@ -478,16 +308,10 @@ class SurrogateAPI:
     def backend_label(self, method: str) -> str:
         return "renderer" if method == "3d" else self.engine.backend_kind
 
-    @staticmethod
-    def model_headers(method: str, gan: ModelInfo | None) -> dict[str, str]:
-        made_by = producing_model(method, gan)
-        if made_by is None:
-            return {}
-        return {"X-Surrogate-Model": made_by["name"], "X-Surrogate-Model-Version": str(made_by["version"])}
-
-    def record_seeds(self, req: SynthesizeRequest) -> list[int]:
+    def request_seeds(self, req: SynthesizeRequest) -> list[int]:
+        """The seed of every image of the request, record-major (the runtime's seed rule)."""
         if req.seeds is None:
-            return [self.checked(record_seed, req.seed, r, req.n) for r in range(len(req.records))]
+            return self.checked(record_seeds, req.seed, len(req.records), req.n)
         if len(req.seeds) != len(req.records):
             raise RequestError(
                 422,
@@ -501,14 +325,14 @@ class SurrogateAPI:
                 raise RequestError(
                     422, str(exc), [{"row": row, "field": "seeds", "reason": str(exc)}]
                 ) from None
-        return list(req.seeds)
+        return self.checked(expand_seeds, req.seeds, req.n)
 
     @classmethod
     def image_seeds(cls, seed: int, n: int) -> list[int]:
         return cls.checked(image_seeds, seed, n)
 
     @staticmethod
-    def checked(rule: Callable[..., _T], *args: int) -> _T:
+    def checked(rule: Callable[..., _T], *args: Any) -> _T:
         """Apply a seeding rule of surrogate.noise; a seed out of range is the caller's 422."""
         try:
             return rule(*args)
@@ -534,8 +358,7 @@ class SurrogateAPI:
         schema, gan = await self.target_schema(method)
         table = await anyio.to_thread.run_sync(read_attribute_upload, upload, file_format, schema)
         self.check_counts(len(table.ids), n)
-        record_seeds = [self.checked(record_seed, seed, r, n) for r in range(len(table.ids))]
-        seeds = [s for rs in record_seeds for s in self.image_seeds(rs, n)]
+        seeds = self.checked(record_seeds, seed, len(table.ids), n)
         images = (
             await self.render(method, schema, np.repeat(table.values, n, axis=0), seeds)
             if seeds
@@ -553,7 +376,7 @@ class SurrogateAPI:
             media_type="application/zip",
             headers={
                 "Content-Disposition": 'attachment; filename="surrogates.zip"',
-                **self.model_headers(method, gan),
+                **model_headers(method, gan),
             },
         )
 
@@ -681,7 +504,7 @@ class SurrogateAPI:
                 headers={
                     "X-Surrogate-Seed": str(seed),
                     "X-Surrogate-Attributes": json.dumps(attributes),
-                    **self.model_headers(method, gan),
+                    **model_headers(method, gan),
                 },
             )
         return JSONResponse(
@@ -693,107 +516,6 @@ class SurrogateAPI:
                 "png_base64": base64.b64encode(png).decode("ascii"),
             }
         )
-
-
-def decode_base64(text: str, field: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(
-            422, f"{field}: not valid base64", [{"row": None, "field": field, "reason": "not valid base64"}]
-        ) from None
-
-
-def read_attribute_upload(upload: Part, file_format: str, schema: AttributeSchema) -> Any:
-    """Parse an uploaded attribute file in memory with the adapters (nothing is written to disk); errors
-    name the upload's file."""
-    from surrogate.adapters import AttributeFileError, InMemoryFile, read_attributes
-
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.filename or "upload.csv").name)[:100] or "upload.csv"
-    try:
-        return read_attributes(InMemoryFile(name, upload.data), format=file_format, schema=schema)
-    except (AttributeFileError, ValueError, UnicodeDecodeError) as exc:
-        message = str(exc)
-        if message.startswith(f"{name}: "):
-            message = f"file '{name}': " + message[len(name) + 2:]
-        column = getattr(exc, "column", None)
-        raise RequestError(
-            422, message, [{"row": None, "field": column or "file", "reason": message}]
-        ) from None
-
-
-def producing_model(method: str, gan: ModelInfo | None) -> dict[str, Any] | None:
-    """``{"name", "version"}`` of what drew a surrogate: the served generator, or the 3-D face model at
-    the renderer's version (a surrogate depends only on attributes, seed and this)."""
-    if method == "3d":
-        from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION
-
-        return {"name": FACE_MODEL_3D, "version": int(RENDERER_VERSION)}
-    return {"name": gan.name, "version": gan.version} if gan is not None else None
-
-
-def build_zip(
-    table: Any, images: np.ndarray, seeds: list[int], n: int, method: str, gan: ModelInfo | None
-) -> bytes:
-    """PNGs named ``<id>_<k>.png`` plus status.csv with one line per source row (ok or rejected + reason)."""
-    buffer = io.BytesIO()
-    status = io.StringIO()
-    writer = csv.writer(status)
-    writer.writerow(["row", "id", "status", "reason", "seed", "files", "method", "model", "model_version"])
-    made_by = producing_model(method, gan)
-    model_name, model_version = (made_by["name"], made_by["version"]) if made_by else ("", "")
-    used_names: set[str] = set()
-    rows: list[tuple[int, list[Any]]] = []
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for r, (row_id, source_row) in enumerate(
-            zip(table.ids, table.rows or range(1, len(table.ids) + 1), strict=False)
-        ):
-            stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(row_id))[:120] or f"row{source_row}"
-            while stem in used_names:
-                stem += "_"
-            used_names.add(stem)
-            names = []
-            for k in range(n):
-                name = f"images/{stem}_{k}.png"
-                archive.writestr(name, encode_png(images[r * n + k]))
-                names.append(name)
-            rows.append(
-                (
-                    source_row,
-                    [
-                        source_row,
-                        row_id,
-                        "ok",
-                        "",
-                        seeds[r * n],
-                        " ".join(names),
-                        method,
-                        model_name,
-                        model_version,
-                    ],
-                )
-            )
-        for rejected in table.rejected:
-            rows.append(
-                (
-                    rejected.row,
-                    [
-                        rejected.row,
-                        rejected.id,
-                        "rejected",
-                        rejected.reason,
-                        "",
-                        "",
-                        method,
-                        model_name,
-                        model_version,
-                    ],
-                )
-            )
-        for _, line in sorted(rows, key=lambda item: item[0]):
-            writer.writerow(line)
-        archive.writestr("status.csv", status.getvalue())
-    return buffer.getvalue()
 
 
 def _is_unavailable(exc: Exception) -> bool:
@@ -809,7 +531,7 @@ def _is_unavailable(exc: Exception) -> bool:
 
 def _renderer_available() -> bool:
     try:
-        import surrogate.surrogate3d  # noqa: F401
+        import surrogate.synthesis_3d  # noqa: F401
     except ImportError:
         return False
     return True

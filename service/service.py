@@ -4,8 +4,10 @@
 Starlette API of ``service.http_app`` at ``/`` (which also replaces BentoML's Swagger page, whose
 Google Tag Manager script would leak every visit to a third party) and forwards every model call to
 ``ModelWorker``. The worker's APIs are *batchable*: BentoML merges the rows of concurrent requests into
-one backend call of up to ``SURROGATE_MAX_BATCH_SIZE`` rows. Rows are [attributes | z] so that a
-merged batch stays one float32 array; each row's image depends only on that row.
+one backend call of up to ``SURROGATE_MAX_BATCH_SIZE`` rows. A batchable BentoML API takes exactly
+one argument, so a generator row travels as [attributes | z] (``pack_rows`` / ``unpack_rows``); each
+row's image depends only on that row. The z itself comes from the runtime's seed rule, drawn by the
+front end (``service.http_app``).
 
 Configuration: environment variables only (``service.config``). Nothing here imports torch.
 """
@@ -20,7 +22,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 import bentoml  # noqa: E402 - tracking must be off before bentoml is imported
 import numpy as np  # noqa: E402
 
-from service.backends import BackendError, ModelInfo, create_backend, model_info_from_dict  # noqa: E402
+from service.backends import BackendError, ModelInfo, create_backend  # noqa: E402
 from service.config import ServiceConfig  # noqa: E402
 from service.http_app import SurrogateAPI, timed_call  # noqa: E402
 
@@ -43,10 +45,9 @@ class ModelWorker:
         """(N, A + Z) float32 [attributes in natural units | noise] -> (N, C, H, W) uint8."""
         if self.backend.gan is None:
             raise bentoml.exceptions.ServiceUnavailable("no generator model is loaded")
-        width = len(self.backend.gan.schema)
-        rows = np.asarray(rows, dtype=np.float32)
+        attributes, z = unpack_rows(rows, len(self.backend.gan.schema))
         return _unavailable_on_backend_error(
-            timed_call, self.backend.generate, "gan", self.backend.kind, rows[:, :width], rows[:, width:]
+            timed_call, self.backend.generate, "gan", self.backend.kind, attributes, z
         )
 
     @bentoml.api(batchable=True, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
@@ -64,6 +65,17 @@ class ModelWorker:
             "gan": self.backend.gan.to_dict() if self.backend.gan else None,
             "recon": self.backend.recon.to_dict() if self.backend.recon else None,
         }
+
+
+def pack_rows(attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(N, A) attributes + (N, Z) noise -> (N, A + Z) float32: one array, as a batchable API needs."""
+    return np.concatenate([attributes, z], axis=1).astype(np.float32)
+
+
+def unpack_rows(rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``pack_rows`` for a generator whose attribute schema has ``width`` columns."""
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows[:, :width], rows[:, width:]
 
 
 def _unavailable_on_backend_error(call: Any, *args: Any) -> Any:
@@ -88,14 +100,13 @@ class WorkerEngine:
             facts = await self.worker.to_async.describe()
             self.backend_kind = facts["backend"]
             self._models = tuple(
-                model_info_from_dict(facts[k]) if facts[k] else None  # type: ignore[assignment]
+                ModelInfo.from_dict(facts[k]) if facts[k] else None  # type: ignore[assignment]
                 for k in ("gan", "recon")
             )
         return self._models  # type: ignore[return-value]
 
     async def generate(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
-        rows = np.concatenate([attributes, z], axis=1).astype(np.float32)
-        return await self._call("generate", rows=rows)
+        return await self._call("generate", rows=pack_rows(attributes, z))
 
     async def reconstruct(self, images: np.ndarray) -> np.ndarray:
         return await self._call("reconstruct", images=images)

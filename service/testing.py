@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,8 +25,6 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
-
-from export.triton import free_port
 
 __all__ = [
     "EXAMPLE_RECORD",
@@ -46,6 +45,13 @@ EXAMPLE_RECORD: dict[str, float] = {
 }
 SERVICE_TARGET = "service.service:SurrogateService"
 READY_PATH = "/readyz"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class ServiceStartError(RuntimeError):

@@ -14,7 +14,7 @@ never write the same file. Output of a shard (``TAG`` is empty for ``0/1``, else
 
 A rerun (after a kill, a crash or a per-row failure) skips journaled images, repairs a torn last
 journal line, and renders the rest; at most one chunk is redone. Surrogate k of row i has the seed
-``surrogate.synthesize_cli.row_seed(seed, i, k, n)``, so ``surrogate synthesize`` and this command
+``surrogate.runtime.row_seed(seed, i, k, n)``, so ``surrogate synthesize`` and this command
 give the same image for the same row whatever the shard or chunk it falls in.
 """
 
@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from surrogate.imageio import atomic_write_bytes, atomic_write_text, encode_png
+from surrogate.imageio import atomic_write_bytes, atomic_write_text, encode_png, safe_file_stem
+from surrogate.runtime import row_seed
 from surrogate.schema import AttributeSchema
-from surrogate.synthesize_cli import row_seed, safe_file_stem
 
 BACKENDS: tuple[str, ...] = ("embedded", "triton")
 RUN_FILE = "batch.json"
@@ -336,30 +336,24 @@ def embedded_renderer(method: str, *, repository: str | os.PathLike[str] | None 
 
 def triton_renderer(*, url: str, protocol: str = "grpc", repository: str | os.PathLike[str] | None = None,
                     size: int | None = None, timeout_s: float = 60.0) -> Renderer:
-    """The GAN on a Triton server, through the service's own Triton backend (same tensors, same noise)."""
-    from service.backends import BackendError, TritonBackend
-    from service.config import ServiceConfig
-    from surrogate.noise import z_batch
-    from surrogate.synthesis import default_repository, resize_images
+    """The GAN on a Triton server, through the runtime's Triton backend (same tensors, same noise)."""
+    from surrogate.runtime import BackendError, TritonBackend, generate_images
+    from surrogate.synthesis import resize_images
 
-    repository = str(repository or default_repository())
-    config = ServiceConfig(backend="triton", triton_url=url, triton_protocol=protocol,
-                           triton_timeout_s=timeout_s, model_repository=repository)
     try:
-        backend = TritonBackend(config, wait_s=min(timeout_s, 30.0))
+        backend = TritonBackend(url, protocol=protocol, timeout_s=timeout_s, repository=repository,
+                                recon_model=None, wait_s=min(timeout_s, 30.0))
     except BackendError as exc:
         raise BackendUnavailableError(str(exc)) from exc
-    if backend.gan is None:
-        raise BackendUnavailableError(f"Triton at {url} does not serve {config.gan_model!r}")
     info = backend.gan
+    if info is None:  # pragma: no cover - the backend refuses to start without its one model
+        raise BackendUnavailableError(f"Triton at {url} does not serve the generator")
 
     def render(values: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
-        info.schema.validate_array(values, source="attributes")
-        images = backend.generate(values.astype(np.float32), z_batch(list(seeds)))
-        images = np.transpose(images, (0, 2, 3, 1))
-        images = images[..., 0] if images.shape[-1] == 1 else images
+        # One Triton call per chunk, as before: the batch's chunk is the unit of work and of failure.
+        images = generate_images(backend, values, seeds, batch_size=max(1, len(values)))
         if size is not None and images.shape[1] != size:
-            images = resize_images(np.ascontiguousarray(images), size)
+            images = resize_images(images, size)
         return np.ascontiguousarray(images)
 
     return Renderer(render, info.schema, "gan", "triton", info.name, str(info.version))

@@ -19,7 +19,7 @@ Command = tuple[str, str, str]
 
 COMMANDS: dict[str, dict[str, Command] | Command] = {
     "data": {
-        "synth": ("surrogate.synth:synth_command", "Render a synthetic labelled face dataset.", ""),
+        "synth": ("surrogate.training_data:synth_command", "Render a synthetic labelled face dataset.", ""),
         "sheet": ("surrogate.sheet:sheet_command", "Draw a contact sheet of a dataset with captions.", ""),
         "portraits": (
             "surrogate.portraits_cli:portraits_command",
@@ -68,12 +68,12 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
         "recon": ("training.recon.evaluate:evaluate_recon_command", "Evaluate the reconstruction network.", "train"),
     },
     "synthesize": (
-        "surrogate.synthesize_cli:synthesize_command",
+        "surrogate.synthesis_cli:synthesize_command",
         "Render surrogates for an attribute file (3-D face model or GAN).",
         "",
     ),
     "synthesize-batch": (
-        "surrogate.batch_cli:synthesize_batch_command",
+        "surrogate.synthesis_cli:synthesize_batch_command",
         "Sharded, resumable batch synthesis of a large attribute file.",
         "",
     ),

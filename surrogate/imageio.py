@@ -58,6 +58,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         handle.write(text)
 
 
+def safe_file_stem(name: object, *, fallback: str = "row", max_length: int | None = None) -> str:
+    """``name`` made safe as a file or archive entry name: no path separators, no leading dots."""
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).strip(".")
+    return keep[:max_length] or fallback
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Accept HxW, HxWx1, HxWx3 or CxHxW (C in 1, 3) arrays; return HxW or HxWx3 uint8."""
     image = np.asarray(image)

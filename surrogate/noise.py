@@ -19,7 +19,7 @@ _STREAM_GAN_Z = 0
 _STREAM_IDENTITY = 1
 _STREAM_SCENE = 2
 STREAM_PORTRAIT_Z = 3  # the portrait generator's 512-d normal z (surrogate.portraits)
-# Streams of the synthetic training data (surrogate.synth) and the annotation tools (annotation/).
+# Streams of the synthetic training data (surrogate.training_data) and the annotation tools (annotation/).
 STREAM_SYNTH_ROW = 101
 STREAM_SYNTH_IDENTITY = 102
 STREAM_TASK_ORDER = 1001
@@ -75,9 +75,19 @@ def record_seed(seed: int, row: int, n: int) -> int:
     return first
 
 
+def row_seed(seed: int, row: int, k: int, n: int) -> int:
+    """Seed of surrogate k of record (or file row) ``row``: stable across reruns and independent of other rows."""
+    return record_seed(seed, row, n) + k
+
+
 def record_seeds(seed: int, records: int, n: int) -> list[int]:
     """Seeds of every image of ``records`` records with n copies each, record-major."""
-    return [s for r in range(records) for s in image_seeds(record_seed(seed, r, n), n)]
+    return expand_seeds([record_seed(seed, r, n) for r in range(records)], n)
+
+
+def expand_seeds(first_seeds: Sequence[int], n: int) -> list[int]:
+    """Seeds of every image of records whose first seeds are given (n copies each), record-major."""
+    return [s for first in first_seeds for s in image_seeds(first, n)]
 
 
 def image_seeds(seed: int, n: int) -> list[int]:

@@ -72,7 +72,7 @@ def contact_sheet(
 def sheet_command(dataset: Path, out: Path, n: int, columns: int, cell: int | None) -> None:
     """Draw a contact sheet of DATASET's first N faces with pose / AU / gender captions."""
     from surrogate.imageio import ImageDecodeError
-    from surrogate.synth import DatasetError, load_dataset
+    from surrogate.training_data import DatasetError, load_dataset
 
     try:
         data = load_dataset(dataset)

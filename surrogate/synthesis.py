@@ -1,9 +1,9 @@
 """Attributes + seeds -> surrogate images, by either method, torch-free.
 
-This is the single place that turns validated attribute values into surrogates for the CLI, batch
-synthesis and the annotation exporter (the service uses the same pieces through its backends). A
-surrogate depends only on (attributes, seed, model version): the 3-D path draws its identity from the
-seed, the GAN path its noise; no source image ever reaches this module.
+The in-process entry point of the CLI, batch synthesis and the annotation exporter: it picks the method
+(the 3-D renderer, or the generator through ``surrogate.runtime``, where the seed becomes z) and the
+output size and colour. A surrogate depends only on (attributes, seed, model version): the 3-D path
+draws its identity from the seed, the GAN path its noise; no source image ever reaches this module.
 """
 
 from __future__ import annotations
@@ -11,30 +11,24 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from surrogate.noise import z_batch
+from surrogate.model_repo import ModelRepository
+from surrogate.runtime import GAN_MODEL, OnnxRuntimeBackend, default_repository, generate_images
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
+
+__all__ = ["DEFAULT_3D_SIZE", "GAN_MODEL", "METHODS", "default_repository", "method_schema", "reorder",
+           "resize_images", "synthesize"]
 
 Method = Literal["gan", "3d"]
 METHODS: tuple[str, ...] = ("gan", "3d")
-GAN_MODEL = "gan_generator"
 DEFAULT_3D_SIZE = 64
 
 
-def default_repository() -> Path:
-    """``$SURROGATE_MODEL_REPOSITORY`` or the repository's own ``model_repository/``."""
-    env = os.environ.get("SURROGATE_MODEL_REPOSITORY")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "model_repository"
-
-
 @lru_cache(maxsize=4)
-def _repository(path: str):  # noqa: ANN202 - ModelRepository is imported lazily (onnxruntime)
-    from surrogate.model_repo import ModelRepository
-
+def _repository(path: str) -> ModelRepository:
     return ModelRepository(path)
 
 
@@ -71,21 +65,15 @@ def synthesize(
         values = reorder(values, schema, target)
     target.validate_array(values, source="attributes")
     if method == "3d":
-        from surrogate.surrogate3d import render_surrogates_3d
+        from surrogate.synthesis_3d import render_surrogates_3d
 
         return render_surrogates_3d(target, values, list(seeds), size=size or DEFAULT_3D_SIZE, rgb=rgb)
-    model = _repository(str(repository or default_repository())).session(GAN_MODEL)
-    chunks = []
-    for start in range(0, len(values), batch_size):
-        part = values[start: start + batch_size]
-        z = z_batch(list(seeds[start: start + batch_size]))
-        chunks.append(model.run({"attributes": part, "z": z})["image"])
-    images = np.concatenate(chunks) if chunks else np.zeros((0, 1, 1, 1), np.uint8)
-    images = np.transpose(images, (0, 2, 3, 1))  # N,C,H,W -> N,H,W,C
-    if images.shape[-1] == 1:
-        images = images[..., 0]
-        if rgb:
-            images = np.repeat(images[..., None], 3, axis=-1)
+    # The repository object is cached, and with it the sessions; the backend is rebuilt per call so that
+    # a version added since the last call is the one used (as the manifest of a batch run says).
+    generator = OnnxRuntimeBackend(_repository(str(repository or default_repository())), recon_model=None)
+    images = generate_images(generator, values, seeds, batch_size=batch_size)
+    if rgb and images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=-1)
     if size is not None and images.shape[1] != size:
         images = resize_images(images, size)
     return np.ascontiguousarray(images)

@@ -19,7 +19,7 @@ GENERATOR_SIZE = 16  # image side of the exported test generator and reconstruct
 
 
 class TritonModels(NamedTuple):
-    server: Any  # export.triton.TritonServer (started)
+    server: Any  # triton_harness.TritonServer (started)
     repository: Any  # surrogate.model_repo.ModelRepository of the exported (onnxruntime) repository
 
 
@@ -29,14 +29,14 @@ def triton_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonMo
     pytest.importorskip("onnxscript")
     pytest.importorskip("tritonclient.http")
     pytest.importorskip("tritonclient.grpc")
+    from triton_harness import TritonServer, ensure_triton_venv
+
     from export.onnx_export import export_generator, export_reconnet
     from export.triton import (
         ModelCardInfo,
         ModelVersion,
         ServingOptions,
-        TritonServer,
         add_version,
-        ensure_triton_venv,
         write_python_backend_repository,
     )
     from surrogate.model_repo import ModelRepository

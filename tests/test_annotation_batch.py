@@ -101,7 +101,7 @@ def test_raw_pilot_batch_leaks_nothing(tmp_path: Path, manifest: Path) -> None:
 
 
 def test_surrogate_batch_with_gold_leaks_nothing_and_is_reproducible(tmp_path: Path, manifest: Path) -> None:
-    pytest.importorskip("surrogate.surrogate3d")
+    pytest.importorskip("surrogate.synthesis_3d")
     table = load_manifest(manifest)
     gold = [GoldRule.parse("joy=AU12:5,AU06:4"), GoldRule.parse("not joy=AU12:0")]
     runs = []

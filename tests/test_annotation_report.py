@@ -119,7 +119,7 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 def test_cli_round_trip(tmp_path: Path) -> None:
-    pytest.importorskip("surrogate.surrogate3d")
+    pytest.importorskip("surrogate.synthesis_3d")
     from surrogate.cli import cli
 
     manifest = tmp_path / "private" / "faces.csv"

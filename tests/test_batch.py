@@ -32,11 +32,11 @@ from surrogate.batch import (  # noqa: E402
     plan_items,
     run_batch,
 )
-from surrogate.batch_cli import synthesize_batch_command  # noqa: E402
 from surrogate.imageio import load_image  # noqa: E402
 from surrogate.render import RENDERER_VERSION
+from surrogate.runtime import row_seed  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
-from surrogate.synthesize_cli import row_seed, synthesize_command  # noqa: E402
+from surrogate.synthesis_cli import synthesize_batch_command, synthesize_command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,7 +170,7 @@ def test_sigkill_mid_run_then_rerun_finishes_without_redoing(tmp_path: Path, rep
     n = 1500
     attributes = write_attributes(tmp_path / "attrs.csv", n)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "surrogate.batch_cli", str(attributes), "--out", str(out),
+    command = [sys.executable, "-m", "surrogate.synthesis_cli", str(attributes), "--out", str(out),
                "--method", "gan", "--repository", str(repository), "--chunk-size", "2", "--seed", "3"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

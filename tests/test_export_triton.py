@@ -21,6 +21,8 @@ from tritonclient.grpc import model_config_pb2  # noqa: E402
 
 from export.cli import export_command  # noqa: E402
 from export.triton import (  # noqa: E402
+    PYTHON_MODEL_FILE,
+    PYTHON_MODEL_SETTINGS,
     RepositoryWriteError,
     ServingOptions,
     build_config,
@@ -237,8 +239,9 @@ def test_python_backend_variant(exported_repo, tmp_path):
     assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == "KIND_CPU"
     assert config.max_batch_size == 128  # batching and I/O carried over
     model_py = (out / "gan_generator" / "2" / "model.py").read_text()
-    assert "EXTRA_SYS_PATH = ['/opt/x']" in model_py and "class TritonPythonModel" in model_py
-    compile(model_py, "model.py", "exec")
+    assert model_py == PYTHON_MODEL_FILE.read_text() and "class TritonPythonModel" in model_py
+    settings = json.loads((out / "gan_generator" / "2" / PYTHON_MODEL_SETTINGS).read_text())
+    assert settings == {"model_file": "model.onnx", "extra_sys_path": ["/opt/x"], "intra_op_threads": 1}
     assert (out / "gan_generator" / "2" / "model.onnx").read_bytes() == \
         (exported_repo["repo"] / "gan_generator" / "2" / "model.onnx").read_bytes()
     text = config_to_text(config)

@@ -386,7 +386,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_synthetic_dataset_layout_loads(tmp_path: Path) -> None:
-    pytest.importorskip("surrogate.synth")
+    pytest.importorskip("surrogate.training_data")
     data = tmp_path / "synth"
     (data / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)

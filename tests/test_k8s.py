@@ -266,7 +266,7 @@ def test_indexed_batch_job_command_parses_and_shards_match(rendered, name: str) 
         expanded = expanded.replace("${" + key + "}", value).replace("$" + key, value)
     words = shlex.split(expanded)
     assert words[:5] == ["exec", "python", "-m", "surrogate.cli", "synthesize-batch"]
-    from surrogate.batch_cli import synthesize_batch_command
+    from surrogate.synthesis_cli import synthesize_batch_command
 
     args = words[5:]
     args[0] = __file__  # ATTRIBUTES_FILE must exist for click; the option parsing is what is checked

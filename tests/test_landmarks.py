@@ -19,7 +19,7 @@ from surrogate.imageio import save_png  # noqa: E402
 from surrogate.landmarks import FaceLandmarks, aus_from_blendshapes, pose_from_matrix  # noqa: E402
 from surrogate.portrait_corpus import rotate_frame  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
-from surrogate.surrogate3d import render_surrogates_3d  # noqa: E402
+from surrogate.synthesis_3d import render_surrogates_3d  # noqa: E402
 
 
 @pytest.fixture(scope="module")

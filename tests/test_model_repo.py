@@ -209,3 +209,51 @@ def test_reader_does_not_import_torch(repository):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_python_backend_model_file_runs_each_version_like_onnxruntime(tmp_path, monkeypatch) -> None:
+    """export/triton_python_model.py, as copied into a Python-backend repository, run with a stand-in for
+    Triton's pb_utils: a dynamic batch of two requests gives the onnxruntime backend's images, split back."""
+    import importlib.util
+    import types
+
+    from export.triton import write_python_backend_repository
+    from service.demo_models import write_demo_repository
+    from surrogate.noise import z_batch
+    from surrogate.runtime import OnnxRuntimeBackend
+
+    class Tensor:
+        def __init__(self, name: str, array: np.ndarray) -> None:
+            self.name, self.array = name, array
+
+        def as_numpy(self) -> np.ndarray:
+            return self.array
+
+    class InferenceResponse:
+        def __init__(self, output_tensors: list[Tensor]) -> None:
+            self.output_tensors = output_tensors
+
+    def get_input_tensor_by_name(request: dict[str, np.ndarray], name: str) -> Tensor:
+        return Tensor(name, request[name])
+
+    pb_utils = types.SimpleNamespace(Tensor=Tensor, InferenceResponse=InferenceResponse,
+                                     get_input_tensor_by_name=get_input_tensor_by_name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb_utils)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    repo = write_demo_repository(tmp_path / "repo", size=8)
+    out = write_python_backend_repository(repo, tmp_path / "python", extra_sys_path=[str(tmp_path / "extra")])
+    spec = importlib.util.spec_from_file_location("model", out / "gan_generator" / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert sys.path[0] == str(tmp_path / "extra")  # the settings file reached sys.path before the imports
+
+    model = module.TritonPythonModel()
+    config = {"input": [{"name": "attributes"}, {"name": "z"}], "output": [{"name": "image"}]}
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(out / "gan_generator"),
+                      "model_version": "1"})
+    values = (np.tile(DEFAULT_SCHEMA.lows, (3, 1)) + np.linspace(0, 1, 3)[:, None]).astype(np.float32)
+    z = z_batch([5, 6, 7])
+    responses = model.execute([{"attributes": values[:2], "z": z[:2]}, {"attributes": values[2:], "z": z[2:]}])
+    images = np.concatenate([r.output_tensors[0].as_numpy() for r in responses])
+    assert [len(r.output_tensors[0].as_numpy()) for r in responses] == [2, 1]
+    np.testing.assert_array_equal(images, OnnxRuntimeBackend(repo).generate(values, z))

@@ -8,7 +8,7 @@ import pytest
 from surrogate.face_model import EYE_ROW, EYE_Y, N_IDENTITY, PIXELS_PER_UNIT, SUPPORTED_AUS, FaceParams
 from surrogate.render import DEFAULT_BACKGROUND, render, render_batch
 from surrogate.schema import DEFAULT_SCHEMA
-from surrogate.surrogate3d import render_surrogates_3d
+from surrogate.synthesis_3d import render_surrogates_3d
 
 
 def _random_frontal(rng: np.random.Generator) -> FaceParams:
@@ -203,6 +203,6 @@ def test_renderer_and_core_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, surrogate.render, surrogate.synth, surrogate.sheet, surrogate.surrogate3d; "
+    code = ("import sys, surrogate.render, surrogate.training_data, surrogate.sheet, surrogate.synthesis_3d; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -19,7 +19,7 @@ import numpy as np
 from surrogate.imageio import load_image, save_png
 from surrogate.render import RENDERER_VERSION
 from surrogate.schema import DEFAULT_SCHEMA
-from surrogate.surrogate3d import render_surrogates_3d
+from surrogate.synthesis_3d import render_surrogates_3d
 
 PINS = Path(__file__).resolve().parent / "fixtures" / "renderer"
 SIZE = 64

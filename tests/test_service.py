@@ -27,14 +27,13 @@ pytest.importorskip("bentoml")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from service.backends import EmbeddedBackend  # noqa: E402
 from service.client import HttpClient, record_seeds  # noqa: E402
-from service.config import ServiceConfig  # noqa: E402
 from service.demo_models import write_demo_repository  # noqa: E402
 from service.testing import EXAMPLE_RECORD, running_service  # noqa: E402
 from surrogate.imageio import decode_image, encode_png  # noqa: E402
 from surrogate.noise import z_batch  # noqa: E402
 from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION  # noqa: E402
+from surrogate.runtime import OnnxRuntimeBackend  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +84,7 @@ def test_single_record_gives_png_equal_to_the_model(server, repository: Path) ->
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-surrogate-model"] == "gan_generator"
     image = decode_image(response.content, grayscale=True)
-    backend = EmbeddedBackend(ServiceConfig(model_repository=str(repository)))
+    backend = OnnxRuntimeBackend(repository)
     expected = backend.generate(DEFAULT_SCHEMA.validate_records([RECORD]), z_batch([7]))[0, 0]
     assert np.array_equal(image, expected)
 

@@ -28,12 +28,11 @@ pytest.importorskip("bentoml")
 pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("tritonclient.http")
 
-from service.backends import EmbeddedBackend, TritonBackend  # noqa: E402
 from service.client import HttpClient, TritonGrpcClient, record_seeds  # noqa: E402
-from service.config import ServiceConfig  # noqa: E402
 from service.testing import EXAMPLE_RECORD, ServiceProcess, running_services  # noqa: E402
 from surrogate.imageio import decode_image, encode_png  # noqa: E402
 from surrogate.noise import z_batch  # noqa: E402
+from surrogate.runtime import OnnxRuntimeBackend, TritonBackend  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
 
 RECORDS = [
@@ -79,10 +78,9 @@ def triton_success_count(server, model: str) -> float:
 def test_triton_backend_equals_embedded_backend_in_process(triton_served, protocol: str) -> None:
     """The backend layer alone: same (attributes, z) -> same uint8 images; same crops -> same attributes."""
     server, repository = triton_served
-    embedded = EmbeddedBackend(ServiceConfig(model_repository=str(repository.path)))
+    embedded = OnnxRuntimeBackend(repository.path)
     url = server.http_url if protocol == "http" else server.grpc_url
-    triton = TritonBackend(ServiceConfig(backend="triton", model_repository=str(repository.path),
-                                         triton_url=url, triton_protocol=protocol))
+    triton = TritonBackend(url, protocol=protocol, repository=repository.path)
     try:
         assert (triton.gan.name, triton.gan.version) == (embedded.gan.name, embedded.gan.version)
         assert triton.gan.version == LATEST_GAN_VERSION

@@ -13,7 +13,7 @@ from surrogate.cli import cli
 from surrogate.imageio import load_image
 from surrogate.render import RENDERER_VERSION
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
-from surrogate.synth import (
+from surrogate.training_data import (
     DatasetError,
     SynthDistribution,
     load_dataset,

@@ -3,8 +3,8 @@
 One config file fully describes a run (data, network shape, losses, optimiser, schedule, device), so a
 run is reproducible from its file and seed; the resolved config is also stored in every checkpoint.
 Defaults follow the paper (alpha = 0.5, gamma = 0.1, Adam lr 1e-4, beta1 0.5, z ~ U(-1, 1)^64); the
-upstream BEGAN-CS values (alpha = 0.1, gamma = 0.5, L2 reconstruction) are one config away
-(``configs/gan/upstream.toml`` style overrides, see docs/gan.md).
+upstream BEGAN-CS values (alpha = 0.1, gamma = 0.5, L2 reconstruction) are ``--set`` overrides of
+``configs/gan/paper.toml`` (its header has the command).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training data for the GAN, preloaded into memory as one uint8 tensor.
 
-Two sources: the project's synthetic dataset (contract 2, ``surrogate.synth.load_dataset``) or any folder
+Two sources: the project's synthetic dataset (contract 2, ``surrogate.training_data.load_dataset``) or any folder
 of face images plus an attribute file in any adapter format (``surrogate.adapters.read_attributes``),
 rows matched to images by the ``file`` column, by file stem, or by OpenFace frame number. Images are
 centre-cropped to a square and resized to the model size; unreadable or missing images are reported by
@@ -90,7 +90,7 @@ def _load_images(
 
 
 def load_synthetic(path: Path, size: int, channels: int) -> FaceDataset:
-    from surrogate.synth import load_dataset
+    from surrogate.training_data import load_dataset
 
     data = load_dataset(path)
     files = [Path(f) for f in data.files]

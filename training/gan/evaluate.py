@@ -27,9 +27,10 @@ import click
 import numpy as np
 from PIL import Image
 
-from audit.identity import DLIB_SAME_PERSON_DISTANCE
+from surrogate.face_identity import DLIB_SAME_PERSON_DISTANCE
 from surrogate.imageio import atomic_write_bytes, atomic_write_text, image_grid, save_png
 from surrogate.noise import z_batch
+from surrogate.runtime import GAN_MODEL, OnnxRuntimeBackend, require, run_generator, to_hwc
 from surrogate.schema import AttributeSchema
 
 # The issue's targets: r >= 0.8 for these, >= 0.6 for every other attribute; diversity ratio >= 0.5.
@@ -48,7 +49,8 @@ class AttributeEstimator(Protocol):
 
 
 class FaceDescriber(Protocol):
-    """Anything with ``describe(images) -> ((N, D) descriptors, (N,) detected)``: audit.identity.DlibIdentity."""
+    """Anything with ``describe(images) -> ((N, D) descriptors, (N,) detected)``, e.g.
+    ``surrogate.face_identity.DlibIdentity``."""
 
     def describe(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -78,26 +80,16 @@ class CheckpointSource:
 
 
 class OnnxSource:
-    """Generates from an exported model repository (contract 6: ``gan_generator``)."""
+    """Generates from an exported model repository (contract 6: ``gan_generator``) through the runtime."""
 
-    def __init__(self, repository: str | Path, name: str = "gan_generator") -> None:
-        from surrogate.model_repo import ModelRepository
-
-        self.session = ModelRepository(repository).session(name)
-        self.schema = self.session.schema
-        self.z_dim = 64
+    def __init__(self, repository: str | Path, name: str = GAN_MODEL) -> None:
+        self.backend = OnnxRuntimeBackend(repository, gan_model=name, recon_model=None)
+        info = require(self.backend.gan, "generator")
+        self.schema = info.schema
+        self.z_dim = info.z_dim
 
     def generate(self, values: np.ndarray, z: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(values), 128):
-            image = self.session.run(
-                {
-                    "attributes": values[start : start + 128].astype(np.float32),
-                    "z": z[start : start + 128].astype(np.float32),
-                }
-            )["image"]
-            out.append(image[:, 0] if image.shape[1] == 1 else np.transpose(image, (0, 2, 3, 1)))
-        return np.concatenate(out)
+        return run_generator(self.backend, values.astype(np.float32), z.astype(np.float32), batch_size=128)
 
 
 def _as_features(images: np.ndarray, size: int) -> np.ndarray:
@@ -300,10 +292,6 @@ def teacher_r_on_real(
     return {name: pearson(y[:, i], y_hat[:, i]) for i, name in enumerate(schema.names)}
 
 
-def _to_hwc(images_nchw: np.ndarray) -> np.ndarray:
-    return images_nchw[:, 0] if images_nchw.shape[1] == 1 else np.transpose(images_nchw, (0, 2, 3, 1))
-
-
 @dataclass
 class EvaluationResult:
     report: dict[str, Any]
@@ -342,7 +330,7 @@ def evaluate_generator(
 
     common = [n for n in schema.names if n in estimator.schema]
     fidelity: dict[str, Any] = {}
-    ceiling_est = estimator.predict(_to_hwc(held_images)) if held_images is not None and len(held_images) else None
+    ceiling_est = estimator.predict(to_hwc(held_images)) if held_images is not None and len(held_images) else None
     for name in common:
         i, j = schema.index(name), estimator.schema.index(name)
         entry = {
@@ -371,7 +359,7 @@ def evaluate_generator(
     train_norm = np.clip(schema.normalise(train_values), 0, 1)
     anchors = rng.choice(len(train_values), size=min(len(group_y), len(train_values)), replace=False)
     neighbours = nearest_attribute_groups(train_norm, anchors, min(per_group, len(train_values)))
-    real_groups = _to_hwc(train_images)[neighbours]
+    real_groups = to_hwc(train_images)[neighbours]
     real_div = mean_pairwise_l1(real_groups)
     ratio = fake_div / real_div if real_div > 0 else float("nan")
 
@@ -405,7 +393,7 @@ def evaluate_generator(
         report["identity_diversity"] = identity_diversity(samples, real_groups, describer)
         if realism_images is not None:
             real_a, real_b = realism_images
-            report["realism"] = realism_distance(generated, _to_hwc(real_a), _to_hwc(real_b), describer)
+            report["realism"] = realism_distance(generated, to_hwc(real_a), to_hwc(real_b), describer)
     return EvaluationResult(report, samples, sweep, real_groups)
 
 
@@ -782,7 +770,7 @@ def evaluate_gan_command(
     elif estimator == "ridge":
         fit = train_idx[:4000]
         est: AttributeEstimator = RidgePixelEstimator(source.schema).fit(
-            _to_hwc(dataset.images[fit]), dataset.values[fit]
+            to_hwc(dataset.images[fit]), dataset.values[fit]
         )
     else:
         try:
@@ -793,7 +781,7 @@ def evaluate_gan_command(
             raise click.ClickException(f"cannot load the estimator {estimator}: {exc}") from exc
     describer: FaceDescriber | None = None
     if identity_diversity:
-        from audit.identity import DlibIdentity, IdentityModelMissingError
+        from surrogate.face_identity import DlibIdentity, IdentityModelMissingError
 
         try:
             describer = CachedDescriber(DlibIdentity())

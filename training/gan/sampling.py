@@ -17,6 +17,7 @@ import torch
 
 from surrogate.imageio import image_grid, save_png, to_uint8
 from surrogate.noise import z_batch
+from surrogate.runtime import to_hwc
 from training.gan.networks import Generator, from_began
 
 PROBE_SEED_BASE = 1_000_000
@@ -39,7 +40,7 @@ def generate_uint8(
         zt = torch.as_tensor(z[start : start + batch_size], dtype=torch.float32, device=device)
         yt = torch.as_tensor(y_normalised[start : start + batch_size], dtype=torch.float32, device=device)
         images = from_began(generator(zt, yt)).cpu().numpy()
-        out.append(images[:, 0] if images.shape[1] == 1 else np.transpose(images, (0, 2, 3, 1)))
+        out.append(to_hwc(images))
     generator.train(was_training)
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 

@@ -40,7 +40,7 @@ class DataConfig:
     pool_size: int = 4096
     refresh: int = 64  # new faces per step in pool mode (a multiple of chunk)
     render_size: int = 0  # 0 = model.image_size
-    attribute_distribution: str = "coverage"  # "coverage" (whole valid range) or "synth" (surrogate.synth's)
+    attribute_distribution: str = "coverage"  # "coverage" (whole valid range) or "synth" (surrogate.training_data's)
     neutral_au_probability: float = 0.3  # each AU is exactly 0 with this probability
     pose_uniform_fraction: float = 0.6  # rest of the poses ~ N(0, limits/3), clipped
 

@@ -58,11 +58,13 @@ def sample_attributes(rng: np.random.Generator, n: int, schema: AttributeSchema,
     gender axis is continuous; the schema's value is P(male)).
     """
     if config.data.attribute_distribution == "synth":
-        from surrogate import synth
+        from surrogate import training_data
 
-        sampler = getattr(synth, "sample_attributes", None)
+        sampler = getattr(training_data, "sample_attributes", None)
         if sampler is None:
-            raise ConfigError("data.attribute_distribution = 'synth' but surrogate.synth has no sample_attributes")
+            raise ConfigError(
+                "data.attribute_distribution = 'synth' but surrogate.training_data has no sample_attributes"
+            )
         return np.asarray(sampler(rng, n, schema), dtype=np.float32)
     values = np.empty((n, len(schema)), np.float32)
     for i, spec in enumerate(schema.attributes):

@@ -4,7 +4,7 @@ Three held-out sets, all rendered with seeds training never used:
 
 * ``clean``: centred, evenly lit renders (random identity and skin): the accuracy of the network itself;
 * ``randomised``: the training distribution (crop jitter, lighting, backgrounds, occluders, blur, noise);
-* ``closed_loop``: surrogates of the 3-D path (``surrogate.surrogate3d.render_surrogates_3d``) for
+* ``closed_loop``: surrogates of the 3-D path (``surrogate.synthesis_3d.render_surrogates_3d``) for
   requested attributes: does the estimator read back what was asked for (attributes -> render ->
   attributes)?
 
@@ -140,7 +140,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, n: int = 2000, seed: int = 20
         return r.values, images[..., 0] if images.shape[-1] == 1 else images
 
     def closed_loop(k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-        from surrogate.surrogate3d import render_surrogates_3d
+        from surrogate.synthesis_3d import render_surrogates_3d
 
         values = sample_attributes(np.random.default_rng([seed, 2, k]), m, schema, config)
         images = render_surrogates_3d(schema, values, [seed + k + i for i in range(m)],
