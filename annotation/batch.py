@@ -9,9 +9,12 @@ Batch folder layout::
     BATCH/images/<token>.png        surrogates (and, with --include-raw, re-encoded consented photos)
     BATCH/labelstudio_tasks.json    Label Studio task import: [{"data": {"image": URL, "token": ...}}]
     BATCH/labelstudio_config.xml    Label Studio labelling config (Image + Choices)
-    BATCH/mturk_input.csv           MTurk batch input: image_url, token (one HIT per image)
-    BATCH/mturk_template.html       MTurk crowd-HTML question template
+    BATCH/mturk_input.csv           MTurk batch input: image_url, token (one HIT per image); written
+    BATCH/mturk_template.html       only for an https:// --url-prefix (the only kind a HIT can load)
     BATCH/question.json             the question and choices (public)
+
+Nothing published follows the manifest: the crowd order and the seed of each face are secret random
+draws kept in the mapping, and every published file has the same time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape as html_escape
@@ -42,14 +46,14 @@ from annotation.mapping import (
     task_url,
 )
 from annotation.question import GoldRule, Question
-from surrogate.imageio import ImageDecodeError, atomic_write_text, load_image, save_png
-from surrogate.noise import STREAM_TASK_ORDER, image_seeds, rng_for
+from surrogate.imageio import ImageDecodeError, atomic_write_bytes, atomic_write_text, encode_png, load_image
+from surrogate.noise import image_seeds
 from surrogate.schema import AttributeSchema
 
 SURROGATE_METHODS: tuple[str, ...] = ("gan", "3d")
 TOKEN_BYTES = 16
-# Stream id for the task order within surrogate.noise's seeded streams (surrogate streams use 0-2).
-_STREAM_TASK_ORDER = STREAM_TASK_ORDER
+# 2000-01-01T00:00:00Z on every published file: file times (and HTTP Last-Modified) say nothing of the order.
+PUBLISHED_MTIME = 946_684_800
 
 LABELSTUDIO_TASKS = "labelstudio_tasks.json"
 LABELSTUDIO_CONFIG = "labelstudio_config.xml"
@@ -57,6 +61,10 @@ MTURK_INPUT = "mturk_input.csv"
 MTURK_TEMPLATE = "mturk_template.html"
 QUESTION_FILE = "question.json"
 IMAGES_DIR = "images"
+# Everything an export writes into a batch folder (--overwrite replaces only these).
+BATCH_NAMES = frozenset(
+    {IMAGES_DIR, LABELSTUDIO_TASKS, LABELSTUDIO_CONFIG, MTURK_INPUT, MTURK_TEMPLATE, QUESTION_FILE}
+)
 
 
 class ExportError(ValueError):
@@ -111,6 +119,7 @@ class ExportSummary:
     n_gold: int
     methods: list[str]
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_tasks(self) -> int:
@@ -125,10 +134,38 @@ def _check_paths(batch_dir: Path, mapping_path: Path, overwrite: bool) -> None:
         )
     if batch_dir.exists() and not batch_dir.is_dir():
         raise ExportError(f"{batch_dir} exists and is not a folder")
-    if batch_dir.exists() and any(batch_dir.iterdir()) and not overwrite:
-        raise ExportError(f"batch folder {batch_dir} is not empty; choose a new folder (or pass --overwrite)")
+    if batch_dir.exists() and any(batch_dir.iterdir()):
+        if not overwrite:
+            raise ExportError(f"batch folder {batch_dir} is not empty; choose a new folder (or pass --overwrite)")
+        # --overwrite replaces a batch, never anything else a user put there
+        foreign = sorted(p.name for p in batch_dir.iterdir() if p.name not in BATCH_NAMES)
+        if foreign:
+            raise ExportError(
+                f"--overwrite: {batch_dir} holds files an export does not write ({', '.join(foreign[:5])}); "
+                "it replaces only a previous batch, so move them away or choose a new folder"
+            )
     if mapping_path.exists() and not overwrite:
         raise ExportError(f"mapping {mapping_path} already exists; choose a new path (or pass --overwrite)")
+
+
+def check_url_prefix(url_prefix: str) -> str | None:
+    """Why MTurk cannot load images from ``url_prefix`` (None: it can).
+
+    A HIT is an https page on mturk.com: a relative URL resolves against Amazon's host, and browsers
+    block http:// images inside it as mixed content, so only an absolute https:// prefix works.
+    """
+    lowered = url_prefix.strip().lower()
+    if lowered.startswith("https://") and len(lowered) > len("https://"):
+        return None
+    if lowered.startswith("http://"):
+        return (
+            f"--url-prefix {url_prefix!r} is http://: browsers block http images inside an https page "
+            "(every MTurk HIT, and Label Studio served over https); serve them from an https:// address"
+        )
+    return (
+        f"--url-prefix {url_prefix!r} is not an absolute https:// URL: a HIT resolves it against Amazon's "
+        "host and loads nothing; give the https:// address the images will be served from"
+    )
 
 
 def _new_tokens(n: int) -> list[str]:
@@ -136,6 +173,16 @@ def _new_tokens(n: int) -> list[str]:
     while len(tokens) < n:
         tokens.add(secrets.token_hex(TOKEN_BYTES))
     return list(tokens)
+
+
+def _secret_rng() -> np.random.Generator:
+    """A generator seeded from the operating system's entropy.
+
+    The crowd order and the seed of each face come from it, not from the batch seed: anything a
+    public argument reproduces (``rng_for(seed, ...)``) would let the crowd undo the shuffle. The
+    outcome is kept only in the private mapping.
+    """
+    return np.random.default_rng(secrets.randbits(128))
 
 
 def _resolve_photo(file: str | None, image_root: Path | None, private_id: str) -> Path:
@@ -170,8 +217,13 @@ def export_batch(
 ) -> ExportSummary:
     """Render surrogates of every manifest row by every method and write the crowd batch + mapping.
 
-    Seeds: row i gets ``image_seeds(seed, n_rows + n_gold)[i]`` (the same seed for its gan and 3d
-    surrogate; the methods draw from independent noise streams); gold item j the seed after the rows.
+    Seeds: the rows and gold items share the seeds ``image_seeds(seed, n_rows + n_gold)``, dealt out
+    in a secret random order (the same seed for a row's gan and 3d surrogate; the methods draw from
+    independent noise streams) and recorded in the mapping. The crowd order is a secret random
+    permutation too: two exports with the same arguments publish different orders. The images are
+    written in that order and every published file gets the same fixed time, so neither file times
+    nor inode numbers follow the manifest. The batch is assembled beside ``batch_dir`` and swapped in
+    at the end, so ``overwrite`` leaves exactly the new batch.
     """
     batch_dir, mapping_path = Path(batch_dir), Path(mapping_path)
     methods = list(dict.fromkeys(methods))
@@ -204,20 +256,24 @@ def export_batch(
     files = list(table.files) if getattr(table, "files", None) is not None else [None] * len(ids)
     root = Path(image_root) if image_root is not None else None
     photos = [_resolve_photo(files[i], root, ids[i]) for i in range(len(ids))] if include_raw else []
+    warnings = []
+    mturk_problem = check_url_prefix(url_prefix)
+    if mturk_problem:
+        warnings.append(f"{mturk_problem}; MTurk files not written (Label Studio files are)")
 
+    secret = _secret_rng()
     gold_values = [rule.values(schema, k) for rule in gold_rules for k in range(gold_per_rule)]
     gold_labels = [rule.label for rule in gold_rules for _ in range(gold_per_rule)]
-    seeds = image_seeds(seed, len(ids) + len(gold_values))
+    seeds = [int(s) for s in secret.permutation(image_seeds(seed, len(ids) + len(gold_values)))]
     row_seeds, gold_seeds = seeds[: len(ids)], seeds[len(ids) :]
 
     n_tasks = len(ids) * (len(methods) + int(include_raw)) + len(gold_values) * len(methods)
     tokens = iter(_new_tokens(n_tasks))
-    images_dir = batch_dir / IMAGES_DIR
-    images_dir.mkdir(parents=True, exist_ok=True)
-    entries: list[MappingEntry] = []
+    # Encoded PNGs wait in memory so that they reach the disk in crowd order, not in manifest order.
+    rendered: list[tuple[MappingEntry, bytes]] = []
     bar = tqdm(total=n_tasks, desc="export", unit="img", disable=not progress)
 
-    def write_images(
+    def render(
         method: str,
         rows: np.ndarray,
         row_seeds_: Sequence[int],
@@ -227,14 +283,12 @@ def export_batch(
             chunk = rows[start : start + 64]
             images = renderer(method, schema, chunk, row_seeds_[start : start + 64], size)
             for offset, image in enumerate(images):
-                entry = make_entry(start + offset, next(tokens))
-                save_png(images_dir / f"{entry.token}.png", image)
-                entries.append(entry)
+                rendered.append((make_entry(start + offset, next(tokens)), encode_png(image, compress_level=6)))
                 bar.update(1)
 
     try:
         for method in methods:
-            write_images(
+            render(
                 method,
                 values,
                 row_seeds,
@@ -249,7 +303,7 @@ def export_batch(
                 ),
             )
             if gold_values:
-                write_images(
+                render(
                     method,
                     np.asarray(gold_values, np.float32),
                     gold_seeds,
@@ -276,16 +330,14 @@ def export_batch(
                 private_id=ids[i],
                 file=files[i],
             )
-            save_png(images_dir / f"{entry.token}.png", image)
-            entries.append(entry)
+            rendered.append((entry, encode_png(image, compress_level=6)))
             bar.update(1)
     finally:
         bar.close()
 
-    order = np.arange(len(entries))
-    if shuffle:
-        order = rng_for(seed, _STREAM_TASK_ORDER).permutation(len(entries))
-    entries = [entries[i] for i in order]
+    order = secret.permutation(len(rendered)) if shuffle else np.arange(len(rendered))
+    rendered = [rendered[i] for i in order]
+    entries = [entry for entry, _ in rendered]
     mapping = PrivateMapping(
         question=question,
         schema=schema,
@@ -294,8 +346,20 @@ def export_batch(
         url_prefix=url_prefix,
         image_size=size,
     )
-    written = write_platform_files(batch_dir, [e.token for e in entries], question, url_prefix)
-    mapping.write(mapping_path)
+    staging = batch_dir.parent / f".{batch_dir.name}.partial-{secrets.token_hex(4)}"
+    try:
+        (staging / IMAGES_DIR).mkdir(parents=True)
+        for entry, data in rendered:
+            atomic_write_bytes(staging / IMAGES_DIR / f"{entry.token}.png", data)
+        written = write_platform_files(
+            staging, [e.token for e in entries], question, url_prefix, mturk=mturk_problem is None
+        )
+        _fix_times(staging)
+        mapping.write(mapping_path)
+        _swap_in(staging, batch_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     return ExportSummary(
         batch_dir=batch_dir,
         mapping_path=mapping_path,
@@ -303,26 +367,42 @@ def export_batch(
         n_items=sum(e.kind == KIND_ITEM for e in entries),
         n_gold=sum(e.kind == KIND_GOLD for e in entries),
         methods=([*methods, "raw"] if include_raw else list(methods)),
-        files=[*written, mapping_path],
+        files=[*(batch_dir / p.name for p in written), mapping_path],
+        warnings=warnings,
     )
+
+
+def _fix_times(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the same time (web servers publish it)."""
+    for path in [*folder.rglob("*"), folder]:
+        os.utime(path, (PUBLISHED_MTIME, PUBLISHED_MTIME), follow_symlinks=False)
+
+
+def _swap_in(staging: Path, batch_dir: Path) -> None:
+    """Replace ``batch_dir`` (absent, empty or a previous batch, see ``_check_paths``) by ``staging``."""
+    if batch_dir.exists():
+        shutil.rmtree(batch_dir)
+    os.replace(staging, batch_dir)
+    os.utime(batch_dir, (PUBLISHED_MTIME, PUBLISHED_MTIME))
 
 
 # -- platform files ---------------------------------------------------------------------------------
 def write_platform_files(
-    batch_dir: Path, tokens: Sequence[str], question: Question, url_prefix: str
+    batch_dir: Path, tokens: Sequence[str], question: Question, url_prefix: str, *, mturk: bool = True
 ) -> list[Path]:
-    """Write the Label Studio and MTurk files for ``tokens`` (in crowd order) into ``batch_dir``."""
+    """Write the Label Studio (and, when ``mturk``, the MTurk) files for ``tokens`` in crowd order."""
     tasks = [{"data": {"image": task_url(url_prefix, t), "token": t}} for t in tokens]
     out = {
         LABELSTUDIO_TASKS: json.dumps(tasks, indent=1) + "\n",
         LABELSTUDIO_CONFIG: labelstudio_config(question),
-        MTURK_INPUT: _mturk_input_csv(tokens, url_prefix),
-        MTURK_TEMPLATE: mturk_template(question),
         QUESTION_FILE: json.dumps(
             {"question": question.to_dict(), "n_tasks": len(tokens), "image_format": "png"}, indent=1
         )
         + "\n",
     }
+    if mturk:
+        out[MTURK_INPUT] = _mturk_input_csv(tokens, url_prefix)
+        out[MTURK_TEMPLATE] = mturk_template(question)
     paths = []
     for name, text in out.items():
         atomic_write_text(batch_dir / name, text)
@@ -353,17 +433,49 @@ def labelstudio_config(question: Question) -> str:
     )
 
 
-def mturk_template(question: Question) -> str:
-    """An MTurk crowd-HTML template; answers arrive as ``Answer.<name>.option_<N>`` = true/false.
+def mturk_radio_group(question: Question, field: str) -> str:
+    """One ``<crowd-radio-group>`` whose answer MTurk returns as ``<field>.option_<N>`` -> {choice: bool}.
 
-    The only script is MTurk's own crowd-html-elements.js, which ``<crowd-form>`` requires (it submits
-    the answers); no other third-party script, font or tracker is loaded.
+    AWS documents the group's output as ``[{"<button name>": {"<button value>": true|false}, ...}]``:
+    with ``answer-format="flatten-objects"`` that is one column ``Answer.<field>.option_<N>.<choice>``
+    per button, otherwise one ``Answer.taskAnswers`` JSON column; the importer reads both.
     """
     buttons = "\n".join(
-        f'    <crowd-radio-button name="{question.name}.option_{i}" value={quoteattr(c)}>'
+        f'    <crowd-radio-button name="{field}.option_{i}" value={quoteattr(c)}>'
         f"{html_escape(c)}</crowd-radio-button>"
         for i, c in enumerate(question.choices)
     )
+    return f'  <crowd-radio-group data-answer="{field}">\n{buttons}\n  </crowd-radio-group>\n'
+
+
+# crowd-radio-group has no 'required' attribute (AWS documents none), so without this check a worker
+# could submit an empty HIT. Groups inside a hidden block (an unused session slot) are not asked.
+_MTURK_REQUIRE_ANSWERS = """<script>
+  document.querySelector('crowd-form').addEventListener('submit', function (event) {
+    var groups = document.querySelectorAll('crowd-radio-group[data-answer]');
+    for (var i = 0; i < groups.length; i++) {
+      if (groups[i].closest('[hidden]')) { continue; }
+      var buttons = groups[i].querySelectorAll('crowd-radio-button');
+      var answered = Array.prototype.some.call(buttons, function (b) { return b.checked; });
+      if (!answered) {
+        event.preventDefault();
+        groups[i].scrollIntoView();
+        alert('Please answer every question before you submit.');
+        return;
+      }
+    }
+  });
+</script>
+"""
+
+
+def mturk_template(question: Question) -> str:
+    """An MTurk crowd-HTML template of one image and one required single-choice answer.
+
+    The only external script is MTurk's own crowd-html-elements.js, which ``<crowd-form>`` requires
+    (it submits the answers); the inline script refuses a submit without an answer. No other
+    third-party script, font or tracker is loaded.
+    """
     return (
         "<!-- crowd-html-elements.js is MTurk's own component library, required by <crowd-form>;\n"
         "     the template loads no other script. ${image_url} is filled from mturk_input.csv. -->\n"
@@ -371,8 +483,7 @@ def mturk_template(question: Question) -> str:
         '<crowd-form answer-format="flatten-objects">\n'
         f"  <p><strong>{xml_escape(question.text)}</strong></p>\n"
         '  <p><img src="${image_url}" alt="face to label" style="width: 256px; height: auto;"></p>\n'
-        "  <crowd-radio-group>\n"
-        f"{buttons}\n"
-        "  </crowd-radio-group>\n"
+        f"{mturk_radio_group(question, question.name)}"
         "</crowd-form>\n"
+        f"{_MTURK_REQUIRE_ANSWERS}"
     )

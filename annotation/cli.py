@@ -94,14 +94,19 @@ def annotate_group() -> None:
     help="Folder that relative 'file' paths of the manifest are relative to (default: its folder).",
 )
 @click.option(
-    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Batch seed (surrogates, order)."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Batch seed: the faces get seeds SEED.. in a secret order (recorded in the mapping).",
 )
 @click.option("--size", default=128, show_default=True, type=int, help="Surrogate image size in pixels.")
 @click.option(
     "--url-prefix",
     default="images/",
     show_default=True,
-    help="Where the crowd will load images from: URL_PREFIX/<token>.png (e.g. https://host/batch/images/).",
+    help="Where the crowd will load images from: URL_PREFIX/<token>.png. MTurk files are written only for "
+    "an https:// prefix (e.g. https://host/batch/images/); a relative one suits Label Studio local files.",
 )
 @click.option("--question-name", default="emotion", show_default=True, help="Answer field name (identifier).")
 @click.option("--question", "question_text", default="Does this face show joy?", show_default=True)
@@ -122,7 +127,11 @@ def annotate_group() -> None:
     type=click.IntRange(min=0),
     help="Gold items per rule and method.",
 )
-@click.option("--no-shuffle", is_flag=True, help="Keep manifest order (default: seeded shuffle).")
+@click.option(
+    "--no-shuffle",
+    is_flag=True,
+    help="Publish tasks in manifest order (reveals it to the crowd; default: a secret random order).",
+)
 @click.option(
     "--min-confidence",
     default=0.75,
@@ -192,6 +201,8 @@ def export_command(
         f"{summary.n_private} faces by {', '.join(summary.methods)}; {summary.n_gold} gold)"
     )
     click.echo(f"private mapping: {summary.mapping_path}  (keep it private; never upload it)")
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @annotate_group.command(name="import")
