@@ -58,8 +58,8 @@ def aggregate(labels: pd.DataFrame, method: str = "mv", *, n_iter: int = 100) ->
     """Aggregate per task with crowd-kit: columns task, label, agreement, n_labels, tie, confidence.
 
     ``confidence`` is the aggregator's posterior probability of the chosen label (for majority vote
-    the vote share). Ties under majority vote are resolved by crowd-kit (first label in its column
-    order) and flagged in ``tie`` so callers can discard them.
+    the vote share). ``tie`` flags tasks whose modal vote is split (under either aggregator: Dawid-Skene
+    breaks it by worker quality, majority vote by crowd-kit's column order) so callers can discard them.
     """
     from crowdkit.aggregation import DawidSkene, MajorityVote
 
@@ -76,9 +76,8 @@ def aggregate(labels: pd.DataFrame, method: str = "mv", *, n_iter: int = 100) ->
         [float(probas.at[task, label]) for task, label in chosen.items()], index=chosen.index
     )
     agreement = item_agreement(data)
+    # ``tie`` says the votes were split evenly, whichever label the aggregator then picked
     out = pd.DataFrame({"label": chosen, "confidence": confidence}).join(agreement)
-    if method == "ds":
-        out["tie"] = False  # a posterior is never exactly tied in practice; agreement still shows it
     out.index.name = "task"
     return out.reset_index().loc[:, list(AGGREGATE_COLUMNS)].sort_values("task").reset_index(drop=True)
 

@@ -210,6 +210,7 @@ def export_batch(
     url_prefix: str = "images/",
     gold_rules: Sequence[GoldRule] = (),
     gold_per_rule: int = 2,
+    gold_methods: Sequence[str] | None = None,
     shuffle: bool = True,
     overwrite: bool = False,
     renderer: Renderer = render_surrogates,
@@ -238,6 +239,9 @@ def export_batch(
         raise ExportError("--gold-per-rule must be >= 0")
     if gold_rules and not methods:
         raise ExportError("gold items are surrogates: give a surrogate method (--method) to use --gold")
+    gold_methods = list(methods) if gold_methods is None else list(dict.fromkeys(gold_methods))
+    if set(gold_methods) - set(methods):
+        raise ExportError(f"--gold-method {sorted(set(gold_methods) - set(methods))} is not an exported --method")
     schema = table.schema
     for rule in gold_rules:
         try:
@@ -267,7 +271,7 @@ def export_batch(
     seeds = [int(s) for s in secret.permutation(image_seeds(seed, len(ids) + len(gold_values)))]
     row_seeds, gold_seeds = seeds[: len(ids)], seeds[len(ids) :]
 
-    n_tasks = len(ids) * (len(methods) + int(include_raw)) + len(gold_values) * len(methods)
+    n_tasks = len(ids) * (len(methods) + int(include_raw)) + len(gold_values) * len(gold_methods)
     tokens = iter(_new_tokens(n_tasks))
     # Encoded PNGs wait in memory so that they reach the disk in crowd order, not in manifest order.
     rendered: list[tuple[MappingEntry, bytes]] = []
@@ -302,7 +306,7 @@ def export_batch(
                     seed=row_seeds[i],
                 ),
             )
-            if gold_values:
+            if gold_values and method in gold_methods:
                 render(
                     method,
                     np.asarray(gold_values, np.float32),

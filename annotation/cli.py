@@ -128,6 +128,14 @@ def annotate_group() -> None:
     help="Gold items per rule and method.",
 )
 @click.option(
+    "--gold-method",
+    "gold_methods",
+    multiple=True,
+    type=click.Choice(["3d", "gan"]),
+    help="Render gold items only by these methods (default: every --method); e.g. 3d where the GAN's "
+    "gold faces look alike.",
+)
+@click.option(
     "--no-shuffle",
     is_flag=True,
     help="Publish tasks in manifest order (reveals it to the crowd; default: a secret random order).",
@@ -156,6 +164,7 @@ def export_command(
     choices: tuple[str, ...],
     gold_rules: tuple[str, ...],
     gold_per_rule: int,
+    gold_methods: tuple[str, ...],
     no_shuffle: bool,
     min_confidence: float,
     overwrite: bool,
@@ -191,6 +200,7 @@ def export_command(
             url_prefix=url_prefix,
             gold_rules=rules,
             gold_per_rule=gold_per_rule,
+            gold_methods=gold_methods or None,
             shuffle=not no_shuffle,
             overwrite=overwrite,
         )

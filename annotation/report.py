@@ -11,8 +11,9 @@ Definitions, following Shirai & Whitehill:
     broken at random, averaged over ``repeats`` draws, for n = 3 .. the fewest labels any face has;
   * accuracy binned by an intensity covariate (Figures 7-8): per-face accuracy averaged within
     equal-width bins of an attribute (e.g. AU12) or of an external score (e.g. Emotient evidence);
-  * paired t-tests (section 5.3): ``scipy.stats.ttest_rel`` on the per-face share of correct
-    labellers between each pair of versions (the paper's 1-sample t-test on the differences).
+  * paired t-tests (section 5.3): per face, the paper's 1-sample t-test on the difference in the
+    number of labellers who were right, and the same on the share who were right (equal only when
+    every face has the same number of labels); per worker, the within-worker difference in accuracy.
 Dawid-Skene accuracy (crowd-kit) is reported beside majority vote.
 """
 
@@ -39,6 +40,7 @@ from surrogate.noise import STREAM_SUBSAMPLING, rng_for
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.75, 0.9)
 _STREAM_SUBSAMPLE = STREAM_SUBSAMPLING
 VERSION_NAMES = {"raw": "RAW", "gan": "GAN", "3d": "3-D"}
+FIGURE_DPI = 300  # print resolution: a 4.8 x 3.2 inch figure is 1440 x 960 pixels
 
 
 class ReportError(ValueError):
@@ -174,7 +176,6 @@ def analyse(
     options: ReportOptions | None = None,
 ) -> Analysis:
     """Run every analysis on tidy labels (worker, task, label) of one batch."""
-    from scipy import stats
 
     options = options or ReportOptions()
     screen = screen_workers(labels, mapping, options.min_gold_accuracy)
@@ -248,24 +249,7 @@ def analyse(
         )
     per_face = pd.concat(per_face_parts, ignore_index=True) if per_face_parts else pd.DataFrame()
 
-    ttests = []
-    wide = per_face.pivot(index="private_id", columns="method", values="accuracy")
-    for a, b in combinations(versions, 2):
-        pair = wide[[a, b]].dropna()
-        entry: dict[str, Any] = {
-            "a": a,
-            "b": b,
-            "n_faces": int(len(pair)),
-            "mean_difference": float((pair[a] - pair[b]).mean()) if len(pair) else float("nan"),
-        }
-        if len(pair) >= 2 and (pair[a] - pair[b]).std() > 0:
-            result = stats.ttest_rel(pair[a], pair[b])
-            entry.update(t=float(result.statistic), p=float(result.pvalue))
-        else:
-            entry.update(
-                t=float("nan"), p=float("nan"), note="fewer than 2 faces or no variance in the differences"
-            )
-        ttests.append(entry)
+    ttests = [_paired_tests(items, a, b) for a, b in combinations(versions, 2)]
 
     binned = None
     if covariate is not None:
@@ -296,6 +280,58 @@ def analyse(
         workers=workers,
         per_face=per_face,
     )
+
+
+def _one_sample_t(differences: pd.Series) -> tuple[float, float]:
+    """(t, two-sided p) of a 1-sample t-test of ``differences`` against 0; NaN when undefined."""
+    from scipy import stats
+
+    differences = differences.dropna()
+    if len(differences) < 2 or not differences.std() > 0:
+        return float("nan"), float("nan")
+    result = stats.ttest_1samp(differences, 0.0)
+    return float(result.statistic), float(result.pvalue)
+
+
+def _paired_tests(items: pd.DataFrame, a: str, b: str) -> dict[str, Any]:
+    """Versions ``a`` and ``b`` compared three ways (all paired, two-sided).
+
+    * per face, the share of its labellers who were right (``t``, ``p``): robust to unequal counts;
+    * per face, the number of labellers who were right (``t_count``, ``p_count``): the paper's test.
+      The two agree only when every face has as many labels in ``a`` as in ``b``; a few rejected or
+      missing labels are enough to move t;
+    * per worker, accuracy on ``a`` minus accuracy on ``b`` over workers who labelled both
+      (``t_worker``, ``p_worker``): the within-worker comparison the paper's design allows, where
+      every worker saw every version in one session.
+    """
+    share = items.groupby(["private_id", "method"])["correct"].mean().unstack("method")
+    count = items.groupby(["private_id", "method"])["correct"].sum().unstack("method")
+    by_worker = items.groupby(["worker", "method"])["correct"].mean().unstack("method")
+    faces = share[[a, b]].dropna().index
+    share_diff = share.loc[faces, a] - share.loc[faces, b]
+    count_diff = count.loc[faces, a] - count.loc[faces, b]
+    worker_diff = (by_worker[a] - by_worker[b]).dropna() if {a, b} <= set(by_worker) else pd.Series(dtype=float)
+    t, p = _one_sample_t(share_diff)  # equal to scipy's ttest_rel on the paired shares
+    t_count, p_count = _one_sample_t(count_diff)
+    t_worker, p_worker = _one_sample_t(worker_diff)
+    entry = {
+        "a": a,
+        "b": b,
+        "n_faces": int(len(faces)),
+        "mean_difference": float(share_diff.mean()) if len(faces) else float("nan"),
+        "t": t,
+        "p": p,
+        "mean_count_difference": float(count_diff.mean()) if len(faces) else float("nan"),
+        "t_count": t_count,
+        "p_count": p_count,
+        "n_workers": int(len(worker_diff)),
+        "worker_mean_difference": float(worker_diff.mean()) if len(worker_diff) else float("nan"),
+        "t_worker": t_worker,
+        "p_worker": p_worker,
+    }
+    if not math.isfinite(t):
+        entry["note"] = "fewer than 2 faces or no variance in the differences"
+    return entry
 
 
 def _covariate(mapping: PrivateMapping, options: ReportOptions) -> dict[str, float] | None:
@@ -338,7 +374,7 @@ def _bin(per_face: pd.DataFrame, versions: Sequence[str], bins: int, name: str) 
 # -- output ----------------------------------------------------------------------------------------
 def _save_figure(fig: Any, path: Path) -> None:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -368,8 +404,11 @@ def _plots(analysis: Analysis, out_dir: Path) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     for version in versions:
         curve = analysis.majority_over_n[version]
-        ax.plot(curve["n"], curve["accuracy"], marker=".", label=VERSION_NAMES.get(version, version))
-    ax.set_xlabel("labellers sampled per face (n)")
+        (line,) = ax.plot(curve["n"], curve["accuracy"], marker=".", label=VERSION_NAMES.get(version, version))
+        low = np.asarray(curve["accuracy"]) - np.asarray(curve["sd"])
+        high = np.asarray(curve["accuracy"]) + np.asarray(curve["sd"])
+        ax.fill_between(curve["n"], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("labellers sampled per face (n); band: +-1 sd over draws")
     ax.set_ylabel("majority-vote accuracy")
     ax.set_title("Figure 6: majority vote over n labellers")
     ax.legend()
@@ -382,15 +421,13 @@ def _plots(analysis: Analysis, out_dir: Path) -> dict[str, str]:
         binned = analysis.binned
         fig, ax = plt.subplots(figsize=(4.8, 3.2))
         for version in versions:
-            ax.errorbar(
-                binned["centres"],
-                binned[version]["accuracy"],
-                yerr=binned[version]["sem"],
-                marker="o",
-                capsize=2,
-                label=VERSION_NAMES.get(version, version),
-            )
-        ax.set_xlabel(binned["covariate"])
+            mean, sem = np.asarray(binned[version]["accuracy"]), np.asarray(binned[version]["sem"])
+            (line,) = ax.plot(binned["centres"], mean, marker="o", label=VERSION_NAMES.get(version, version))
+            ax.fill_between(binned["centres"], mean - sem, mean + sem, color=line.get_color(), alpha=0.2, linewidth=0)
+        counts = np.max([binned[v]["n_faces"] for v in versions], axis=0)
+        ax.set_xticks(binned["centres"], [f"{c:.2g}\nn={n}" for c, n in zip(binned["centres"], counts, strict=True)])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel(f"{binned['covariate']} (bin centre, faces per bin); band: +-1 s.e.m.")
         ax.set_ylabel("mean per-face accuracy")
         ax.set_title(f"Figures 7-8: accuracy by {binned['covariate']}")
         ax.legend()
@@ -477,15 +514,22 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
             "",
         ]
     lines += [
-        "## Paired t-tests on per-face accuracy",
+        "## Paired t-tests",
         "",
-        "| Pair | mean difference | t | p | faces |",
-        "|---|---:|---:|---:|---:|",
+        "Per face: share of its labellers who were right (robust to unequal label counts) and number of",
+        "labellers who were right (the paper's test; the two agree only with equal label counts). Per worker:",
+        "accuracy on one version minus the other, over workers who labelled both (within-worker).",
+        "",
+        "| Pair | share diff | t | p | count diff | t | p | faces | worker diff | t | p | workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in analysis.ttests:
         lines.append(
             f"| {VERSION_NAMES.get(t['a'], t['a'])} - {VERSION_NAMES.get(t['b'], t['b'])} | "
-            f"{_pct(t['mean_difference'])} pts | {_num(t['t'])} | {_num(t['p'], 4)} | {t['n_faces']} |"
+            f"{_pct(t['mean_difference'])} pts | {_num(t['t'])} | {_p(t['p'])} | "
+            f"{_num(t.get('mean_count_difference'))} | {_num(t.get('t_count'))} | {_p(t.get('p_count'))} | "
+            f"{t['n_faces']} | {_pct(t.get('worker_mean_difference'))} pts | {_num(t.get('t_worker'))} | "
+            f"{_p(t.get('p_worker'))} | {t.get('n_workers', 0)} |"
         )
     lines += [
         "",
@@ -531,6 +575,13 @@ def _num(value: Any, digits: int = 2) -> str:
         if value is None or (isinstance(value, float) and not math.isfinite(value))
         else f"{value:.{digits}f}"
     )
+
+
+def _p(value: Any) -> str:
+    """A p-value that never reads as 0: scientific notation below 0.0001."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
 def write_report(

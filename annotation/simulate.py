@@ -11,7 +11,8 @@ Model, per task (face i shown as version v) and honest worker w::
 
 ``a_v`` is the accuracy of a typical labeller on an easy face of version v, ``s_w ~ N(0, worker_sd)``
 a worker's skill offset, ``difficulty_i`` in [0, 1] pulls the answer towards chance (K choices). A
-wrong answer is uniform over the other choices. Spammers answer uniformly at random ("random") or
+wrong answer is uniform over the other choices. Gold items (unambiguous by design) are answered at
+``gold_accuracy`` + s_w instead of a_v. Spammers answer uniformly at random ("random") or
 always the same choice ("constant").
 """
 
@@ -46,6 +47,9 @@ class CrowdConfig:
     spammer_mode: str = "random"
     worker_sd: float = 0.04
     rejected_fraction: float = 0.0  # MTurk assignments the requester rejected (excluded on import)
+    # Gold items are chosen to be unambiguous, so an honest worker gets them right more often than
+    # an ordinary face of the same version (drawing them at ``accuracy`` screened out honest workers).
+    gold_accuracy: float = 0.97
     seed: int = 0
 
     def check(self, versions: list[str], n_choices: int) -> None:
@@ -65,6 +69,8 @@ class CrowdConfig:
             raise ValueError("spammer_fraction must be in [0, 1)")
         if self.spammer_mode not in SPAMMER_MODES:
             raise ValueError(f"spammer_mode must be one of {SPAMMER_MODES}")
+        if not 1.0 / n_choices <= self.gold_accuracy <= 1.0:
+            raise ValueError(f"gold_accuracy must be in [1/{n_choices}, 1], got {self.gold_accuracy}")
         if not 0.0 <= self.rejected_fraction < 1.0:
             raise ValueError("rejected_fraction must be in [0, 1)")
 
@@ -148,7 +154,8 @@ def simulate_crowd(
                     answer = int(worker["constant_choice"])
                     p = float(answer == true_index)
             else:
-                base = config.accuracy[version] + worker["skill"]
+                typical = config.gold_accuracy if entry.kind == "gold" else config.accuracy[version]
+                base = typical + worker["skill"]
                 p = float(np.clip(base - (base - 1.0 / k) * hardness, 1.0 / k, 0.995))
                 if rng.random() < p:
                     answer = true_index
@@ -171,8 +178,11 @@ def simulate_crowd(
 
 # -- writers in the platforms' own formats ---------------------------------------------------------------
 def write_mturk_results(crowd: SimulatedCrowd, mapping: PrivateMapping, path: str | os.PathLike[str]) -> None:
-    """An MTurk batch results CSV as the requester site gives it, passed once through pandas
-    (so it has the leading unnamed index column), with radio answers as Answer.<q>.option_N."""
+    """An MTurk batch results CSV as the requester site gives it, passed once through pandas (so it
+    has the leading unnamed index column), with the answer as MTurk writes the exported template's
+    ``<crowd-radio-group>`` under ``answer-format="flatten-objects"``: AWS's documented output
+    ``{"<q>.option_N": {"<choice>": true|false}}`` as one ``Answer.<q>.option_N.<choice>`` column per button.
+    """
     q = mapping.question
     hit_of = {token: f"3HIT{i:010d}" for i, token in enumerate(mapping.tokens)}
     records = []
@@ -194,7 +204,7 @@ def write_mturk_results(crowd: SimulatedCrowd, mapping: PrivateMapping, path: st
             "Input.token": r.task,
         }
         for i, choice in enumerate(q.choices):
-            record[f"Answer.{q.name}.option_{i}"] = "true" if r.label == choice else "false"
+            record[f"Answer.{q.name}.option_{i}.{choice}"] = "true" if r.label == choice else "false"
         records.append(record)
     atomic_write_text(path, pd.DataFrame(records).to_csv(index=True))
 
