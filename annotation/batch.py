@@ -25,7 +25,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape as html_escape
 from pathlib import Path
@@ -42,10 +42,12 @@ from annotation.mapping import (
     MappingEntry,
     MappingError,
     PrivateMapping,
+    Session,
     check_unique,
     task_url,
 )
 from annotation.question import GoldRule, Question
+from annotation.texts import load_texts
 from surrogate.imageio import ImageDecodeError, atomic_write_bytes, atomic_write_text, encode_png, load_image
 from surrogate.noise import image_seeds
 from surrogate.schema import AttributeSchema
@@ -61,9 +63,10 @@ MTURK_INPUT = "mturk_input.csv"
 MTURK_TEMPLATE = "mturk_template.html"
 QUESTION_FILE = "question.json"
 IMAGES_DIR = "images"
+TEXTS_DIR = "texts"
 # Everything an export writes into a batch folder (--overwrite replaces only these).
 BATCH_NAMES = frozenset(
-    {IMAGES_DIR, LABELSTUDIO_TASKS, LABELSTUDIO_CONFIG, MTURK_INPUT, MTURK_TEMPLATE, QUESTION_FILE}
+    {IMAGES_DIR, TEXTS_DIR, LABELSTUDIO_TASKS, LABELSTUDIO_CONFIG, MTURK_INPUT, MTURK_TEMPLATE, QUESTION_FILE}
 )
 
 
@@ -120,6 +123,7 @@ class ExportSummary:
     methods: list[str]
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    n_sessions: int = 0
 
     @property
     def n_tasks(self) -> int:
@@ -215,6 +219,8 @@ def export_batch(
     overwrite: bool = False,
     renderer: Renderer = render_surrogates,
     progress: bool = True,
+    session_faces: int | None = None,
+    texts: Mapping[str, str | os.PathLike[str] | None] | None = None,
 ) -> ExportSummary:
     """Render surrogates of every manifest row by every method and write the crowd batch + mapping.
 
@@ -225,6 +231,11 @@ def export_batch(
     written in that order and every published file gets the same fixed time, so neither file times
     nor inode numbers follow the manifest. The batch is assembled beside ``batch_dir`` and swapped in
     at the end, so ``overwrite`` leaves exactly the new batch.
+
+    ``session_faces`` switches to the paper's design: the faces are dealt (secretly, at random) into
+    sessions of at most that many faces; a session holds every version of its faces and every gold
+    item in a secret random order, and is ONE Label Studio task / MTurk HIT that one worker labels in
+    one sitting, with the instructions and consent ``texts``.
     """
     batch_dir, mapping_path = Path(batch_dir), Path(mapping_path)
     methods = list(dict.fromkeys(methods))
@@ -237,6 +248,8 @@ def export_batch(
         raise ExportError(f"--size {size} must be between 16 and 1024 pixels")
     if gold_per_rule < 0:
         raise ExportError("--gold-per-rule must be >= 0")
+    if session_faces is not None and session_faces < 1:
+        raise ExportError(f"--session-faces {session_faces} must be >= 1")
     if gold_rules and not methods:
         raise ExportError("gold items are surrogates: give a surrogate method (--method) to use --gold")
     gold_methods = list(methods) if gold_methods is None else list(dict.fromkeys(gold_methods))
@@ -342,6 +355,21 @@ def export_batch(
     order = secret.permutation(len(rendered)) if shuffle else np.arange(len(rendered))
     rendered = [rendered[i] for i in order]
     entries = [entry for entry, _ in rendered]
+    sessions = _make_sessions(entries, session_faces, secret) if session_faces else []
+    try:
+        session_texts = (
+            load_texts(
+                dict(texts or {}),
+                question=question.text,
+                choices=", ".join(question.choices),
+                n_images=max(len(x.tokens) for x in sessions),
+                minutes=max(1, round(max(len(x.tokens) for x in sessions) * 3.5 / 60)),
+            )
+            if sessions
+            else {}
+        )
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
     mapping = PrivateMapping(
         question=question,
         schema=schema,
@@ -349,15 +377,21 @@ def export_batch(
         batch_seed=seed,
         url_prefix=url_prefix,
         image_size=size,
+        sessions=sessions,
     )
     staging = batch_dir.parent / f".{batch_dir.name}.partial-{secrets.token_hex(4)}"
     try:
         (staging / IMAGES_DIR).mkdir(parents=True)
         for entry, data in rendered:
             atomic_write_bytes(staging / IMAGES_DIR / f"{entry.token}.png", data)
-        written = write_platform_files(
-            staging, [e.token for e in entries], question, url_prefix, mturk=mturk_problem is None
-        )
+        if sessions:
+            written = write_session_files(
+                staging, sessions, question, url_prefix, session_texts, mturk=mturk_problem is None
+            )
+        else:
+            written = write_platform_files(
+                staging, [e.token for e in entries], question, url_prefix, mturk=mturk_problem is None
+            )
         _fix_times(staging)
         mapping.write(mapping_path)
         _swap_in(staging, batch_dir)
@@ -371,9 +405,27 @@ def export_batch(
         n_items=sum(e.kind == KIND_ITEM for e in entries),
         n_gold=sum(e.kind == KIND_GOLD for e in entries),
         methods=([*methods, "raw"] if include_raw else list(methods)),
-        files=[*(batch_dir / p.name for p in written), mapping_path],
+        files=[*(batch_dir / p.relative_to(staging) for p in written), mapping_path],
         warnings=warnings,
+        n_sessions=len(sessions),
     )
+
+
+def _make_sessions(
+    entries: Sequence[MappingEntry], faces_per_session: int, secret: np.random.Generator
+) -> list[Session]:
+    """Deal the faces at random into balanced sessions; each gets all versions of its faces + all gold."""
+    faces = sorted({e.private_id for e in entries if e.kind == KIND_ITEM and e.private_id is not None})
+    faces = [faces[i] for i in secret.permutation(len(faces))]
+    n_sessions = -(-len(faces) // faces_per_session)
+    gold = [e.token for e in entries if e.kind == KIND_GOLD]
+    sessions = []
+    for group in np.array_split(np.asarray(faces, dtype=object), n_sessions):
+        members = set(group)
+        tokens = [e.token for e in entries if e.kind == KIND_ITEM and e.private_id in members] + gold
+        order = secret.permutation(len(tokens))
+        sessions.append(Session(secrets.token_hex(TOKEN_BYTES), tuple(tokens[i] for i in order)))
+    return sessions
 
 
 def _fix_times(folder: Path) -> None:
@@ -414,6 +466,57 @@ def write_platform_files(
     return paths
 
 
+def write_session_files(
+    batch_dir: Path,
+    sessions: Sequence[Session],
+    question: Question,
+    url_prefix: str,
+    texts: Mapping[str, str],
+    *,
+    mturk: bool = True,
+) -> list[Path]:
+    """The platform files of a session batch: one Label Studio task / MTurk HIT per session."""
+    slots = max(len(x.tokens) for x in sessions)
+    tasks = [
+        {
+            "data": {
+                "session": x.id,
+                "images": [{"image": task_url(url_prefix, t), "token": t} for t in x.tokens],
+            }
+        }
+        for x in sessions
+    ]
+    out = {
+        LABELSTUDIO_TASKS: json.dumps(tasks, indent=1) + "\n",
+        LABELSTUDIO_CONFIG: labelstudio_session_config(question),
+        QUESTION_FILE: json.dumps(
+            {
+                "question": question.to_dict(),
+                "n_sessions": len(sessions),
+                "images_per_session": slots,
+                "image_format": "png",
+            },
+            indent=1,
+        )
+        + "\n",
+        **{f"{TEXTS_DIR}/{name}.md": text for name, text in texts.items()},
+    }
+    if mturk:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["session", *(f"image_url_{k}" for k in range(slots)), *(f"token_{k}" for k in range(slots))])
+        for x in sessions:
+            padding = [""] * (slots - len(x.tokens))
+            writer.writerow([x.id, *(task_url(url_prefix, t) for t in x.tokens), *padding, *x.tokens, *padding])
+        out[MTURK_INPUT] = buffer.getvalue()
+        out[MTURK_TEMPLATE] = mturk_session_template(question, slots, texts)
+    paths = []
+    for name, text in out.items():
+        atomic_write_text(batch_dir / name, text)
+        paths.append(batch_dir / name)
+    return paths
+
+
 def _mturk_input_csv(tokens: Sequence[str], url_prefix: str) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -434,6 +537,66 @@ def labelstudio_config(question: Question) -> str:
         f"{choices}\n"
         "  </Choices>\n"
         "</View>\n"
+    )
+
+
+def labelstudio_session_config(question: Question) -> str:
+    """Label Studio config of a session task: every image of ``$images`` with its own required answer.
+
+    Label Studio's Repeater names each answer ``<question>_<index>`` (index into ``data.images``).
+    """
+    choices = "\n".join(f"      <Choice value={quoteattr(c)}/>" for c in question.choices)
+    return (
+        "<View>\n"
+        f"  <Header value={quoteattr(question.text)}/>\n"
+        '  <Repeater on="$images" indexFlag="{{idx}}" mode="pagination">\n'
+        '    <Image name="image_{{idx}}" value="$images[{{idx}}].image"/>\n'
+        f'    <Choices name="{question.name}_{{{{idx}}}}" toName="image_{{{{idx}}}}" choice="single-radio" '
+        'required="true">\n'
+        f"{choices}\n"
+        "    </Choices>\n"
+        "  </Repeater>\n"
+        "</View>\n"
+    )
+
+
+def _paragraphs(text: str) -> str:
+    return "\n".join(f"    <p>{html_escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
+
+
+def mturk_session_template(question: Question, slots: int, texts: Mapping[str, str]) -> str:
+    """An MTurk template of one session: instructions, consent, then ``slots`` images, each answered.
+
+    Inputs ``${image_url_K}`` come from mturk_input.csv; a shorter session leaves some empty, and
+    their blocks are hidden (and not asked). Answers: ``<question>.slot<K>.option_<N>.<choice>``.
+    """
+    blocks = "".join(
+        f'  <div class="slot" data-image="${{image_url_{k}}}">\n'
+        f'    <p>{k + 1}. <img src="${{image_url_{k}}}" alt="face {k + 1}" style="width: 256px; height: auto;"></p>\n'
+        f"  {mturk_radio_group(question, f'{question.name}.slot{k}')}"
+        "  </div>\n"
+        for k in range(slots)
+    )
+    return (
+        "<!-- crowd-html-elements.js is MTurk's own component library, required by <crowd-form>;\n"
+        "     the template loads no other script. ${image_url_K} are filled from mturk_input.csv. -->\n"
+        '<script src="https://assets.crowd.aws/crowd-html-elements.js"></script>\n'
+        '<crowd-form answer-format="flatten-objects">\n'
+        "  <section>\n    <h3>Instructions</h3>\n"
+        f"{_paragraphs(texts.get('instructions', ''))}\n  </section>\n"
+        "  <section>\n    <h3>Consent</h3>\n"
+        f"{_paragraphs(texts.get('consent', ''))}\n"
+        '    <crowd-checkbox name="consent" required>I agree to take part</crowd-checkbox>\n  </section>\n'
+        f"  <p><strong>{xml_escape(question.text)}</strong></p>\n"
+        f"{blocks}"
+        "</crowd-form>\n"
+        "<script>\n"
+        "  // a shorter session leaves some inputs empty: hide those blocks (the answer check skips them)\n"
+        "  document.querySelectorAll('.slot').forEach(function (slot) {\n"
+        "    if (!slot.getAttribute('data-image')) { slot.hidden = true; }\n"
+        "  });\n"
+        "</script>\n"
+        f"{_MTURK_REQUIRE_ANSWERS}"
     )
 
 

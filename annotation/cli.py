@@ -147,7 +147,31 @@ def annotate_group() -> None:
     type=float,
     help="Manifest rows below this detector confidence are rejected (OpenFace etc.).",
 )
-@click.option("--overwrite", is_flag=True, help="Allow a non-empty batch folder / existing mapping.")
+@click.option(
+    "--session-faces",
+    type=click.IntRange(min=1),
+    help="The paper's design: one task/HIT per session of at most this many faces, each shown in every "
+    "version (with the gold items), for one worker to label in one sitting. Default: one task per image.",
+)
+@click.option(
+    "--instructions",
+    "instructions_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Session instructions (Markdown/text) to use instead of the default; see texts/ in the batch.",
+)
+@click.option(
+    "--consent",
+    "consent_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Consent statement for sessions instead of the default (have your ethics board approve it).",
+)
+@click.option(
+    "--qualification",
+    "qualification_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Worker-qualification notes for sessions instead of the default.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a previous batch in --batch / an existing mapping.")
 def export_command(
     manifest: Path,
     batch_dir: Path,
@@ -167,6 +191,10 @@ def export_command(
     gold_methods: tuple[str, ...],
     no_shuffle: bool,
     min_confidence: float,
+    session_faces: int | None,
+    instructions_path: Path | None,
+    consent_path: Path | None,
+    qualification_path: Path | None,
     overwrite: bool,
 ) -> None:
     """Write a crowd batch of surrogates for the faces in MANIFEST (any attribute adapter format)."""
@@ -203,12 +231,15 @@ def export_command(
             gold_methods=gold_methods or None,
             shuffle=not no_shuffle,
             overwrite=overwrite,
+            session_faces=session_faces,
+            texts={"instructions": instructions_path, "consent": consent_path, "qualification": qualification_path},
         )
     except ValueError as exc:  # ExportError, MappingError, attribute validation
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"batch {summary.batch_dir}: {summary.n_tasks} tasks ({summary.n_items} items of "
         f"{summary.n_private} faces by {', '.join(summary.methods)}; {summary.n_gold} gold)"
+        + (f" in {summary.n_sessions} session(s), one task/HIT each" if summary.n_sessions else "")
     )
     click.echo(f"private mapping: {summary.mapping_path}  (keep it private; never upload it)")
     for warning in summary.warnings:

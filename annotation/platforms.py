@@ -237,46 +237,62 @@ def _labelstudio_json(path: Path, question: Question) -> tuple[list[tuple], list
     problems: list[RowProblem] = []
     for t_index, task in enumerate(tasks):
         data = task.get("data") or {}
-        token = data.get("token") or task_from_url(str(data.get("image", "")))
         where_task = f"task {task.get('id', t_index)}"
-        if not token:
+        slots = _labelstudio_slots(data, question)
+        if not slots:
             problems.append(RowProblem(where_task, "task has no token and its image URL holds none"))
             continue
+        first = next(iter(slots.values()))
         for a_index, annotation in enumerate(task.get("annotations", task.get("completions", [])) or []):
             where = f"{where_task} annotation {annotation.get('id', a_index)}"
             worker = _labelstudio_worker(annotation.get("completed_by"))
             if worker is None:
-                problems.append(RowProblem(where, "annotation has no completed_by", token))
+                problems.append(RowProblem(where, "annotation has no completed_by", first))
                 continue
             if annotation.get("was_cancelled"):
-                problems.append(RowProblem(where, "skipped: annotation was cancelled", token, worker))
+                problems.append(RowProblem(where, "skipped: annotation was cancelled", first, worker))
                 continue
-            chosen = [
-                c
-                for r in annotation.get("result", []) or []
-                if r.get("type") == "choices" and r.get("from_name") == question.name
-                for c in (r.get("value") or {}).get("choices", [])
-            ]
-            if len(chosen) > 1:
-                problems.append(
-                    RowProblem(where, f"several choices {chosen} for a single-choice question", token, worker)
+            chosen: dict[str, list[str]] = {name: [] for name in slots}
+            for r in annotation.get("result", []) or []:
+                if r.get("type") == "choices" and r.get("from_name") in chosen:
+                    chosen[r["from_name"]] += (r.get("value") or {}).get("choices", [])
+            for name, token in slots.items():
+                here = where if len(slots) == 1 else f"{where} ({name})"
+                if len(chosen[name]) > 1:
+                    problems.append(
+                        RowProblem(here, f"several choices {chosen[name]} for a single-choice question", token, worker)
+                    )
+                    continue
+                label, why = _normalise_label(chosen[name][0] if chosen[name] else None, question)
+                if why:
+                    problems.append(RowProblem(here, why, token, worker))
+                    continue
+                rows.append(
+                    (
+                        here,
+                        worker,
+                        token,
+                        label,
+                        _as_float(annotation.get("lead_time")),
+                        str(annotation.get("id", f"{t_index}.{a_index}")),
+                    )
                 )
-                continue
-            label, why = _normalise_label(chosen[0] if chosen else None, question)
-            if why:
-                problems.append(RowProblem(where, why, token, worker))
-                continue
-            rows.append(
-                (
-                    where,
-                    worker,
-                    token,
-                    label,
-                    _as_float(annotation.get("lead_time")),
-                    str(annotation.get("id", f"{t_index}.{a_index}")),
-                )
-            )
     return rows, problems
+
+
+def _labelstudio_slots(data: dict[str, Any], question: Question) -> dict[str, str]:
+    """Answer name -> task token: one image (``question.name``) or a session's ``<question>_<index>``."""
+    images = data.get("images")
+    if isinstance(images, list):  # a session task (export --session-faces): Label Studio's Repeater
+        out = {}
+        for k, image in enumerate(images):
+            image = image if isinstance(image, dict) else {"image": image}
+            token = image.get("token") or task_from_url(str(image.get("image", "")))
+            if token:
+                out[f"{question.name}_{k}"] = str(token)
+        return out
+    token = data.get("token") or task_from_url(str(data.get("image", "")))
+    return {question.name: str(token)} if token else {}
 
 
 # -- Label Studio CSV ------------------------------------------------------------------------------------

@@ -305,3 +305,42 @@ def test_mturk_files_need_an_https_prefix(tmp_path: Path, prefix: str) -> None:
     assert (tmp_path / "b" / "labelstudio_tasks.json").is_file()
     good = _export(table, tmp_path, "c", gold_rules=())
     assert good.warnings == [] and (tmp_path / "c" / "mturk_input.csv").is_file()
+
+
+def test_sessions_round_trip_through_both_platforms(tmp_path: Path) -> None:
+    """The paper's design: one task/HIT per session holding every version of its faces, answers inside."""
+    from annotation.platforms import read_labels
+    from annotation.simulate import CrowdConfig, simulate_crowd, write_labelstudio_export, write_mturk_results
+
+    table = load_manifest(_wide_manifest(tmp_path, n=7))
+    summary = _export(table, tmp_path, "b", session_faces=3)
+    mapping = PrivateMapping.read(summary.mapping_path)
+    # 3, 2 and 2 faces x 3 versions + 8 gold (2 rules x 2 items x 2 surrogate methods)
+    assert [len(x.tokens) for x in mapping.sessions] == [17, 14, 14]
+    faces = [{mapping[t].private_id for t in x.tokens} - {None} for x in mapping.sessions]
+    assert sum(len(f) for f in faces) == 7 and not set.intersection(*faces)
+    for x in mapping.sessions:  # every version of a session's faces is in that session
+        assert {mapping[t].method for t in x.tokens if mapping[t].kind == "item"} == {"raw", "3d", "gan"}
+    rows = list(csv.DictReader((tmp_path / "b" / "mturk_input.csv").open()))
+    assert len(rows) == 3 and rows[2]["token_16"] == "" and rows[0]["token_0"] == mapping.sessions[0].tokens[0]
+    template = (tmp_path / "b" / "mturk_template.html").read_text()
+    assert template.count("<crowd-radio-group") == 17 and "${image_url_16}" in template
+    assert "Consent" in template and 'crowd-checkbox name="consent" required' in template
+    texts = {p.name for p in (tmp_path / "b" / "texts").iterdir()}
+    assert texts == {"instructions.md", "consent.md", "qualification.md"}
+    tasks = json.loads((tmp_path / "b" / "labelstudio_tasks.json").read_text())
+    assert len(tasks) == 3 and "Repeater" in (tmp_path / "b" / "labelstudio_config.xml").read_text()
+    _assert_nothing_private(tmp_path / "b", tmp_path / "private" / "wide.csv")
+
+    truth = {e.private_id: "joy" if mapping.attribute(e, "AU12") >= 2 else "not joy" for e in mapping.items()}
+    crowd = simulate_crowd(mapping, truth, CrowdConfig(n_workers=4, seed=2))
+    assert crowd.labels.groupby("worker")["session"].nunique().max() == 1  # a worker sits one session
+    for writer, name in ((write_mturk_results, "r.csv"), (write_labelstudio_export, "r.json")):
+        writer(crowd, mapping, tmp_path / name)
+        result = read_labels(tmp_path / name, mapping.question, known_tasks=mapping.tokens)
+        assert not result.problems, result.problems[:3]
+        # Label Studio names users by numeric id (100 + rank of the simulated worker)
+        ids = {str(100 + i): w for i, w in enumerate(sorted(crowd.labels["worker"].unique()))}
+        workers = [ids.get(w, w) for w in result.labels["worker"]]
+        got = sorted(zip(workers, result.labels["task"], result.labels["label"], strict=True))
+        assert got == sorted(zip(crowd.labels["worker"], crowd.labels["task"], crowd.labels["label"], strict=True))

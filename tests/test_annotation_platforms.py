@@ -111,3 +111,12 @@ def test_mturk_results_in_aws_documented_format(mapping: PrivateMapping, name: s
     ]
     assert reasons(result) == ["empty answer", "rejected assignment"]
     assert result.labels.set_index(["worker", "task"]).loc[("A1WORKERX", B), "time_s"] == 9
+
+
+def test_mturk_session_hits(mapping: PrivateMapping) -> None:
+    """One HIT per session: every slot's answer read, empty slots skipped, an unanswered slot reported."""
+    result = read_labels(FIXTURES / "mturk_results_aws_session.csv", mapping.question, known_tasks=mapping.tokens)
+    got = sorted(zip(result.labels["worker"], result.labels["task"], result.labels["label"], strict=True))
+    worker = "A1WORKERX"
+    assert got == [(worker, A, "joy"), (worker, B, "not joy"), (worker, C, "joy"), (worker, D, "not joy")]
+    assert reasons(result) == ["empty answer", "rejected assignment"]
