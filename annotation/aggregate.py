@@ -158,5 +158,36 @@ def transfer(aggregated: pd.DataFrame, mapping: PrivateMapping) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+FACE_COLUMNS: tuple[str, ...] = ("private_id", "label", "confidence", "agreement", "n_labels", "tie", "versions")
+
+
+def face_labels(
+    labels: pd.DataFrame, mapping: PrivateMapping, *, versions: list[str] | None = None, method: str = "ds"
+) -> pd.DataFrame:
+    """One label per private face combining its surrogate versions (default: every non-raw version).
+
+    All labels of a face's versions are aggregated together, with each (worker, version) as its own
+    labeller: a worker who saw both surrogates of a face casts two votes, and Dawid-Skene learns how
+    reliable that worker is on each kind of surrogate. ``confidence`` is the aggregator's posterior
+    of the label (the vote share for majority vote).
+    """
+    versions = versions or [m for m in mapping.methods if m != "raw"]
+    face_of = {e.token: e.private_id for e in mapping.items(versions)}
+    version_of = {e.token: e.method for e in mapping.items(versions)}
+    kept = labels[labels["task"].isin(face_of)]
+    if kept.empty:
+        raise AggregationError(f"no labels on any {'/'.join(versions)} item")
+    combined = pd.DataFrame(
+        {
+            "worker": kept["worker"].astype(str) + "|" + kept["task"].map(version_of),
+            "task": kept["task"].map(face_of),
+            "label": kept["label"],
+        }
+    )
+    out = aggregate(combined, method).rename(columns={"task": "private_id"})
+    out["versions"] = "+".join(versions)
+    return out.loc[:, list(FACE_COLUMNS)]
+
+
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     atomic_write_text(path, frame.to_csv(index=False))

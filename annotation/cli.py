@@ -327,11 +327,29 @@ def import_command(
     type=click.FloatRange(0, 1),
     help="Drop workers whose accuracy on gold items is below this before aggregating.",
 )
+@click.option(
+    "--per-face",
+    "per_face_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write ONE label per private face combining all its surrogate versions (PRIVATE: ids).",
+)
 def aggregate_command(
-    labels_path: Path, mapping_path: Path, out_path: Path, method: str, min_gold_accuracy: float
+    labels_path: Path,
+    mapping_path: Path,
+    out_path: Path,
+    method: str,
+    min_gold_accuracy: float,
+    per_face_path: Path | None,
 ) -> None:
     """Aggregate tidy LABELS per task (crowd-kit), with agreement, ties and confidence."""
-    from annotation.aggregate import AggregationError, aggregate, item_labels, screen_workers, write_csv
+    from annotation.aggregate import (
+        AggregationError,
+        aggregate,
+        face_labels,
+        item_labels,
+        screen_workers,
+        write_csv,
+    )
 
     mapping = _load_mapping(mapping_path)
     labels = _read_labels(labels_path)
@@ -341,11 +359,16 @@ def aggregate_command(
             f"screened out {len(screen.failed)} worker(s) below {min_gold_accuracy:g} gold accuracy: "
             + ", ".join(screen.failed[:10])
         )
+    kept = item_labels(labels, mapping, exclude_workers=screen.failed)
     try:
-        result = aggregate(item_labels(labels, mapping, exclude_workers=screen.failed), method)
+        result = aggregate(kept, method)
+        faces = face_labels(kept, mapping, method=method) if per_face_path is not None else None
     except AggregationError as exc:
         raise click.ClickException(str(exc)) from exc
     write_csv(result, out_path)
+    if faces is not None and per_face_path is not None:
+        write_csv(faces, per_face_path)
+        click.echo(f"wrote {len(faces)} per-face labels combining {faces['versions'].iloc[0]} to {per_face_path}")
     click.echo(
         f"aggregated {len(result)} tasks ({method}); {int(result['tie'].sum())} tied; wrote {out_path}"
     )
@@ -614,3 +637,56 @@ def simulate_command(
     click.echo(f"wrote {len(crowd.labels)} simulated answers by {workers} workers to {out_path} ({platform})")
     for version, p in crowd.expected_accuracy.items():
         click.echo(f"  simulated individual accuracy {version}: {100 * p:.1f}%")
+
+
+@annotate_group.command(name="study")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for private/ (photos, mapping, labels, report) and crowd/ (the batch).",
+)
+@click.option("--faces", default=60, show_default=True, type=click.IntRange(min=4))
+@click.option("--workers", default=60, show_default=True, type=click.IntRange(min=3))
+@click.option("--emotion", default="joy", show_default=True, type=click.Choice(["joy", "anger"]))
+@click.option("--size", default=128, show_default=True, type=click.IntRange(16, 512))
+@click.option("--repeats", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--spammers", default=0.05, show_default=True, type=click.FloatRange(0, 0.5))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+def study_command(
+    out_dir: Path, faces: int, workers: int, emotion: str, size: int, repeats: int, spammers: float, seed: int
+) -> None:
+    """A simulated run of the paper's study: FACES x raw/GAN/3-D x WORKERS in sessions, end to end.
+
+    Synthetic "private" photos, attributes and emotion evidence read by the shipped recon network,
+    a session export, a simulated crowd in MTurk's results format, import, per-face labels and the
+    report (Table 1, t-tests, Figures 5-10) in OUT/private/report/.
+    """
+    from annotation.study import run_study
+
+    result = run_study(
+        out_dir,
+        faces=faces,
+        workers=workers,
+        seed=seed,
+        size=size,
+        repeats=repeats,
+        spammers=spammers,
+        emotion=emotion,
+    )
+    for step, seconds in result.timings.items():
+        click.echo(f"{step:<32} {seconds:7.2f} s")
+    click.echo(f"{'total':<32} {sum(result.timings.values()):7.2f} s")
+    click.echo(
+        f"evidence: {result.evidence_source}; r = {result.evidence_r:.3f} against the photos' true AUs "
+        f"({4 * faces} candidates)"
+    )
+    for version, row in result.table.items():
+        votes = ", ".join(
+            f">= {float(t) * 100:g}%: {100 * c['accuracy']:.1f} ({c['n_faces']})" for t, c in row["vote"].items()
+        )
+        click.echo(
+            f"{version:>4}: Avg {100 * row['avg_accuracy']:.1f}%  Vote {votes}  DS {100 * row['ds_accuracy']:.1f}%"
+        )
+    click.echo(f"report: {result.out / 'private' / 'report' / 'report.md'}")

@@ -23,7 +23,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -565,6 +565,15 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
                 + " | ".join(f"{_pct(b[v]['accuracy'][i])} ({b[v]['n_faces'][i]})" for v in analysis.versions)
                 + " |"
             )
+    pairs = [(key, name) for key, name in figures.items() if key.startswith("lowest_")]
+    if pairs:
+        lines += [
+            "",
+            "## Figures 9-10: faces whose surrogate was labelled worst (PRIVATE: shows the raw images)",
+            "",
+        ]
+        for key, name in pairs:
+            lines += [f"![{key}]({name})", ""]
     lines += ["", "All numbers: `report.json`.", ""]
     return "\n".join(lines)
 
@@ -584,13 +593,83 @@ def _p(value: Any) -> str:
     return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
+ImageLoader = Callable[[str, str], "np.ndarray | None"]  # (private id, version) -> image, or None
+
+
+def batch_images(
+    mapping: PrivateMapping, batch_dir: str | os.PathLike[str] | None, image_root: str | os.PathLike[str] | None
+) -> ImageLoader:
+    """Images of a face's versions: from the batch folder, raw photos also from the private files."""
+    from annotation.batch import IMAGES_DIR
+    from surrogate.imageio import load_image
+
+    entries = {(e.private_id, e.method): e for e in mapping.items()}
+    files = {e.private_id: e.file for e in mapping.items() if e.file}
+
+    def load(private_id: str, version: str) -> np.ndarray | None:
+        entry = entries.get((private_id, version))
+        if entry is not None and batch_dir is not None:
+            path = Path(batch_dir) / IMAGES_DIR / f"{entry.token}.png"
+            if path.is_file():
+                return load_image(path)
+        if version == "raw" and files.get(private_id):
+            path = Path(files[private_id])
+            path = path if path.is_absolute() or image_root is None else Path(image_root) / path
+            if path.is_file():
+                return load_image(path)
+        return None
+
+    return load
+
+
+def _lowest_pairs(analysis: Analysis, version: str, images: ImageLoader, path: Path, n: int = 10) -> bool:
+    """Figures 9-10: the ``n`` faces whose ``version`` was labelled least accurately, above their raw image."""
+    import matplotlib.pyplot as plt
+
+    faces = analysis.per_face
+    accuracy = faces.pivot(index="private_id", columns="method", values="accuracy")
+    if version not in accuracy:
+        return False
+    worst = accuracy[version].dropna().sort_values(kind="stable").index[:n]
+    if not len(worst):
+        return False
+    fig, axes = plt.subplots(2, len(worst), figsize=(1.3 * len(worst), 3.0), squeeze=False)
+    for column, face in enumerate(worst):
+        for row, shown in enumerate(("raw", version)):
+            ax = axes[row][column]
+            ax.axis("off")
+            image = images(face, shown)
+            if image is not None:
+                ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            value = accuracy.at[face, shown] if shown in accuracy else float("nan")
+            ax.set_title(f"{VERSION_NAMES.get(shown, shown)} {_pct(value)}%", fontsize=7)
+    fig.suptitle(f"lowest-accuracy {VERSION_NAMES.get(version, version)} surrogates (top: raw photo)", fontsize=9)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
 def write_report(
-    analysis: Analysis, out_dir: str | os.PathLike[str], *, title: str = "Crowd labelling report"
+    analysis: Analysis,
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str = "Crowd labelling report",
+    images: ImageLoader | None = None,
 ) -> list[Path]:
-    """Write report.md, report.json and the PNG figures into ``out_dir`` (atomically, file by file)."""
+    """Write report.md, report.json and the PNG figures into ``out_dir`` (atomically, file by file).
+
+    With ``images`` (see ``batch_images``) also Figures 9-10, one per surrogate version: the faces
+    whose surrogate was labelled worst beside their raw image. Those figures show private faces.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = _plots(analysis, out_dir)
+    if images is not None:
+        for number, version in enumerate([v for v in analysis.versions if v != "raw"], start=9):
+            name = f"figure{number}_lowest_{_slug(version)}.png"
+            if _lowest_pairs(analysis, version, images, out_dir / name):
+                figures[f"lowest_{version}"] = name
     atomic_write_text(out_dir / "report.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
     atomic_write_text(out_dir / "report.md", render_markdown(analysis, figures, title))
     return [out_dir / "report.md", out_dir / "report.json", *(out_dir / f for f in figures.values())]

@@ -334,3 +334,29 @@ def test_figures_print_resolution_bands_and_bin_counts(tmp_path: Path, monkeypat
     assert figures["majority_vote_over_n.png"][0][0]  # fill_between bands
     collections, ticks = figures["accuracy_by_AU12.png"][0]
     assert collections and all("n=" in t for t in ticks)
+
+
+def test_simulated_study_one_command(tmp_path: Path) -> None:
+    """The paper's design end to end (small): sessions, MTurk format, Table 1, Figures 5-10, per-face labels."""
+    pytest.importorskip("onnxruntime")
+    from surrogate.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["annotate", "study", "--out", str(tmp_path), "--faces", "8", "--workers", "6", "--size", "32",
+         "--repeats", "3"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "private" / "report"
+    names = {p.name for p in report.iterdir()}
+    assert {"figure9_lowest_gan.png", "figure10_lowest_3d.png", "accuracy_by_joy_evidence.png"} <= names
+    numbers = json.loads((report / "report.json").read_text())
+    assert set(numbers["table"]) == {"raw", "gan", "3d"} and numbers["table"]["gan"]["n_labels"] == 8 * 6
+    assert all("t_worker" in t for t in numbers["ttests"])
+    faces = pd.read_csv(tmp_path / "private" / "face_labels.csv", dtype={"private_id": str})
+    assert len(faces) == 8 and set(faces["versions"]) == {"gan+3d"}
+    mapping = PrivateMapping.read(tmp_path / "private" / "mapping.json")
+    assert len(mapping.sessions) == 1 and len(mapping.sessions[0].tokens) == 8 * 3 + 8
+    published = "".join(p.read_text() for p in (tmp_path / "crowd").rglob("*") if p.suffix in (".csv", ".json"))
+    assert published and not [face for face in faces["private_id"] if face in published]
