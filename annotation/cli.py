@@ -26,6 +26,22 @@ _MAPPING = click.option(
 )
 
 
+def _input_option(flag: str, dest: str, help: str, *, folder: bool = False) -> Any:
+    """An optional existing input file (or folder)."""
+    kind = click.Path(exists=True, file_okay=not folder, dir_okay=folder, path_type=Path)
+    return click.option(flag, dest, type=kind, help=help)
+
+
+def _text_option(name: str, help: str) -> Any:
+    """``--<name> FILE``: an editable study text (annotation.texts), passed as ``<name>_path``."""
+    return _input_option(f"--{name}", f"{name}_path", help)
+
+
+def _folder_option(flag: str, dest: str, help: str) -> Any:
+    """A required output folder option."""
+    return click.option(flag, dest, required=True, type=click.Path(file_okay=False, path_type=Path), help=help)
+
+
 def _load_mapping(path: Path) -> Any:
     from annotation.mapping import MappingError, PrivateMapping
 
@@ -55,13 +71,7 @@ def annotate_group() -> None:
 
 @annotate_group.command(name="export")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--batch",
-    "batch_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Crowd batch folder to create (images + platform files; nothing private).",
-)
+@_folder_option("--batch", "batch_dir", "Crowd batch folder to create (images + platform files; nothing private).")
 @click.option(
     "--mapping",
     "mapping_path",
@@ -153,24 +163,9 @@ def annotate_group() -> None:
     help="The paper's design: one task/HIT per session of at most this many faces, each shown in every "
     "version (with the gold items), for one worker to label in one sitting. Default: one task per image.",
 )
-@click.option(
-    "--instructions",
-    "instructions_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Session instructions (Markdown/text) to use instead of the default; see texts/ in the batch.",
-)
-@click.option(
-    "--consent",
-    "consent_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Consent statement for sessions instead of the default (have your ethics board approve it).",
-)
-@click.option(
-    "--qualification",
-    "qualification_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Worker-qualification notes for sessions instead of the default.",
-)
+@_text_option("instructions", "Session instructions (Markdown/text) instead of the default; see texts/ in the batch.")
+@_text_option("consent", "Consent statement for sessions instead of the default (have your ethics board approve it).")
+@_text_option("qualification", "Worker-qualification notes for sessions instead of the default.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous batch in --batch / an existing mapping.")
 def export_command(
     manifest: Path,
@@ -416,29 +411,13 @@ def transfer_command(aggregated: Path, mapping_path: Path, out_path: Path) -> No
 @annotate_group.command(name="report")
 @click.argument("labels_path", metavar="LABELS", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_MAPPING
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for report.md, report.json and the PNG figures.",
-)
-@click.option(
-    "--truth",
-    "truth_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV private_id,label of ground truth (default: the raw images' majority vote).",
-)
+@_folder_option("--out", "out_dir", "Folder for report.md, report.json and the PNG figures.")
+@_input_option("--truth", "truth_path", "CSV private_id,label of ground truth (default: the raw photos' majority).")
 @click.option(
     "--covariate",
     help="Attribute to bin accuracy by (Figures 7-8), e.g. AU12; or the column of --covariates.",
 )
-@click.option(
-    "--covariates",
-    "covariates_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV private_id,<column> of an external intensity score (e.g. Emotient evidence).",
-)
+@_input_option("--covariates", "covariates_path", "CSV private_id,<column> of an external score (emotion evidence).")
 @click.option("--bins", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--threshold",
@@ -458,6 +437,12 @@ def transfer_command(aggregated: Path, mapping_path: Path, out_path: Path) -> No
 @click.option("--min-gold-accuracy", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--title", default="Crowd labelling report", show_default=True)
+@_input_option(
+    "--batch", "batch_dir", "The crowd batch: adds Figures 9-10 (worst surrogates beside photos; PRIVATE).", folder=True
+)
+@_input_option(
+    "--image-root", "image_root", "Folder the mapping's relative photo paths start from (raw photos).", folder=True
+)
 def report_command(
     labels_path: Path,
     mapping_path: Path,
@@ -472,11 +457,20 @@ def report_command(
     min_gold_accuracy: float,
     seed: int,
     title: str,
+    batch_dir: Path | None,
+    image_root: Path | None,
 ) -> None:
-    """The paper's analyses (Table 1, Figures 5-8, paired t-tests) for every version in the batch."""
+    """The paper's analyses (Table 1, Figures 5-10, paired t-tests) for every version in the batch."""
     import pandas as pd
 
-    from annotation.report import DEFAULT_THRESHOLDS, ReportError, ReportOptions, analyse, write_report
+    from annotation.report import (
+        DEFAULT_THRESHOLDS,
+        ReportError,
+        ReportOptions,
+        analyse,
+        batch_images,
+        write_report,
+    )
 
     mapping = _load_mapping(mapping_path)
     labels = _read_labels(labels_path)
@@ -512,7 +506,8 @@ def report_command(
         analysis = analyse(labels, mapping, truth=truth, options=options)
     except ReportError as exc:
         raise click.ClickException(str(exc)) from exc
-    paths = write_report(analysis, out_dir, title=title)
+    images = batch_images(mapping, batch_dir, image_root) if batch_dir or image_root else None
+    paths = write_report(analysis, out_dir, title=title, images=images)
     for version, row in analysis.table.items():
         click.echo(
             f"{version:>4}: individual accuracy {100 * row['avg_accuracy']:.1f}%, majority vote "
@@ -640,13 +635,7 @@ def simulate_command(
 
 
 @annotate_group.command(name="study")
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for private/ (photos, mapping, labels, report) and crowd/ (the batch).",
-)
+@_folder_option("--out", "out_dir", "Folder for private/ (photos, mapping, labels, report) and crowd/ (the batch).")
 @click.option("--faces", default=60, show_default=True, type=click.IntRange(min=4))
 @click.option("--workers", default=60, show_default=True, type=click.IntRange(min=3))
 @click.option("--emotion", default="joy", show_default=True, type=click.Choice(["joy", "anger"]))
@@ -690,3 +679,19 @@ def study_command(
             f"{version:>4}: Avg {100 * row['avg_accuracy']:.1f}%  Vote {votes}  DS {100 * row['ds_accuracy']:.1f}%"
         )
     click.echo(f"report: {result.out / 'private' / 'report' / 'report.md'}")
+
+
+@annotate_group.command(name="joint")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def joint_command(reports: tuple[Path, ...], out_path: Path) -> None:
+    """One Table 1 for several labelling tasks (e.g. joy and anger): REPORTS are their report.json files."""
+    from annotation.report import ReportError, joint_table
+    from surrogate.imageio import atomic_write_text
+
+    try:
+        text = joint_table(reports)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    atomic_write_text(out_path, text)
+    click.echo(text)

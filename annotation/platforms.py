@@ -257,27 +257,37 @@ def _labelstudio_json(path: Path, question: Question) -> tuple[list[tuple], list
                 if r.get("type") == "choices" and r.get("from_name") in chosen:
                     chosen[r["from_name"]] += (r.get("value") or {}).get("choices", [])
             for name, token in slots.items():
-                here = where if len(slots) == 1 else f"{where} ({name})"
-                if len(chosen[name]) > 1:
-                    problems.append(
-                        RowProblem(here, f"several choices {chosen[name]} for a single-choice question", token, worker)
-                    )
-                    continue
-                label, why = _normalise_label(chosen[name][0] if chosen[name] else None, question)
-                if why:
-                    problems.append(RowProblem(here, why, token, worker))
-                    continue
-                rows.append(
-                    (
-                        here,
-                        worker,
-                        token,
-                        label,
-                        _as_float(annotation.get("lead_time")),
-                        str(annotation.get("id", f"{t_index}.{a_index}")),
-                    )
+                _add_answer(
+                    rows,
+                    problems,
+                    (where if len(slots) == 1 else f"{where} ({name})", worker, token),
+                    chosen[name],
+                    question,
+                    _as_float(annotation.get("lead_time")),
+                    str(annotation.get("id", f"{t_index}.{a_index}")),
                 )
     return rows, problems
+
+
+def _add_answer(
+    rows: list[tuple],
+    problems: list[RowProblem],
+    who: tuple[int | str, str, str],
+    chosen: list[Any],
+    question: Question,
+    time_s: float,
+    assignment: str,
+) -> None:
+    """Keep one answer (``who`` = where, worker, token) as a row, or report why it cannot be kept."""
+    where, worker, token = who
+    if len(chosen) > 1:
+        problems.append(RowProblem(where, f"several choices {chosen} for a single-choice question", token, worker))
+        return
+    label, why = _normalise_label(chosen[0] if chosen else None, question)
+    if why:
+        problems.append(RowProblem(where, why, token, worker))
+        return
+    rows.append((where, worker, token, label, time_s, assignment))
 
 
 def _labelstudio_slots(data: dict[str, Any], question: Question) -> dict[str, str]:
@@ -341,29 +351,15 @@ def _labelstudio_flat(
         if isinstance(raw, str) and raw.startswith("{"):  # several choices are written as JSON {"choices": [...]}
             with contextlib.suppress(json.JSONDecodeError):
                 raw = json.loads(raw)
-        if isinstance(raw, dict):
-            chosen = raw.get("choices", [])
-            if len(chosen) > 1:
-                problems.append(
-                    RowProblem(
-                        row_no, f"several choices {chosen} for a single-choice question", token, worker
-                    )
-                )
-                continue
-            raw = chosen[0] if chosen else ""
-        label, why = _normalise_label(raw, question)
-        if why:
-            problems.append(RowProblem(row_no, why, token, worker))
-            continue
-        rows.append(
-            (
-                row_no,
-                worker,
-                token,
-                label,
-                _as_float(record.get("lead_time")),
-                str(record.get("annotation_id", row_no)),
-            )
+        chosen = raw.get("choices", []) if isinstance(raw, dict) else [raw]
+        _add_answer(
+            rows,
+            problems,
+            (row_no, worker, token),
+            chosen,
+            question,
+            _as_float(record.get("lead_time")),
+            str(record.get("annotation_id", row_no)),
         )
     return rows, problems
 

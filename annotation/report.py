@@ -311,24 +311,13 @@ def _paired_tests(items: pd.DataFrame, a: str, b: str) -> dict[str, Any]:
     share_diff = share.loc[faces, a] - share.loc[faces, b]
     count_diff = count.loc[faces, a] - count.loc[faces, b]
     worker_diff = (by_worker[a] - by_worker[b]).dropna() if {a, b} <= set(by_worker) else pd.Series(dtype=float)
-    t, p = _one_sample_t(share_diff)  # equal to scipy's ttest_rel on the paired shares
-    t_count, p_count = _one_sample_t(count_diff)
-    t_worker, p_worker = _one_sample_t(worker_diff)
-    entry = {
-        "a": a,
-        "b": b,
-        "n_faces": int(len(faces)),
-        "mean_difference": float(share_diff.mean()) if len(faces) else float("nan"),
-        "t": t,
-        "p": p,
-        "mean_count_difference": float(count_diff.mean()) if len(faces) else float("nan"),
-        "t_count": t_count,
-        "p_count": p_count,
-        "n_workers": int(len(worker_diff)),
-        "worker_mean_difference": float(worker_diff.mean()) if len(worker_diff) else float("nan"),
-        "t_worker": t_worker,
-        "p_worker": p_worker,
-    }
+    entry: dict[str, Any] = {"a": a, "b": b, "n_faces": int(len(faces)), "n_workers": int(len(worker_diff))}
+    for suffix, differences in (("", share_diff), ("_count", count_diff), ("_worker", worker_diff)):
+        # the share test equals scipy's ttest_rel on the paired per-face shares
+        t_value, p_value = _one_sample_t(differences)
+        entry[f"mean_difference{suffix}"] = float(differences.mean()) if len(differences) else float("nan")
+        entry[f"t{suffix}"], entry[f"p{suffix}"] = t_value, p_value
+    t = entry["t"]
     if not math.isfinite(t):
         entry["note"] = "fewer than 2 faces or no variance in the differences"
     return entry
@@ -481,12 +470,7 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
     ]
     raw_is_truth = analysis.truth_source.startswith("raw")
     for version, row in analysis.table.items():
-        votes = []
-        for t in thresholds:
-            cell = row["vote"][t]
-            votes.append(
-                "-" if raw_is_truth and version == "raw" else f"{_pct(cell['accuracy'])} ({cell['n_faces']})"
-            )
+        votes = _vote_cells(row, thresholds, hide=raw_is_truth and version == "raw")
         ds = _pct(row["ds_accuracy"])
         lines.append(
             f"| {VERSION_NAMES.get(version, version)} | {_pct(row['avg_accuracy'])} | "
@@ -527,8 +511,8 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
         lines.append(
             f"| {VERSION_NAMES.get(t['a'], t['a'])} - {VERSION_NAMES.get(t['b'], t['b'])} | "
             f"{_pct(t['mean_difference'])} pts | {_num(t['t'])} | {_p(t['p'])} | "
-            f"{_num(t.get('mean_count_difference'))} | {_num(t.get('t_count'))} | {_p(t.get('p_count'))} | "
-            f"{t['n_faces']} | {_pct(t.get('worker_mean_difference'))} pts | {_num(t.get('t_worker'))} | "
+            f"{_num(t.get('mean_difference_count'))} | {_num(t.get('t_count'))} | {_p(t.get('p_count'))} | "
+            f"{t['n_faces']} | {_pct(t.get('mean_difference_worker'))} pts | {_num(t.get('t_worker'))} | "
             f"{_p(t.get('p_worker'))} | {t.get('n_workers', 0)} |"
         )
     lines += [
@@ -576,6 +560,11 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
             lines += [f"![{key}]({name})", ""]
     lines += ["", "All numbers: `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _vote_cells(row: Mapping[str, Any], thresholds: Sequence[str], *, hide: bool) -> list[str]:
+    """Table 1's vote cells: accuracy (faces); hidden for raw when the raw vote is the truth."""
+    return ["-" if hide else f"{_pct(row['vote'][t]['accuracy'])} ({row['vote'][t]['n_faces']})" for t in thresholds]
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -673,3 +662,32 @@ def write_report(
     atomic_write_text(out_dir / "report.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
     atomic_write_text(out_dir / "report.md", render_markdown(analysis, figures, title))
     return [out_dir / "report.md", out_dir / "report.json", *(out_dir / f for f in figures.values())]
+
+
+def joint_table(paths: Sequence[str | os.PathLike[str]]) -> str:
+    """Markdown: Table 1 of several tasks (one report.json each), one row per task and version."""
+    rows, thresholds = [], None
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            question, table = data["question"], data["table"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"{path}: not a report.json written by 'surrogate annotate report' ({exc})") from exc
+        raw_is_truth = str(data.get("truth_source", "")).startswith("raw")
+        for version, row in table.items():
+            thresholds = thresholds or list(row["vote"])
+            votes = _vote_cells(row, thresholds, hide=raw_is_truth and version == "raw")
+            task = question.get("choices", ["?"])[0]
+            rows.append(
+                f"| {task} | {VERSION_NAMES.get(version, version)} | {_pct(row['avg_accuracy'])} | "
+                + " | ".join(votes)
+                + f" | {_pct(row['ds_accuracy'])} | {row['n_faces']} |"
+            )
+    thresholds = thresholds or []
+    header = (
+        "| Task | Version | Avg | "
+        + " | ".join(f"Vote (>= {float(t) * 100:g}%)" for t in thresholds)
+        + " | Dawid-Skene | faces |"
+    )
+    rule = "|---|---|---:|" + "---:|" * len(thresholds) + "---:|---:|"
+    return "\n".join(["# Table 1, all tasks: accuracy (%)", "", header, rule, *rows, ""])

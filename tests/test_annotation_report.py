@@ -360,3 +360,19 @@ def test_simulated_study_one_command(tmp_path: Path) -> None:
     assert len(mapping.sessions) == 1 and len(mapping.sessions[0].tokens) == 8 * 3 + 8
     published = "".join(p.read_text() for p in (tmp_path / "crowd").rglob("*") if p.suffix in (".csv", ".json"))
     assert published and not [face for face in faces["private_id"] if face in published]
+
+
+def test_joint_table_of_two_tasks(tmp_path: Path) -> None:
+    """One Table 1 for joy and anger, from their report.json files."""
+    from annotation.report import ReportError, joint_table
+
+    for task, choices in (("joy", ("joy", "not joy")), ("anger", ("anger", "not anger"))):
+        base = make_mapping(n_faces=12)
+        mapping = PrivateMapping(question=Question(name="emotion", text=f"{task}?", choices=choices),
+                                 schema=base.schema, entries=base.entries)
+        crowd = simulate_crowd(mapping, truth_from_attribute(mapping, "AU12", 2.5), CrowdConfig(n_workers=5, seed=2))
+        write_report(analyse(crowd.labels, mapping, options=ReportOptions(repeats=2)), tmp_path / task)
+    text = joint_table([tmp_path / "joy" / "report.json", tmp_path / "anger" / "report.json"])
+    assert text.count("| joy |") == 3 and text.count("| anger |") == 3 and "Vote (>= 75%)" in text
+    with pytest.raises(ReportError, match="not a report.json"):
+        joint_table([tmp_path / "joy" / "report.md"])
