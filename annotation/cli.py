@@ -652,6 +652,7 @@ def study_command(
     a session export, a simulated crowd in MTurk's results format, import, per-face labels and the
     report (Table 1, t-tests, Figures 5-10) in OUT/private/report/.
     """
+    from annotation.report import _pct
     from annotation.study import run_study
 
     result = run_study(
@@ -673,7 +674,7 @@ def study_command(
     )
     for version, row in result.table.items():
         votes = ", ".join(
-            f">= {float(t) * 100:g}%: {100 * c['accuracy']:.1f} ({c['n_faces']})" for t, c in row["vote"].items()
+            f">= {float(t) * 100:g}%: {_pct(c['accuracy'])} ({c['n_faces']})" for t, c in row["vote"].items()
         )
         click.echo(
             f"{version:>4}: Avg {100 * row['avg_accuracy']:.1f}%  Vote {votes}  DS {100 * row['ds_accuracy']:.1f}%"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from annotation.mapping import PrivateMapping, task_url
+from annotation.mapping import MappingEntry, PrivateMapping, task_url
 from annotation.question import Question
 from surrogate.imageio import atomic_write_text
 from surrogate.noise import STREAM_CROWD_SIMULATION, rng_for
@@ -108,6 +108,10 @@ def difficulty_from_attribute(
     }
 
 
+def _canonical(entry: MappingEntry) -> tuple:
+    return (entry.kind, entry.private_id or "", entry.method, entry.gold_label or "", entry.attributes)
+
+
 def simulate_crowd(
     mapping: PrivateMapping,
     truth: Mapping[str, str],
@@ -136,10 +140,11 @@ def simulate_crowd(
     workers = workers.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
     if mapping.sessions:
         n = config.n_workers
+        # drawn in a canonical order, not the session's secret one, so a seed gives the same crowd
         plan = [
-            (mapping[token], np.arange(s * n, (s + 1) * n), session.id)
+            (entry, np.arange(s * n, (s + 1) * n), session.id)
             for s, session in enumerate(mapping.sessions)
-            for token in session.tokens
+            for entry in sorted((mapping[t] for t in session.tokens), key=_canonical)
         ]
     else:
         plan = [(entry, None, "") for entry in mapping.entries]
