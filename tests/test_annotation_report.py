@@ -189,7 +189,12 @@ def test_cli_round_trip(tmp_path: Path) -> None:
         str(private / "m.json"),
         "--out",
         str(private / "agg.csv"),
+        "--per-face",
+        str(private / "faces.csv"),
     )
+    per_face = pd.read_csv(private / "faces.csv", dtype={"private_id": str})
+    assert sorted(per_face["private_id"]) == [f"p{i:02d}" for i in range(12)]
+    assert per_face["confidence"].between(0, 1).all() and set(per_face["versions"]) == {"3d"}
     run(
         "transfer",
         str(private / "agg.csv"),
