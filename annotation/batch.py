@@ -561,7 +561,16 @@ def labelstudio_session_config(question: Question) -> str:
 
 
 def _paragraphs(text: str) -> str:
-    return "\n".join(f"    <p>{html_escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
+    """Plain paragraphs and ``- `` bullet lists of a Markdown text as HTML (escaped)."""
+    blocks = []
+    for block in filter(str.strip, text.split("\n\n")):
+        lines = [line.strip() for line in block.strip().splitlines()]
+        if all(line.startswith("- ") for line in lines):
+            items = "".join(f"<li>{html_escape(line[2:])}</li>" for line in lines)
+            blocks.append(f"    <ul>{items}</ul>")
+        else:
+            blocks.append(f"    <p>{html_escape(' '.join(lines))}</p>")
+    return "\n".join(blocks)
 
 
 def mturk_session_template(question: Question, slots: int, texts: Mapping[str, str]) -> str:
@@ -619,6 +628,13 @@ def mturk_radio_group(question: Question, field: str) -> str:
 # could submit an empty HIT. Groups inside a hidden block (an unused session slot) are not asked.
 _MTURK_REQUIRE_ANSWERS = """<script>
   document.querySelector('crowd-form').addEventListener('submit', function (event) {
+    var unticked = document.querySelector('crowd-checkbox[required]:not([checked])');
+    if (unticked && !unticked.checked) {
+      event.preventDefault();
+      unticked.scrollIntoView();
+      alert('Please read the consent statement and tick the box to take part.');
+      return;
+    }
     var groups = document.querySelectorAll('crowd-radio-group[data-answer]');
     for (var i = 0; i < groups.length; i++) {
       if (groups[i].closest('[hidden]')) { continue; }

@@ -16,8 +16,8 @@ TEXT_NAMES: tuple[str, ...] = ("instructions", "consent", "qualification")
 
 DEFAULT_TEXTS: dict[str, str] = {
     "instructions": """\
-You will see {n_images} face images, one at a time. Some are photographs, some are computer-generated
-faces. For each image, answer: {question} Choose one of: {choices}.
+You will see {n_images} face images. Some are photographs, some are computer-generated faces.
+For each image, answer: {question} Choose one of: {choices}.
 
 - Judge the expression you see, not what you guess the person felt.
 - There is no time limit per image; most people take about {minutes} minutes in all.

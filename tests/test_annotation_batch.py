@@ -326,6 +326,7 @@ def test_sessions_round_trip_through_both_platforms(tmp_path: Path) -> None:
     template = (tmp_path / "b" / "mturk_template.html").read_text()
     assert template.count("<crowd-radio-group") == 17 and "${image_url_16}" in template
     assert "Consent" in template and 'crowd-checkbox name="consent" required' in template
+    assert "crowd-checkbox[required]" in template and "<li>Judge the expression" in template
     texts = {p.name for p in (tmp_path / "b" / "texts").iterdir()}
     assert texts == {"instructions.md", "consent.md", "qualification.md"}
     tasks = json.loads((tmp_path / "b" / "labelstudio_tasks.json").read_text())

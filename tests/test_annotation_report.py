@@ -376,8 +376,10 @@ def test_joint_table_of_two_tasks(tmp_path: Path) -> None:
         mapping = PrivateMapping(question=Question(name="emotion", text=f"{task}?", choices=choices),
                                  schema=base.schema, entries=base.entries)
         crowd = simulate_crowd(mapping, truth_from_attribute(mapping, "AU12", 2.5), CrowdConfig(n_workers=5, seed=2))
-        write_report(analyse(crowd.labels, mapping, options=ReportOptions(repeats=2)), tmp_path / task)
+        (tmp_path / task).mkdir()
+        analysis = analyse(crowd.labels, mapping, options=ReportOptions(repeats=2))
+        (tmp_path / task / "report.json").write_text(json.dumps(analysis.to_dict()))  # as write_report writes it
     text = joint_table([tmp_path / "joy" / "report.json", tmp_path / "anger" / "report.json"])
     assert text.count("| joy |") == 3 and text.count("| anger |") == 3 and "Vote (>= 75%)" in text
     with pytest.raises(ReportError, match="not a report.json"):
-        joint_table([tmp_path / "joy" / "report.md"])
+        joint_table([tmp_path / "joy" / "missing.json"])
