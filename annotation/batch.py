@@ -393,8 +393,8 @@ def export_batch(
                 staging, [e.token for e in entries], question, url_prefix, mturk=mturk_problem is None
             )
         _fix_times(staging)
-        mapping.write(mapping_path)
         _swap_in(staging, batch_dir)
+        mapping.write(mapping_path)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -435,11 +435,24 @@ def _fix_times(folder: Path) -> None:
 
 
 def _swap_in(staging: Path, batch_dir: Path) -> None:
-    """Replace ``batch_dir`` (absent, empty or a previous batch, see ``_check_paths``) by ``staging``."""
-    if batch_dir.exists():
-        shutil.rmtree(batch_dir)
-    os.replace(staging, batch_dir)
+    """Replace ``batch_dir`` (absent, empty or a previous batch, see ``_check_paths``) by ``staging``.
+
+    The previous batch is moved aside first and put back if the swap fails, so a failed export never
+    leaves the user with neither batch.
+    """
+    previous = batch_dir.parent / f".{batch_dir.name}.previous-{secrets.token_hex(4)}"
+    had_previous = batch_dir.exists()
+    if had_previous:
+        os.replace(batch_dir, previous)
+    try:
+        os.replace(staging, batch_dir)
+    except BaseException:
+        if had_previous:
+            os.replace(previous, batch_dir)
+        raise
     os.utime(batch_dir, (PUBLISHED_MTIME, PUBLISHED_MTIME))
+    if had_previous:
+        shutil.rmtree(previous)
 
 
 # -- platform files ---------------------------------------------------------------------------------

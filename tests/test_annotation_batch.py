@@ -288,7 +288,7 @@ def test_overwrite_leaves_exactly_the_new_batch(tmp_path: Path) -> None:
     mapping = PrivateMapping.read(summary.mapping_path)
     assert {p.stem for p in (tmp_path / "b" / "images").iterdir()} == set(mapping.tokens)
     assert {e.method for e in mapping.entries} == {"3d"}
-    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]  # no staging folder left behind
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".previous-" in p.name]  # none left
     (tmp_path / "b" / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match=r"notes\.txt"):
         _export(table, tmp_path, "b", overwrite=True)
