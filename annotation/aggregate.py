@@ -58,8 +58,8 @@ def aggregate(labels: pd.DataFrame, method: str = "mv", *, n_iter: int = 100) ->
     """Aggregate per task with crowd-kit: columns task, label, agreement, n_labels, tie, confidence.
 
     ``confidence`` is the aggregator's posterior probability of the chosen label (for majority vote
-    the vote share). Ties under majority vote are resolved by crowd-kit (first label in its column
-    order) and flagged in ``tie`` so callers can discard them.
+    the vote share). ``tie`` flags tasks whose modal vote is split (under either aggregator: Dawid-Skene
+    breaks it by worker quality, majority vote by crowd-kit's column order) so callers can discard them.
     """
     from crowdkit.aggregation import DawidSkene, MajorityVote
 
@@ -76,9 +76,8 @@ def aggregate(labels: pd.DataFrame, method: str = "mv", *, n_iter: int = 100) ->
         [float(probas.at[task, label]) for task, label in chosen.items()], index=chosen.index
     )
     agreement = item_agreement(data)
+    # ``tie`` says the votes were split evenly, whichever label the aggregator then picked
     out = pd.DataFrame({"label": chosen, "confidence": confidence}).join(agreement)
-    if method == "ds":
-        out["tie"] = False  # a posterior is never exactly tied in practice; agreement still shows it
     out.index.name = "task"
     return out.reset_index().loc[:, list(AGGREGATE_COLUMNS)].sort_values("task").reset_index(drop=True)
 
@@ -157,6 +156,37 @@ def transfer(aggregated: pd.DataFrame, mapping: PrivateMapping) -> pd.DataFrame:
     return out.sort_values(
         ["private_id", "method"], key=lambda s: s.map(order) if s.name == "method" else s
     ).reset_index(drop=True)
+
+
+FACE_COLUMNS: tuple[str, ...] = ("private_id", "label", "confidence", "agreement", "n_labels", "tie", "versions")
+
+
+def face_labels(
+    labels: pd.DataFrame, mapping: PrivateMapping, *, versions: list[str] | None = None, method: str = "ds"
+) -> pd.DataFrame:
+    """One label per private face combining its surrogate versions (default: every non-raw version).
+
+    All labels of a face's versions are aggregated together, with each (worker, version) as its own
+    labeller: a worker who saw both surrogates of a face casts two votes, and Dawid-Skene learns how
+    reliable that worker is on each kind of surrogate. ``confidence`` is the aggregator's posterior
+    of the label (the vote share for majority vote).
+    """
+    versions = versions or [m for m in mapping.methods if m != "raw"]
+    face_of = {e.token: e.private_id for e in mapping.items(versions)}
+    version_of = {e.token: e.method for e in mapping.items(versions)}
+    kept = labels[labels["task"].isin(face_of)]
+    if kept.empty:
+        raise AggregationError(f"no labels on any {'/'.join(versions)} item")
+    combined = pd.DataFrame(
+        {
+            "worker": kept["worker"].astype(str) + "|" + kept["task"].map(version_of),
+            "task": kept["task"].map(face_of),
+            "label": kept["label"],
+        }
+    )
+    out = aggregate(combined, method).rename(columns={"task": "private_id"})
+    out["versions"] = "+".join(versions)
+    return out.loc[:, list(FACE_COLUMNS)]
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:

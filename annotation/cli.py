@@ -26,6 +26,22 @@ _MAPPING = click.option(
 )
 
 
+def _input_option(flag: str, dest: str, help: str, *, folder: bool = False) -> Any:
+    """An optional existing input file (or folder)."""
+    kind = click.Path(exists=True, file_okay=not folder, dir_okay=folder, path_type=Path)
+    return click.option(flag, dest, type=kind, help=help)
+
+
+def _text_option(name: str, help: str) -> Any:
+    """``--<name> FILE``: an editable study text (annotation.texts), passed as ``<name>_path``."""
+    return _input_option(f"--{name}", f"{name}_path", help)
+
+
+def _folder_option(flag: str, dest: str, help: str) -> Any:
+    """A required output folder option."""
+    return click.option(flag, dest, required=True, type=click.Path(file_okay=False, path_type=Path), help=help)
+
+
 def _load_mapping(path: Path) -> Any:
     from annotation.mapping import MappingError, PrivateMapping
 
@@ -55,13 +71,7 @@ def annotate_group() -> None:
 
 @annotate_group.command(name="export")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--batch",
-    "batch_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Crowd batch folder to create (images + platform files; nothing private).",
-)
+@_folder_option("--batch", "batch_dir", "Crowd batch folder to create (images + platform files; nothing private).")
 @click.option(
     "--mapping",
     "mapping_path",
@@ -94,14 +104,19 @@ def annotate_group() -> None:
     help="Folder that relative 'file' paths of the manifest are relative to (default: its folder).",
 )
 @click.option(
-    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Batch seed (surrogates, order)."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Batch seed: the faces get seeds SEED.. in a secret order (recorded in the mapping).",
 )
 @click.option("--size", default=128, show_default=True, type=int, help="Surrogate image size in pixels.")
 @click.option(
     "--url-prefix",
     default="images/",
     show_default=True,
-    help="Where the crowd will load images from: URL_PREFIX/<token>.png (e.g. https://host/batch/images/).",
+    help="Where the crowd will load images from: URL_PREFIX/<token>.png. MTurk files are written only for "
+    "an https:// prefix (e.g. https://host/batch/images/); a relative one suits Label Studio local files.",
 )
 @click.option("--question-name", default="emotion", show_default=True, help="Answer field name (identifier).")
 @click.option("--question", "question_text", default="Does this face show joy?", show_default=True)
@@ -122,7 +137,19 @@ def annotate_group() -> None:
     type=click.IntRange(min=0),
     help="Gold items per rule and method.",
 )
-@click.option("--no-shuffle", is_flag=True, help="Keep manifest order (default: seeded shuffle).")
+@click.option(
+    "--gold-method",
+    "gold_methods",
+    multiple=True,
+    type=click.Choice(["3d", "gan"]),
+    help="Render gold items only by these methods (default: every --method); e.g. 3d where the GAN's "
+    "gold faces look alike.",
+)
+@click.option(
+    "--no-shuffle",
+    is_flag=True,
+    help="Publish tasks in manifest order (reveals it to the crowd; default: a secret random order).",
+)
 @click.option(
     "--min-confidence",
     default=0.75,
@@ -130,7 +157,16 @@ def annotate_group() -> None:
     type=float,
     help="Manifest rows below this detector confidence are rejected (OpenFace etc.).",
 )
-@click.option("--overwrite", is_flag=True, help="Allow a non-empty batch folder / existing mapping.")
+@click.option(
+    "--session-faces",
+    type=click.IntRange(min=1),
+    help="The paper's design: one task/HIT per session of at most this many faces, each shown in every "
+    "version (with the gold items), for one worker to label in one sitting. Default: one task per image.",
+)
+@_text_option("instructions", "Session instructions (Markdown/text) instead of the default; see texts/ in the batch.")
+@_text_option("consent", "Consent statement for sessions instead of the default (have your ethics board approve it).")
+@_text_option("qualification", "Worker-qualification notes for sessions instead of the default.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous batch in --batch / an existing mapping.")
 def export_command(
     manifest: Path,
     batch_dir: Path,
@@ -147,8 +183,13 @@ def export_command(
     choices: tuple[str, ...],
     gold_rules: tuple[str, ...],
     gold_per_rule: int,
+    gold_methods: tuple[str, ...],
     no_shuffle: bool,
     min_confidence: float,
+    session_faces: int | None,
+    instructions_path: Path | None,
+    consent_path: Path | None,
+    qualification_path: Path | None,
     overwrite: bool,
 ) -> None:
     """Write a crowd batch of surrogates for the faces in MANIFEST (any attribute adapter format)."""
@@ -182,16 +223,22 @@ def export_command(
             url_prefix=url_prefix,
             gold_rules=rules,
             gold_per_rule=gold_per_rule,
+            gold_methods=gold_methods or None,
             shuffle=not no_shuffle,
             overwrite=overwrite,
+            session_faces=session_faces,
+            texts={"instructions": instructions_path, "consent": consent_path, "qualification": qualification_path},
         )
     except ValueError as exc:  # ExportError, MappingError, attribute validation
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"batch {summary.batch_dir}: {summary.n_tasks} tasks ({summary.n_items} items of "
         f"{summary.n_private} faces by {', '.join(summary.methods)}; {summary.n_gold} gold)"
+        + (f" in {summary.n_sessions} session(s), one task/HIT each" if summary.n_sessions else "")
     )
     click.echo(f"private mapping: {summary.mapping_path}  (keep it private; never upload it)")
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @annotate_group.command(name="import")
@@ -275,11 +322,29 @@ def import_command(
     type=click.FloatRange(0, 1),
     help="Drop workers whose accuracy on gold items is below this before aggregating.",
 )
+@click.option(
+    "--per-face",
+    "per_face_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write ONE label per private face combining all its surrogate versions (PRIVATE: ids).",
+)
 def aggregate_command(
-    labels_path: Path, mapping_path: Path, out_path: Path, method: str, min_gold_accuracy: float
+    labels_path: Path,
+    mapping_path: Path,
+    out_path: Path,
+    method: str,
+    min_gold_accuracy: float,
+    per_face_path: Path | None,
 ) -> None:
     """Aggregate tidy LABELS per task (crowd-kit), with agreement, ties and confidence."""
-    from annotation.aggregate import AggregationError, aggregate, item_labels, screen_workers, write_csv
+    from annotation.aggregate import (
+        AggregationError,
+        aggregate,
+        face_labels,
+        item_labels,
+        screen_workers,
+        write_csv,
+    )
 
     mapping = _load_mapping(mapping_path)
     labels = _read_labels(labels_path)
@@ -289,11 +354,16 @@ def aggregate_command(
             f"screened out {len(screen.failed)} worker(s) below {min_gold_accuracy:g} gold accuracy: "
             + ", ".join(screen.failed[:10])
         )
+    kept = item_labels(labels, mapping, exclude_workers=screen.failed)
     try:
-        result = aggregate(item_labels(labels, mapping, exclude_workers=screen.failed), method)
+        result = aggregate(kept, method)
+        faces = face_labels(kept, mapping, method=method) if per_face_path is not None else None
     except AggregationError as exc:
         raise click.ClickException(str(exc)) from exc
     write_csv(result, out_path)
+    if faces is not None and per_face_path is not None:
+        write_csv(faces, per_face_path)
+        click.echo(f"wrote {len(faces)} per-face labels combining {faces['versions'].iloc[0]} to {per_face_path}")
     click.echo(
         f"aggregated {len(result)} tasks ({method}); {int(result['tie'].sum())} tied; wrote {out_path}"
     )
@@ -341,29 +411,13 @@ def transfer_command(aggregated: Path, mapping_path: Path, out_path: Path) -> No
 @annotate_group.command(name="report")
 @click.argument("labels_path", metavar="LABELS", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_MAPPING
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for report.md, report.json and the PNG figures.",
-)
-@click.option(
-    "--truth",
-    "truth_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV private_id,label of ground truth (default: the raw images' majority vote).",
-)
+@_folder_option("--out", "out_dir", "Folder for report.md, report.json and the PNG figures.")
+@_input_option("--truth", "truth_path", "CSV private_id,label of ground truth (default: the raw photos' majority).")
 @click.option(
     "--covariate",
     help="Attribute to bin accuracy by (Figures 7-8), e.g. AU12; or the column of --covariates.",
 )
-@click.option(
-    "--covariates",
-    "covariates_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV private_id,<column> of an external intensity score (e.g. Emotient evidence).",
-)
+@_input_option("--covariates", "covariates_path", "CSV private_id,<column> of an external score (emotion evidence).")
 @click.option("--bins", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--threshold",
@@ -383,6 +437,12 @@ def transfer_command(aggregated: Path, mapping_path: Path, out_path: Path) -> No
 @click.option("--min-gold-accuracy", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--title", default="Crowd labelling report", show_default=True)
+@_input_option(
+    "--batch", "batch_dir", "The crowd batch: adds Figures 9-10 (worst surrogates beside photos; PRIVATE).", folder=True
+)
+@_input_option(
+    "--image-root", "image_root", "Folder the mapping's relative photo paths start from (raw photos).", folder=True
+)
 def report_command(
     labels_path: Path,
     mapping_path: Path,
@@ -397,11 +457,20 @@ def report_command(
     min_gold_accuracy: float,
     seed: int,
     title: str,
+    batch_dir: Path | None,
+    image_root: Path | None,
 ) -> None:
-    """The paper's analyses (Table 1, Figures 5-8, paired t-tests) for every version in the batch."""
+    """The paper's analyses (Table 1, Figures 5-10, paired t-tests) for every version in the batch."""
     import pandas as pd
 
-    from annotation.report import DEFAULT_THRESHOLDS, ReportError, ReportOptions, analyse, write_report
+    from annotation.report import (
+        DEFAULT_THRESHOLDS,
+        ReportError,
+        ReportOptions,
+        analyse,
+        batch_images,
+        write_report,
+    )
 
     mapping = _load_mapping(mapping_path)
     labels = _read_labels(labels_path)
@@ -437,7 +506,8 @@ def report_command(
         analysis = analyse(labels, mapping, truth=truth, options=options)
     except ReportError as exc:
         raise click.ClickException(str(exc)) from exc
-    paths = write_report(analysis, out_dir, title=title)
+    images = batch_images(mapping, batch_dir, image_root) if batch_dir or image_root else None
+    paths = write_report(analysis, out_dir, title=title, images=images)
     for version, row in analysis.table.items():
         click.echo(
             f"{version:>4}: individual accuracy {100 * row['avg_accuracy']:.1f}%, majority vote "
@@ -562,3 +632,67 @@ def simulate_command(
     click.echo(f"wrote {len(crowd.labels)} simulated answers by {workers} workers to {out_path} ({platform})")
     for version, p in crowd.expected_accuracy.items():
         click.echo(f"  simulated individual accuracy {version}: {100 * p:.1f}%")
+
+
+@annotate_group.command(name="study")
+@_folder_option("--out", "out_dir", "Folder for private/ (photos, mapping, labels, report) and crowd/ (the batch).")
+@click.option("--faces", default=60, show_default=True, type=click.IntRange(min=4))
+@click.option("--workers", default=60, show_default=True, type=click.IntRange(min=3))
+@click.option("--emotion", default="joy", show_default=True, type=click.Choice(["joy", "anger"]))
+@click.option("--size", default=128, show_default=True, type=click.IntRange(16, 512))
+@click.option("--repeats", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--spammers", default=0.05, show_default=True, type=click.FloatRange(0, 0.5))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+def study_command(
+    out_dir: Path, faces: int, workers: int, emotion: str, size: int, repeats: int, spammers: float, seed: int
+) -> None:
+    """A simulated run of the paper's study: FACES x raw/GAN/3-D x WORKERS in sessions, end to end.
+
+    Synthetic "private" photos, attributes and emotion evidence read by the shipped recon network,
+    a session export, a simulated crowd in MTurk's results format, import, per-face labels and the
+    report (Table 1, t-tests, Figures 5-10) in OUT/private/report/.
+    """
+    from annotation.report import _pct
+    from annotation.study import run_study
+
+    result = run_study(
+        out_dir,
+        faces=faces,
+        workers=workers,
+        seed=seed,
+        size=size,
+        repeats=repeats,
+        spammers=spammers,
+        emotion=emotion,
+    )
+    for step, seconds in result.timings.items():
+        click.echo(f"{step:<32} {seconds:7.2f} s")
+    click.echo(f"{'total':<32} {sum(result.timings.values()):7.2f} s")
+    click.echo(
+        f"evidence: {result.evidence_source}; r = {result.evidence_r:.3f} against the photos' true AUs "
+        f"({4 * faces} candidates)"
+    )
+    for version, row in result.table.items():
+        votes = ", ".join(
+            f">= {float(t) * 100:g}%: {_pct(c['accuracy'])} ({c['n_faces']})" for t, c in row["vote"].items()
+        )
+        click.echo(
+            f"{version:>4}: Avg {100 * row['avg_accuracy']:.1f}%  Vote {votes}  DS {100 * row['ds_accuracy']:.1f}%"
+        )
+    click.echo(f"report: {result.out / 'private' / 'report' / 'report.md'}")
+
+
+@annotate_group.command(name="joint")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def joint_command(reports: tuple[Path, ...], out_path: Path) -> None:
+    """One Table 1 for several labelling tasks (e.g. joy and anger): REPORTS are their report.json files."""
+    from annotation.report import ReportError, joint_table
+    from surrogate.imageio import atomic_write_text
+
+    try:
+        text = joint_table(reports)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    atomic_write_text(out_path, text)
+    click.echo(text)

@@ -56,6 +56,17 @@ class MappingEntry:
         }
 
 
+@dataclass(frozen=True)
+class Session:
+    """One worker's sitting in the paper's design: a fixed set of tasks, in the order shown."""
+
+    id: str  # opaque, random; published as the session's task / HIT input
+    tokens: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "tokens": list(self.tokens)}
+
+
 @dataclass
 class PrivateMapping:
     """Everything needed to bring crowd labels back to private ids, and to analyse them."""
@@ -66,6 +77,7 @@ class PrivateMapping:
     batch_seed: int = 0
     url_prefix: str = ""
     image_size: int | None = None
+    sessions: list[Session] = field(default_factory=list)
     _by_token: dict[str, MappingEntry] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +90,10 @@ class PrivateMapping:
             if entry.kind not in (KIND_ITEM, KIND_GOLD):
                 raise MappingError(f"token {entry.token}: unknown kind {entry.kind!r}")
             self._by_token[entry.token] = entry
+        for session in self.sessions:
+            unknown = [t for t in session.tokens if t not in self._by_token]
+            if unknown:
+                raise MappingError(f"session {session.id}: unknown token(s) {unknown[:3]}")
 
     # -- lookup -----------------------------------------------------------------------------
     def __contains__(self, token: object) -> bool:
@@ -137,6 +153,7 @@ class PrivateMapping:
             "url_prefix": self.url_prefix,
             "image_size": self.image_size,
             "entries": [e.to_dict(self.schema) for e in self.entries],
+            "sessions": [s.to_dict() for s in self.sessions],
         }
 
     def write(self, path: str | os.PathLike[str]) -> None:
@@ -167,6 +184,7 @@ class PrivateMapping:
                         gold_label=raw.get("gold_label"),
                     )
                 )
+            sessions = [Session(str(x["id"]), tuple(str(t) for t in x["tokens"])) for x in data.get("sessions", [])]
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, MappingError):
                 raise
@@ -178,6 +196,7 @@ class PrivateMapping:
             batch_seed=int(data.get("batch_seed", 0)),
             url_prefix=str(data.get("url_prefix", "")),
             image_size=data.get("image_size"),
+            sessions=sessions,
         )
 
     @classmethod

@@ -3,12 +3,15 @@
 Supported:
   * Label Studio export JSON (tasks with ``annotations[].result[]`` choices, ``completed_by``,
     ``lead_time``, ``was_cancelled``);
-  * Label Studio export CSV (one row per annotation: ``annotator``, ``annotation_id``, ``lead_time``,
-    the data fields and one column named after the question);
+  * Label Studio export CSV and JSON-MIN (one row or object per annotation: ``annotator``,
+    ``annotation_id``, ``lead_time``, the data fields and one column named after the question);
   * Amazon Mechanical Turk batch results CSV (``HITId``, ``AssignmentId``, ``WorkerId``,
     ``AssignmentStatus``, ``WorkTimeInSeconds``, ``Input.*``, ``Answer.*``), including a leading
-    unnamed index column left by pandas, radio answers as ``Answer.<q>.option_<N>`` booleans, plain
-    ``Answer.<q>`` values, and crowd-classifier ``Answer.<q>.label``.
+    unnamed index column left by pandas; answers in AWS's documented crowd-radio-group output
+    (``Answer.<q>.option_<N>.<choice>`` columns, or the same JSON in ``Answer.taskAnswers``), older
+    ``Answer.<q>.option_<N>`` booleans, plain ``Answer.<q>`` values and crowd-classifier
+    ``Answer.<q>.label``; session HITs (``Input.token_<K>``, answers ``<q>.slot<K>``) give one label
+    per image.
 
 The result has columns worker, task (the opaque token), label, time_s, assignment. Problems in single
 rows (rejected assignments, empty answers, labels that are not a choice, unknown tasks, duplicate
@@ -18,6 +21,7 @@ all raises ``LabelFileError`` naming the file and what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -201,8 +205,10 @@ def _as_float(value: Any) -> float:
 
 # -- Label Studio JSON ---------------------------------------------------------------------------------
 def _labelstudio_worker(completed_by: Any) -> str | None:
+    # The id first: exports give the same user as a bare id or as a user object, and the email
+    # (personal data of the annotator) is needed for neither.
     if isinstance(completed_by, dict):
-        for key in ("email", "id", "username"):
+        for key in ("id", "email", "username"):
             if completed_by.get(key) not in (None, ""):
                 return str(completed_by[key])
         return None
@@ -216,6 +222,10 @@ def _labelstudio_json(path: Path, question: Question) -> tuple[list[tuple], list
         raise LabelFileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     if isinstance(tasks, dict):
         tasks = [tasks]
+    if isinstance(tasks, list) and tasks and all(
+        isinstance(t, dict) and "data" not in t and ("annotation_id" in t or "annotator" in t) for t in tasks
+    ):
+        return _labelstudio_flat(tasks, question, first_row=0)  # the JSON-MIN export: one object per annotation
     if not isinstance(tasks, list) or (tasks and not all(isinstance(t, dict) and "data" in t for t in tasks)):
         raise LabelFileError(f"{path}: not a Label Studio export (expected a list of tasks with 'data')")
     if tasks and not any("annotations" in t or "completions" in t for t in tasks):
@@ -227,46 +237,72 @@ def _labelstudio_json(path: Path, question: Question) -> tuple[list[tuple], list
     problems: list[RowProblem] = []
     for t_index, task in enumerate(tasks):
         data = task.get("data") or {}
-        token = data.get("token") or task_from_url(str(data.get("image", "")))
         where_task = f"task {task.get('id', t_index)}"
-        if not token:
+        slots = _labelstudio_slots(data, question)
+        if not slots:
             problems.append(RowProblem(where_task, "task has no token and its image URL holds none"))
             continue
+        first = next(iter(slots.values()))
         for a_index, annotation in enumerate(task.get("annotations", task.get("completions", [])) or []):
             where = f"{where_task} annotation {annotation.get('id', a_index)}"
             worker = _labelstudio_worker(annotation.get("completed_by"))
             if worker is None:
-                problems.append(RowProblem(where, "annotation has no completed_by", token))
+                problems.append(RowProblem(where, "annotation has no completed_by", first))
                 continue
             if annotation.get("was_cancelled"):
-                problems.append(RowProblem(where, "skipped: annotation was cancelled", token, worker))
+                problems.append(RowProblem(where, "skipped: annotation was cancelled", first, worker))
                 continue
-            chosen = [
-                c
-                for r in annotation.get("result", []) or []
-                if r.get("type") == "choices" and r.get("from_name") == question.name
-                for c in (r.get("value") or {}).get("choices", [])
-            ]
-            if len(chosen) > 1:
-                problems.append(
-                    RowProblem(where, f"several choices {chosen} for a single-choice question", token, worker)
-                )
-                continue
-            label, why = _normalise_label(chosen[0] if chosen else None, question)
-            if why:
-                problems.append(RowProblem(where, why, token, worker))
-                continue
-            rows.append(
-                (
-                    where,
-                    worker,
-                    token,
-                    label,
+            chosen: dict[str, list[str]] = {name: [] for name in slots}
+            for r in annotation.get("result", []) or []:
+                if r.get("type") == "choices" and r.get("from_name") in chosen:
+                    chosen[r["from_name"]] += (r.get("value") or {}).get("choices", [])
+            for name, token in slots.items():
+                _add_answer(
+                    rows,
+                    problems,
+                    (where if len(slots) == 1 else f"{where} ({name})", worker, token),
+                    chosen[name],
+                    question,
                     _as_float(annotation.get("lead_time")),
                     str(annotation.get("id", f"{t_index}.{a_index}")),
                 )
-            )
     return rows, problems
+
+
+def _add_answer(
+    rows: list[tuple],
+    problems: list[RowProblem],
+    who: tuple[int | str, str, str],
+    chosen: list[Any],
+    question: Question,
+    time_s: float,
+    assignment: str,
+) -> None:
+    """Keep one answer (``who`` = where, worker, token) as a row, or report why it cannot be kept."""
+    where, worker, token = who
+    if len(chosen) > 1:
+        problems.append(RowProblem(where, f"several choices {chosen} for a single-choice question", token, worker))
+        return
+    label, why = _normalise_label(chosen[0] if chosen else None, question)
+    if why:
+        problems.append(RowProblem(where, why, token, worker))
+        return
+    rows.append((where, worker, token, label, time_s, assignment))
+
+
+def _labelstudio_slots(data: dict[str, Any], question: Question) -> dict[str, str]:
+    """Answer name -> task token: one image (``question.name``) or a session's ``<question>_<index>``."""
+    images = data.get("images")
+    if isinstance(images, list):  # a session task (export --session-faces): Label Studio's Repeater
+        out = {}
+        for k, image in enumerate(images):
+            image = image if isinstance(image, dict) else {"image": image}
+            token = image.get("token") or task_from_url(str(image.get("image", "")))
+            if token:
+                out[f"{question.name}_{k}"] = str(token)
+        return out
+    token = data.get("token") or task_from_url(str(data.get("image", "")))
+    return {question.name: str(token)} if token else {}
 
 
 # -- Label Studio CSV ------------------------------------------------------------------------------------
@@ -289,12 +325,20 @@ def _labelstudio_csv(path: Path, question: Question) -> tuple[list[tuple], list[
         )
     if "token" not in frame.columns and "image" not in frame.columns:
         raise LabelFileError(f"{path}: needs a 'token' or 'image' column to identify the task")
+    return _labelstudio_flat(frame.to_dict("records"), question, first_row=2)  # 1-based, after the header
+
+
+def _labelstudio_flat(
+    records: list[dict[str, Any]], question: Question, *, first_row: int
+) -> tuple[list[tuple], list[RowProblem]]:
+    """One record per annotation (the CSV and JSON-MIN exports): data fields, the answer, annotator."""
     rows: list[tuple] = []
     problems: list[RowProblem] = []
-    for i, record in enumerate(frame.to_dict("records")):
-        row_no = i + 2  # 1-based, after the header line
-        token = record.get("token") or task_from_url(record.get("image", ""))
-        worker = str(record.get("annotator", "")).strip() or None
+    for i, record in enumerate(records):
+        row_no = i + first_row
+        token = record.get("token") or task_from_url(str(record.get("image", "") or ""))
+        worker = _labelstudio_worker(record.get("annotator"))
+        worker = (worker.strip() or None) if worker is not None else None
         if not token:
             problems.append(
                 RowProblem(row_no, "row has no token and its image URL holds none", worker=worker)
@@ -304,65 +348,106 @@ def _labelstudio_csv(path: Path, question: Question) -> tuple[list[tuple], list[
             problems.append(RowProblem(row_no, "row has no annotator", token))
             continue
         raw = record.get(question.name, "")
-        if raw.startswith("{"):  # several choices are written as JSON {"choices": [...]}
-            try:
-                chosen = json.loads(raw).get("choices", [])
-            except (json.JSONDecodeError, AttributeError):
-                chosen = [raw]
-            if len(chosen) > 1:
-                problems.append(
-                    RowProblem(
-                        row_no, f"several choices {chosen} for a single-choice question", token, worker
-                    )
-                )
-                continue
-            raw = chosen[0] if chosen else ""
-        label, why = _normalise_label(raw, question)
-        if why:
-            problems.append(RowProblem(row_no, why, token, worker))
-            continue
-        rows.append(
-            (
-                row_no,
-                worker,
-                token,
-                label,
-                _as_float(record.get("lead_time")),
-                str(record.get("annotation_id", row_no)),
-            )
+        if isinstance(raw, str) and raw.startswith("{"):  # several choices are written as JSON {"choices": [...]}
+            with contextlib.suppress(json.JSONDecodeError):
+                raw = json.loads(raw)
+        chosen = raw.get("choices", []) if isinstance(raw, dict) else [raw]
+        _add_answer(
+            rows,
+            problems,
+            (row_no, worker, token),
+            chosen,
+            question,
+            _as_float(record.get("lead_time")),
+            str(record.get("annotation_id", row_no)),
         )
     return rows, problems
 
 
 # -- Mechanical Turk -----------------------------------------------------------------------------------------
+TASK_ANSWERS = "Answer.taskAnswers"
+_SLOT_TOKEN = re.compile(r"^Input\.token_(\d+)$")
+_OPTION = re.compile(r"^option_(\d+)(?:\.(.*))?$", re.DOTALL)
+
+
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "on", "yes")
 
 
-def _mturk_answer_columns(frame: pd.DataFrame, question: Question, path: Path) -> dict[str, Any]:
-    """How the answer is stored: option booleans, per-choice booleans, or a plain value column."""
-    prefix = f"Answer.{question.name}"
-    options = {}
-    for i, choice in enumerate(question.choices):
-        for candidate in (
-            f"{prefix}.option_{i}",
-            f"{prefix}.option_{i}.on",
-            f"{prefix}.{choice}",
-            f"{prefix}.{choice}.on",
-        ):
-            if candidate in frame.columns:
-                options[choice] = candidate
-                break
-    if options:
-        return {"booleans": options}
-    for candidate in (prefix, f"{prefix}.label"):
-        if candidate in frame.columns:
-            return {"value": candidate}
-    answers = [c for c in frame.columns if c.startswith("Answer.")]
-    raise LabelFileError(
-        f"{path}: no answer column for question {question.name!r} (expected {prefix}.option_N, "
-        f"{prefix} or {prefix}.label); answer columns present: {answers}"
-    )
+def session_field(question: Question, slot: int) -> str:
+    """The answer name of image ``slot`` of a session HIT (``<question>.slot<N>``)."""
+    return f"{question.name}.slot{slot}"
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """MTurk's own flattening of a crowd-form answer object: nested keys joined by dots."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(inner, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list):
+        for inner in value:  # taskAnswers is a list holding one object per submitted form
+            _flatten(inner, prefix, out)
+    else:
+        out[prefix] = value
+
+
+def _mturk_answers(record: dict[str, Any], columns: list[str]) -> tuple[dict[str, Any], str | None]:
+    """One row's answers as ``name[.key...]`` -> value, from ``Answer.*`` columns and ``Answer.taskAnswers``."""
+    flat = {c[len("Answer.") :]: record[c] for c in columns if c != TASK_ANSWERS}
+    raw = str(record.get(TASK_ANSWERS, "") or "").strip()
+    if raw:
+        try:
+            _flatten(json.loads(raw), "", flat)
+        except json.JSONDecodeError as exc:
+            return flat, f"{TASK_ANSWERS} is not JSON ({exc.msg})"
+    return flat, None
+
+
+def decode_answer(flat: dict[str, Any], field: str, question: Question) -> tuple[str | None, str | None]:
+    """The label a worker gave to ``field``, from any of MTurk's shapes; (label, None) or (None, why).
+
+    Shapes: AWS's documented crowd-radio-group output ``<field>.option_<N>`` -> {``<value>``: true},
+    flattened to ``<field>.option_<N>.<value>``; older ``<field>.option_<N>`` booleans (value from the
+    choice order) or ``<field>.<choice>`` booleans (``.on`` suffixes of plain HTML radios); a plain
+    ``<field>`` value; a crowd-classifier's ``<field>.label``.
+    """
+    prefix = f"{field}."
+    selected = []
+    for key, value in flat.items():
+        if not key.startswith(prefix) or key == f"{field}.label" or not _truthy(value):
+            continue
+        rest = key[len(prefix) :].removesuffix(".on")
+        option = _OPTION.match(rest)
+        if option is None:
+            selected.append(rest)
+        elif option.group(2) is not None:
+            selected.append(option.group(2))
+        else:
+            n = int(option.group(1))
+            selected.append(question.choices[n] if n < len(question.choices) else rest)
+    if len(selected) > 1:
+        return None, f"several choices {selected} for a single-choice question"
+    if selected:
+        return _normalise_label(selected[0], question)
+    for key in (field, f"{field}.label"):
+        if str(flat.get(key, "") or "").strip():
+            return _normalise_label(flat[key], question)
+    return None, "empty answer"
+
+
+def _mturk_slots(frame: pd.DataFrame, question: Question, path: Path) -> list[tuple[str, str | None, str | None]]:
+    """(answer field, token column, image URL column) per image of a HIT: one, or one per session slot."""
+    slots = sorted(int(m.group(1)) for c in frame.columns if (m := _SLOT_TOKEN.match(c)))
+    if slots:
+        return [
+            (session_field(question, k), f"Input.token_{k}", url if (url := f"Input.image_url_{k}") in frame else None)
+            for k in slots
+        ]
+    token_column = "Input.token" if "Input.token" in frame.columns else None
+    url_column = "Input.image_url" if "Input.image_url" in frame.columns else None
+    if token_column is None and url_column is None:
+        raise LabelFileError(f"{path}: needs an Input.token or Input.image_url column to identify the task")
+    return [(question.name, token_column, url_column)]
 
 
 def _mturk(path: Path, question: Question) -> tuple[list[tuple], list[RowProblem]]:
@@ -370,58 +455,58 @@ def _mturk(path: Path, question: Question) -> tuple[list[tuple], list[RowProblem
     missing = [c for c in _MTURK_REQUIRED if c not in frame.columns]
     if missing:
         raise LabelFileError(f"{path}: MTurk results CSV lacks column(s) {missing}")
-    answer = _mturk_answer_columns(frame, question, path)
-    token_column = next((c for c in ("Input.token",) if c in frame.columns), None)
-    url_column = next((c for c in ("Input.image_url",) if c in frame.columns), None)
-    if token_column is None and url_column is None:
-        raise LabelFileError(f"{path}: needs an Input.token or Input.image_url column to identify the task")
+    slots = _mturk_slots(frame, question, path)
+    answer_columns = [c for c in frame.columns if c.startswith("Answer.")]
+    if TASK_ANSWERS not in answer_columns and not any(
+        c == f"Answer.{name}" or c.startswith(f"Answer.{name}.") for name, _, _ in slots for c in answer_columns
+    ):
+        raise LabelFileError(
+            f"{path}: no answer column for question {question.name!r} (expected {TASK_ANSWERS}, "
+            f"Answer.{slots[0][0]}.option_N.<choice> or Answer.{slots[0][0]}); answer columns present: "
+            f"{answer_columns}"
+        )
     rows: list[tuple] = []
     problems: list[RowProblem] = []
     seen_assignments: set[str] = set()
     for i, record in enumerate(frame.to_dict("records")):
         row_no = i + 2
         worker = record["WorkerId"].strip() or None
-        token = (record.get(token_column) if token_column else "") or task_from_url(
-            record.get(url_column, "")
-        )
         assignment = record["AssignmentId"].strip()
         status = record["AssignmentStatus"].strip()
-        if not token:
-            problems.append(
-                RowProblem(row_no, "row has no task token and its image URL holds none", worker=worker)
-            )
+        tasks = [
+            ((record.get(tc) if tc else "") or task_from_url(record.get(uc, "") if uc else ""), name)
+            for name, tc, uc in slots
+        ]
+        first = next((t for t, _ in tasks if t), None)
+        if first is None:
+            problems.append(RowProblem(row_no, "row has no task token and its image URL holds none", worker=worker))
             continue
         if worker is None:
-            problems.append(RowProblem(row_no, "row has no WorkerId", token))
+            problems.append(RowProblem(row_no, "row has no WorkerId", first))
             continue
         if status == "Rejected":
-            problems.append(RowProblem(row_no, "rejected assignment: excluded", token, worker))
+            problems.append(RowProblem(row_no, "rejected assignment: excluded", first, worker))
             continue
         if assignment and assignment in seen_assignments:
             problems.append(
-                RowProblem(
-                    row_no, f"duplicate assignment: AssignmentId {assignment} appears again", token, worker
-                )
+                RowProblem(row_no, f"duplicate assignment: AssignmentId {assignment} appears again", first, worker)
             )
             continue
         seen_assignments.add(assignment)
-        if "booleans" in answer:
-            chosen = [c for c, column in answer["booleans"].items() if _truthy(record.get(column, ""))]
-            if len(chosen) > 1:
-                problems.append(
-                    RowProblem(
-                        row_no, f"several choices {chosen} for a single-choice question", token, worker
-                    )
-                )
-                continue
-            value = chosen[0] if chosen else None
-        else:
-            value = record.get(answer["value"])
-        label, why = _normalise_label(value, question)
-        if why:
-            problems.append(RowProblem(row_no, why, token, worker))
+        flat, bad = _mturk_answers(record, answer_columns)
+        if bad:
+            problems.append(RowProblem(row_no, bad, first, worker))
             continue
-        rows.append((row_no, worker, token, label, _as_float(record.get("WorkTimeInSeconds")), assignment))
+        time_s = _as_float(record.get("WorkTimeInSeconds"))
+        for token, name in tasks:
+            if not token:
+                continue  # an unused slot of a shorter session
+            where = row_no if len(slots) == 1 else f"{row_no} ({name})"
+            label, why = decode_answer(flat, name, question)
+            if why:
+                problems.append(RowProblem(where, why, token, worker))
+                continue
+            rows.append((where, worker, token, label, time_s, assignment))
     return rows, problems
 
 

@@ -11,8 +11,9 @@ Definitions, following Shirai & Whitehill:
     broken at random, averaged over ``repeats`` draws, for n = 3 .. the fewest labels any face has;
   * accuracy binned by an intensity covariate (Figures 7-8): per-face accuracy averaged within
     equal-width bins of an attribute (e.g. AU12) or of an external score (e.g. Emotient evidence);
-  * paired t-tests (section 5.3): ``scipy.stats.ttest_rel`` on the per-face share of correct
-    labellers between each pair of versions (the paper's 1-sample t-test on the differences).
+  * paired t-tests (section 5.3): per face, the paper's 1-sample t-test on the difference in the
+    number of labellers who were right, and the same on the share who were right (equal only when
+    every face has the same number of labels); per worker, the within-worker difference in accuracy.
 Dawid-Skene accuracy (crowd-kit) is reported beside majority vote.
 """
 
@@ -22,7 +23,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -39,6 +40,7 @@ from surrogate.noise import STREAM_SUBSAMPLING, rng_for
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.75, 0.9)
 _STREAM_SUBSAMPLE = STREAM_SUBSAMPLING
 VERSION_NAMES = {"raw": "RAW", "gan": "GAN", "3d": "3-D"}
+FIGURE_DPI = 300  # print resolution: a 4.8 x 3.2 inch figure is 1440 x 960 pixels
 
 
 class ReportError(ValueError):
@@ -174,7 +176,6 @@ def analyse(
     options: ReportOptions | None = None,
 ) -> Analysis:
     """Run every analysis on tidy labels (worker, task, label) of one batch."""
-    from scipy import stats
 
     options = options or ReportOptions()
     screen = screen_workers(labels, mapping, options.min_gold_accuracy)
@@ -248,24 +249,7 @@ def analyse(
         )
     per_face = pd.concat(per_face_parts, ignore_index=True) if per_face_parts else pd.DataFrame()
 
-    ttests = []
-    wide = per_face.pivot(index="private_id", columns="method", values="accuracy")
-    for a, b in combinations(versions, 2):
-        pair = wide[[a, b]].dropna()
-        entry: dict[str, Any] = {
-            "a": a,
-            "b": b,
-            "n_faces": int(len(pair)),
-            "mean_difference": float((pair[a] - pair[b]).mean()) if len(pair) else float("nan"),
-        }
-        if len(pair) >= 2 and (pair[a] - pair[b]).std() > 0:
-            result = stats.ttest_rel(pair[a], pair[b])
-            entry.update(t=float(result.statistic), p=float(result.pvalue))
-        else:
-            entry.update(
-                t=float("nan"), p=float("nan"), note="fewer than 2 faces or no variance in the differences"
-            )
-        ttests.append(entry)
+    ttests = [_paired_tests(items, a, b) for a, b in combinations(versions, 2)]
 
     binned = None
     if covariate is not None:
@@ -296,6 +280,47 @@ def analyse(
         workers=workers,
         per_face=per_face,
     )
+
+
+def _one_sample_t(differences: pd.Series) -> tuple[float, float]:
+    """(t, two-sided p) of a 1-sample t-test of ``differences`` against 0; NaN when undefined."""
+    from scipy import stats
+
+    differences = differences.dropna()
+    if len(differences) < 2 or not differences.std() > 0:
+        return float("nan"), float("nan")
+    result = stats.ttest_1samp(differences, 0.0)
+    return float(result.statistic), float(result.pvalue)
+
+
+def _paired_tests(items: pd.DataFrame, a: str, b: str) -> dict[str, Any]:
+    """Versions ``a`` and ``b`` compared three ways (all paired, two-sided).
+
+    * per face, the share of its labellers who were right (``t``, ``p``): robust to unequal counts;
+    * per face, the number of labellers who were right (``t_count``, ``p_count``): the paper's test.
+      The two agree only when every face has as many labels in ``a`` as in ``b``; a few rejected or
+      missing labels are enough to move t;
+    * per worker, accuracy on ``a`` minus accuracy on ``b`` over workers who labelled both
+      (``t_worker``, ``p_worker``): the within-worker comparison the paper's design allows, where
+      every worker saw every version in one session.
+    """
+    share = items.groupby(["private_id", "method"])["correct"].mean().unstack("method")
+    count = items.groupby(["private_id", "method"])["correct"].sum().unstack("method")
+    by_worker = items.groupby(["worker", "method"])["correct"].mean().unstack("method")
+    faces = share[[a, b]].dropna().index
+    share_diff = share.loc[faces, a] - share.loc[faces, b]
+    count_diff = count.loc[faces, a] - count.loc[faces, b]
+    worker_diff = (by_worker[a] - by_worker[b]).dropna() if {a, b} <= set(by_worker) else pd.Series(dtype=float)
+    entry: dict[str, Any] = {"a": a, "b": b, "n_faces": int(len(faces)), "n_workers": int(len(worker_diff))}
+    for suffix, differences in (("", share_diff), ("_count", count_diff), ("_worker", worker_diff)):
+        # the share test equals scipy's ttest_rel on the paired per-face shares
+        t_value, p_value = _one_sample_t(differences)
+        entry[f"mean_difference{suffix}"] = float(differences.mean()) if len(differences) else float("nan")
+        entry[f"t{suffix}"], entry[f"p{suffix}"] = t_value, p_value
+    t = entry["t"]
+    if not math.isfinite(t):
+        entry["note"] = "fewer than 2 faces or no variance in the differences"
+    return entry
 
 
 def _covariate(mapping: PrivateMapping, options: ReportOptions) -> dict[str, float] | None:
@@ -338,7 +363,7 @@ def _bin(per_face: pd.DataFrame, versions: Sequence[str], bins: int, name: str) 
 # -- output ----------------------------------------------------------------------------------------
 def _save_figure(fig: Any, path: Path) -> None:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -368,8 +393,11 @@ def _plots(analysis: Analysis, out_dir: Path) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     for version in versions:
         curve = analysis.majority_over_n[version]
-        ax.plot(curve["n"], curve["accuracy"], marker=".", label=VERSION_NAMES.get(version, version))
-    ax.set_xlabel("labellers sampled per face (n)")
+        (line,) = ax.plot(curve["n"], curve["accuracy"], marker=".", label=VERSION_NAMES.get(version, version))
+        low = np.asarray(curve["accuracy"]) - np.asarray(curve["sd"])
+        high = np.asarray(curve["accuracy"]) + np.asarray(curve["sd"])
+        ax.fill_between(curve["n"], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("labellers sampled per face (n); band: +-1 sd over draws")
     ax.set_ylabel("majority-vote accuracy")
     ax.set_title("Figure 6: majority vote over n labellers")
     ax.legend()
@@ -382,15 +410,13 @@ def _plots(analysis: Analysis, out_dir: Path) -> dict[str, str]:
         binned = analysis.binned
         fig, ax = plt.subplots(figsize=(4.8, 3.2))
         for version in versions:
-            ax.errorbar(
-                binned["centres"],
-                binned[version]["accuracy"],
-                yerr=binned[version]["sem"],
-                marker="o",
-                capsize=2,
-                label=VERSION_NAMES.get(version, version),
-            )
-        ax.set_xlabel(binned["covariate"])
+            mean, sem = np.asarray(binned[version]["accuracy"]), np.asarray(binned[version]["sem"])
+            (line,) = ax.plot(binned["centres"], mean, marker="o", label=VERSION_NAMES.get(version, version))
+            ax.fill_between(binned["centres"], mean - sem, mean + sem, color=line.get_color(), alpha=0.2, linewidth=0)
+        counts = np.max([binned[v]["n_faces"] for v in versions], axis=0)
+        ax.set_xticks(binned["centres"], [f"{c:.2g}\nn={n}" for c, n in zip(binned["centres"], counts, strict=True)])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel(f"{binned['covariate']} (bin centre, faces per bin); band: +-1 s.e.m.")
         ax.set_ylabel("mean per-face accuracy")
         ax.set_title(f"Figures 7-8: accuracy by {binned['covariate']}")
         ax.legend()
@@ -444,12 +470,7 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
     ]
     raw_is_truth = analysis.truth_source.startswith("raw")
     for version, row in analysis.table.items():
-        votes = []
-        for t in thresholds:
-            cell = row["vote"][t]
-            votes.append(
-                "-" if raw_is_truth and version == "raw" else f"{_pct(cell['accuracy'])} ({cell['n_faces']})"
-            )
+        votes = _vote_cells(row, thresholds, hide=raw_is_truth and version == "raw")
         ds = _pct(row["ds_accuracy"])
         lines.append(
             f"| {VERSION_NAMES.get(version, version)} | {_pct(row['avg_accuracy'])} | "
@@ -477,15 +498,22 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
             "",
         ]
     lines += [
-        "## Paired t-tests on per-face accuracy",
+        "## Paired t-tests",
         "",
-        "| Pair | mean difference | t | p | faces |",
-        "|---|---:|---:|---:|---:|",
+        "Per face: share of its labellers who were right (robust to unequal label counts) and number of",
+        "labellers who were right (the paper's test; the two agree only with equal label counts). Per worker:",
+        "accuracy on one version minus the other, over workers who labelled both (within-worker).",
+        "",
+        "| Pair | share diff | t | p | count diff | t | p | faces | worker diff | t | p | workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in analysis.ttests:
         lines.append(
             f"| {VERSION_NAMES.get(t['a'], t['a'])} - {VERSION_NAMES.get(t['b'], t['b'])} | "
-            f"{_pct(t['mean_difference'])} pts | {_num(t['t'])} | {_num(t['p'], 4)} | {t['n_faces']} |"
+            f"{_pct(t['mean_difference'])} pts | {_num(t['t'])} | {_p(t['p'])} | "
+            f"{_num(t.get('mean_difference_count'))} | {_num(t.get('t_count'))} | {_p(t.get('p_count'))} | "
+            f"{t['n_faces']} | {_pct(t.get('mean_difference_worker'))} pts | {_num(t.get('t_worker'))} | "
+            f"{_p(t.get('p_worker'))} | {t.get('n_workers', 0)} |"
         )
     lines += [
         "",
@@ -521,8 +549,22 @@ def render_markdown(analysis: Analysis, figures: Mapping[str, str], title: str) 
                 + " | ".join(f"{_pct(b[v]['accuracy'][i])} ({b[v]['n_faces'][i]})" for v in analysis.versions)
                 + " |"
             )
+    pairs = [(key, name) for key, name in figures.items() if key.startswith("lowest_")]
+    if pairs:
+        lines += [
+            "",
+            "## Figures 9-10: faces whose surrogate was labelled worst (PRIVATE: shows the raw images)",
+            "",
+        ]
+        for key, name in pairs:
+            lines += [f"![{key}]({name})", ""]
     lines += ["", "All numbers: `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _vote_cells(row: Mapping[str, Any], thresholds: Sequence[str], *, hide: bool) -> list[str]:
+    """Table 1's vote cells: accuracy (faces); hidden for raw when the raw vote is the truth."""
+    return ["-" if hide else f"{_pct(row['vote'][t]['accuracy'])} ({row['vote'][t]['n_faces']})" for t in thresholds]
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -533,13 +575,119 @@ def _num(value: Any, digits: int = 2) -> str:
     )
 
 
+def _p(value: Any) -> str:
+    """A p-value that never reads as 0: scientific notation below 0.0001."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
+
+
+ImageLoader = Callable[[str, str], "np.ndarray | None"]  # (private id, version) -> image, or None
+
+
+def batch_images(
+    mapping: PrivateMapping, batch_dir: str | os.PathLike[str] | None, image_root: str | os.PathLike[str] | None
+) -> ImageLoader:
+    """Images of a face's versions: from the batch folder, raw photos also from the private files."""
+    from annotation.batch import IMAGES_DIR
+    from surrogate.imageio import load_image
+
+    entries = {(e.private_id, e.method): e for e in mapping.items()}
+    files = {e.private_id: e.file for e in mapping.items() if e.file}
+
+    def load(private_id: str, version: str) -> np.ndarray | None:
+        entry = entries.get((private_id, version))
+        if entry is not None and batch_dir is not None:
+            path = Path(batch_dir) / IMAGES_DIR / f"{entry.token}.png"
+            if path.is_file():
+                return load_image(path)
+        if version == "raw" and files.get(private_id):
+            path = Path(files[private_id])
+            path = path if path.is_absolute() or image_root is None else Path(image_root) / path
+            if path.is_file():
+                return load_image(path)
+        return None
+
+    return load
+
+
+def _lowest_pairs(analysis: Analysis, version: str, images: ImageLoader, path: Path, n: int = 10) -> bool:
+    """Figures 9-10: the ``n`` faces whose ``version`` was labelled least accurately, above their raw image."""
+    import matplotlib.pyplot as plt
+
+    faces = analysis.per_face
+    accuracy = faces.pivot(index="private_id", columns="method", values="accuracy")
+    if version not in accuracy:
+        return False
+    worst = accuracy[version].dropna().sort_values(kind="stable").index[:n]
+    if not len(worst):
+        return False
+    fig, axes = plt.subplots(2, len(worst), figsize=(1.3 * len(worst), 3.0), squeeze=False)
+    for column, face in enumerate(worst):
+        for row, shown in enumerate(("raw", version)):
+            ax = axes[row][column]
+            ax.axis("off")
+            image = images(face, shown)
+            if image is not None:
+                ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            value = accuracy.at[face, shown] if shown in accuracy else float("nan")
+            ax.set_title(f"{VERSION_NAMES.get(shown, shown)} {_pct(value)}%", fontsize=7)
+    fig.suptitle(f"lowest-accuracy {VERSION_NAMES.get(version, version)} surrogates (top: raw photo)", fontsize=9)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
 def write_report(
-    analysis: Analysis, out_dir: str | os.PathLike[str], *, title: str = "Crowd labelling report"
+    analysis: Analysis,
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str = "Crowd labelling report",
+    images: ImageLoader | None = None,
 ) -> list[Path]:
-    """Write report.md, report.json and the PNG figures into ``out_dir`` (atomically, file by file)."""
+    """Write report.md, report.json and the PNG figures into ``out_dir`` (atomically, file by file).
+
+    With ``images`` (see ``batch_images``) also Figures 9-10, one per surrogate version: the faces
+    whose surrogate was labelled worst beside their raw image. Those figures show private faces.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = _plots(analysis, out_dir)
+    if images is not None:
+        for number, version in enumerate([v for v in analysis.versions if v != "raw"], start=9):
+            name = f"figure{number}_lowest_{_slug(version)}.png"
+            if _lowest_pairs(analysis, version, images, out_dir / name):
+                figures[f"lowest_{version}"] = name
     atomic_write_text(out_dir / "report.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
     atomic_write_text(out_dir / "report.md", render_markdown(analysis, figures, title))
     return [out_dir / "report.md", out_dir / "report.json", *(out_dir / f for f in figures.values())]
+
+
+def joint_table(paths: Sequence[str | os.PathLike[str]]) -> str:
+    """Markdown: Table 1 of several tasks (one report.json each), one row per task and version."""
+    rows, thresholds = [], None
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            question, table = data["question"], data["table"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"{path}: not a report.json written by 'surrogate annotate report' ({exc})") from exc
+        raw_is_truth = str(data.get("truth_source", "")).startswith("raw")
+        for version, row in table.items():
+            thresholds = thresholds or list(row["vote"])
+            votes = _vote_cells(row, thresholds, hide=raw_is_truth and version == "raw")
+            task = question.get("choices", ["?"])[0]
+            rows.append(
+                f"| {task} | {VERSION_NAMES.get(version, version)} | {_pct(row['avg_accuracy'])} | "
+                + " | ".join(votes)
+                + f" | {_pct(row['ds_accuracy'])} | {row['n_faces']} |"
+            )
+    thresholds = thresholds or []
+    header = (
+        "| Task | Version | Avg | "
+        + " | ".join(f"Vote (>= {float(t) * 100:g}%)" for t in thresholds)
+        + " | Dawid-Skene | faces |"
+    )
+    rule = "|---|---|---:|" + "---:|" * len(thresholds) + "---:|---:|"
+    return "\n".join(["# Table 1, all tasks: accuracy (%)", "", header, rule, *rows, ""])
