@@ -1,7 +1,7 @@
 """A simulated run of the paper's study, end to end, in one call (``surrogate annotate study``).
 
 No private photo ships with the project, so the "private" faces are synthetic renders of known
-expression (``surrogate.synth``). Everything after that is what a team would run on real photos:
+expression (``surrogate.training_data``). Everything after that is what a team would run on real photos:
 
 1. attributes AND emotion evidence are read off the photos by the shipped ``recon`` network (the
    paper used Emotient for both). The evidence is a FACS prototype score: joy = mean of the AU06 and
@@ -84,8 +84,8 @@ def run_study(
     from annotation.simulate import CrowdConfig, simulate_crowd, write_mturk_results
     from surrogate.extract import OnnxEstimator
     from surrogate.imageio import load_image
-    from surrogate.synth import synthesize_dataset
     from surrogate.synthesis import default_repository
+    from surrogate.training_data import synthesize_dataset
 
     out = Path(out)
     private, batch = out / "private", out / "crowd"
