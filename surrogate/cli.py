@@ -26,6 +26,11 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
             "Render, label (MediaPipe) and crop a corpus of photoreal portraits of nobody.",
             "portraits",
         ),
+        "portraits-merge": (
+            "surrogate.portraits_cli:portraits_merge_command",
+            "Merge portrait corpus parts into one training folder.",
+            "",
+        ),
         "portrait-gender": (
             "surrogate.portraits_cli:portrait_gender_command",
             "Fit the portraits' gender boundary in w to hand labels.",

@@ -201,3 +201,51 @@ def portrait_directions_command(corpus: Path, gender_path: Path, out: Path, l2: 
     for name, value in zip(DIRECTION_NAMES, r, strict=True):
         click.echo(f"  {name:>6}: {value:.3f}")
     click.echo(f"wrote {out}")
+
+
+@click.command("portraits-merge")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Merged folder.")
+@click.option("--crops", default="images64g", show_default=True, help="Crops folder of each part to merge.")
+def portraits_merge_command(parts: tuple[Path, ...], out: Path, crops: str) -> None:
+    """Merge corpus PARTS (e.g. the natural and the edited part) into one training folder.
+
+    OUT/<crops>/ holds every part's crops, named PART_ID.png (hard links where the file system allows),
+    and OUT/attributes.csv the parts' rows with those names; the parts stay as they are.
+    """
+    import csv
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[list[str]] = []
+    header: list[str] | None = None
+    for part in parts:
+        source = part / "attributes.csv"
+        if not source.is_file():
+            raise click.ClickException(f"{part}: no attributes.csv (run 'surrogate data portraits' to finish it)")
+        with open(source, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            part_header = next(reader)
+            if header is not None and part_header != header:
+                raise click.ClickException(f"{source}: columns {part_header} differ from {header}")
+            header = part_header
+            for record in reader:
+                image = part / record[1]
+                if Path(record[1]).parent.name != crops or not image.is_file():
+                    raise click.ClickException(f"{source}: row {record[0]}: no crop {image} in {crops}/")
+                name = f"{part.name}_{record[0]}"
+                target = out / crops / f"{name}.png"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    try:
+                        os.link(image, target)
+                    except OSError:
+                        shutil.copyfile(image, target)
+                rows.append([name, f"{crops}/{name}.png", *record[2:]])
+    from surrogate.imageio import atomic_open
+
+    with atomic_open(out / "attributes.csv", "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    click.echo(f"merged {len(rows)} faces from {len(parts)} parts into {out}")

@@ -68,6 +68,27 @@ def test_gender_logistic_separates_and_labels_are_checked(tmp_path: Path) -> Non
         read_gender_labels(labels)
 
 
+def test_portraits_merge_joins_parts_and_names_a_missing_crop(tmp_path: Path) -> None:
+    from surrogate.imageio import save_png
+
+    for part, ids in (("p1", ["000000", "000001"]), ("p2", ["000000"])):
+        lines = ["id,file,yaw,gender"]
+        for row in ids:
+            save_png(tmp_path / part / "images64g" / f"{row}.png", np.full((8, 8), 100, np.uint8))
+            lines.append(f"{row},images64g/{row}.png,1.5,0.2")
+        (tmp_path / part / "attributes.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(cli, ["data", "portraits-merge", str(tmp_path / "p1"), str(tmp_path / "p2"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO((out / "attributes.csv").read_text())))
+    assert [r["id"] for r in rows] == ["p1_000000", "p1_000001", "p2_000000"]  # same row ids, kept apart
+    assert all((out / r["file"]).is_file() for r in rows) and rows[2]["yaw"] == "1.5"
+    (tmp_path / "p2" / "images64g" / "000000.png").unlink()
+    again = CliRunner().invoke(cli, ["data", "portraits-merge", str(tmp_path / "p2"), "--out", str(tmp_path / "m2")])
+    assert again.exit_code != 0 and "row 000000" in again.output
+
+
 openvino = pytest.importorskip("openvino", reason="the portraits extra (openvino) is not installed")
 
 
