@@ -122,13 +122,16 @@ class HttpClient:
             )
         return self._check(response).content
 
-    def extract(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
+    def extract(self, images: Sequence[bytes], *, aligned: bool = False) -> list[dict[str, Any]]:
+        """Attributes of each image's face (``aligned``: the images are already aligned face crops)."""
         files = [("image", (f"{i}.png", data)) for i, data in enumerate(images)]
-        return self._check(self._http.post("/extract", files=files)).json()["results"]
+        response = self._http.post("/extract", files=files, data={"aligned": str(aligned).lower()})
+        return self._check(response).json()["results"]
 
-    def anonymize(self, image: bytes, *, seed: int = 0, method: str = "gan") -> dict[str, Any]:
+    def anonymize(self, image: bytes, *, seed: int = 0, method: str = "gan", aligned: bool = False) -> dict[str, Any]:
         response = self._http.post(
-            "/anonymize", files={"image": ("image.png", image)}, data={"seed": str(seed), "method": method}
+            "/anonymize", files={"image": ("image.png", image)},
+            data={"seed": str(seed), "method": method, "aligned": str(aligned).lower()},
         )
         return self._check(response).json()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -409,8 +410,11 @@ class SurrogateAPI:
                 ImageRequest, parse_json(await read_body(request, self.limits.max_upload_bytes))
             )
             files = [(f"images.{i}", decode_base64(text, f"images.{i}")) for i, text in enumerate(req.images)]
+            aligned = req.aligned
         else:
-            files, _ = await self.load_images(request, single=False)
+            files, fields = await self.load_images(request, single=False)
+            merged = {**fields, **{k: Part(k, None, "", v.encode()) for k, v in request.query_params.items()}}
+            aligned = form_choice(merged, "aligned", "false", ("true", "false")) == "true"
         if not files:
             raise RequestError(
                 422, "no image in the request", [{"row": None, "field": "images", "reason": "empty"}]
@@ -426,7 +430,7 @@ class SurrogateAPI:
         results: list[dict[str, Any]] = []
         for index, (field, data) in enumerate(files):
             try:
-                crops.append(self.prepare_crop(data, recon, field))
+                crops.append(await self.prepare_crop(data, recon, field, aligned))
                 results.append({"index": index, "status": "ok", "reason": None, "attributes": None})
             except RequestError as exc:
                 metrics.REJECTED.labels(endpoint="extract", reason="image").inc()
@@ -443,8 +447,12 @@ class SurrogateAPI:
         metrics.REQUEST_IMAGES.labels(endpoint="extract").observe(len(results))
         return JSONResponse({"model": {"name": recon.name, "version": recon.version}, "results": results})
 
-    def prepare_crop(self, data: bytes, recon: ModelInfo, field: str) -> np.ndarray:
-        """Image bytes -> (C, S, S) uint8 in the model's input size, decoded in memory."""
+    async def prepare_crop(self, data: bytes, recon: ModelInfo, field: str, aligned: bool) -> np.ndarray:
+        """Image bytes -> the face in the project's framing, (C, S, S) uint8 in the model's input size.
+
+        Decoded in memory; unless ``aligned``, the face is found and framed by ``surrogate.face_align``
+        (MediaPipe landmarks) in a worker thread, so the event loop keeps answering meanwhile.
+        """
         _, channels, height, width = recon.input("image").shape
         try:
             with Image.open(io.BytesIO(data)) as probe:
@@ -454,11 +462,18 @@ class SurrogateAPI:
         if side > self.limits.max_image_side:
             raise RequestError(413, f"{field}: image side {side} is larger than {self.limits.max_image_side}")
         try:
-            image = decode_image(data, grayscale=channels == 1, name=field)
+            image = decode_image(data, grayscale=channels == 1 and aligned, name=field)
         except ImageDecodeError as exc:
             raise RequestError(
                 422, str(exc), [{"row": None, "field": field, "reason": "not a readable image"}]
             ) from None
+        if not aligned:
+            face = await anyio.to_thread.run_sync(align_in_turn, image, height, channels)
+            if face is None:
+                raise RequestError(
+                    422, f"{field}: no face found", [{"row": None, "field": field, "reason": "no face found"}]
+                )
+            image = face
         if image.shape[:2] != (height, width):
             image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
         return image[None] if image.ndim == 2 else np.transpose(image, (2, 0, 1))
@@ -470,6 +485,7 @@ class SurrogateAPI:
                 AnonymizeRequest, parse_json(await read_body(request, self.limits.max_upload_bytes))
             )
             data, method, seed, output = decode_base64(req.image, "image"), req.method, req.seed, req.format
+            aligned = req.aligned
         else:
             files, fields = await self.load_images(request, single=True)
             if len(files) != 1:
@@ -482,11 +498,12 @@ class SurrogateAPI:
             merged = {**fields, **{k: Part(k, None, "", v.encode()) for k, v in request.query_params.items()}}
             method = form_choice(merged, "method", "gan", ("gan", "3d"))
             output = form_choice(merged, "format", "json", ("json", "png"))
+            aligned = form_choice(merged, "aligned", "false", ("true", "false")) == "true"
             seed = form_int(merged, "seed", 0)
             self.image_seeds(seed, 1)
         recon = await self.recon_info()
         schema, gan = await self.target_schema(method)
-        crop = self.prepare_crop(data, recon, "image")
+        crop = await self.prepare_crop(data, recon, "image", aligned)
         del data  # the raw image goes no further than this function
         estimated = await self.engine.reconstruct(crop[None])
         try:
@@ -516,6 +533,18 @@ class SurrogateAPI:
                 "png_base64": base64.b64encode(png).decode("ascii"),
             }
         )
+
+
+_ALIGN_LOCK = threading.Lock()
+
+
+def align_in_turn(image: np.ndarray, size: int, channels: int) -> np.ndarray | None:
+    """``align_face`` for the worker threads: one FaceLandmarker, used by one thread at a time."""
+    from surrogate.face_align import align_face
+
+    with _ALIGN_LOCK:
+        face = align_face(image, size, channels=channels)
+    return None if face is None else face.crop
 
 
 def _is_unavailable(exc: Exception) -> bool:

@@ -38,6 +38,7 @@ class ImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     images: list[str] = Field(min_length=1, description="base64-encoded image files (PNG, JPEG, ...)")
+    aligned: bool = Field(False, description="the images are already aligned face crops: skip face detection")
 
 
 class AnonymizeRequest(BaseModel):
@@ -45,7 +46,8 @@ class AnonymizeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(description="base64-encoded image file of one aligned face crop")
+    image: str = Field(description="base64-encoded image file of one face photo (or crop, with aligned)")
+    aligned: bool = Field(False, description="the image is already an aligned face crop: skip face detection")
     method: Method = "gan"
     seed: int = Field(0, ge=0, le=MAX_SEED)
     format: Literal["json", "png"] = "json"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("bentoml")
@@ -213,10 +214,17 @@ def test_attribute_file_upload_gives_zip_with_row_status(server) -> None:
 def test_extract_and_anonymize(server) -> None:
     url = server
     face = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
-    results = HttpClient(url).extract([encode_png(face), b"not an image"])
-    assert results[0]["status"] == "ok" and set(results[0]["attributes"]) == set(DEFAULT_SCHEMA.names)
-    assert results[1]["status"] == "rejected" and "not a readable image" in results[1]["reason"]
-    body = post(url, "/anonymize", files={"image": ("f.png", encode_png(face))}, data={"seed": "9"})
+    photo = np.asarray(Image.fromarray(pytest.importorskip("skimage.data").astronaut()).resize((200, 200)))
+    tight = np.asarray(Image.fromarray(photo[27:74, 62:110]).resize((64, 64)))  # brow to chin, 64 px
+    results = HttpClient(url).extract([encode_png(photo), encode_png(tight), encode_png(face), b"not an image"])
+    assert [r["status"] for r in results] == ["ok", "ok", "rejected", "rejected"]
+    assert set(results[0]["attributes"]) == set(DEFAULT_SCHEMA.names)
+    assert "no face found" in results[2]["reason"] and "not a readable image" in results[3]["reason"]
+    # callers that send aligned crops skip detection
+    assert HttpClient(url).extract([encode_png(face)], aligned=True)[0]["status"] == "ok"
+    no_face = post(url, "/anonymize", files={"image": ("f.png", encode_png(face))}, data={"seed": "9"})
+    assert no_face.status_code == 422 and "no face found" in no_face.text
+    body = post(url, "/anonymize", files={"image": ("f.png", encode_png(photo))}, data={"seed": "9"})
     assert body.status_code == 200
     data = body.json()
     assert set(data) == {"seed", "method", "model", "attributes", "png_base64"}
