@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One GPU call for the portrait corpus: the conditional BEGAN-CS runs (scripts/train_defaults.sh with GAN_DATA)
+# and the reconstruction network (scripts/gpu_recon_portraits.sh) side by side on a carried corpus folder.
+#
+#   scripts/gpu_portraits.sh CORPUS OUT_DIR            # the real run (CUDA)
+#   scripts/gpu_portraits.sh CORPUS OUT_DIR --smoke    # seconds-long CPU rehearsal
+#
+# CORPUS: a merged corpus folder (`surrogate data portraits-merge --out data/gpu_corpus PART...`), carried.
+# Environment: GAN_VARIANTS (default: the portrait config, gamma 0.5, and the paper's own settings),
+# GAN_MINUTES (default 6.5), RECON_STEPS (default: the config's), plus anything train_defaults.sh reads.
+# OUT_DIR receives at most 8 files (the device tool's limit): one tar per GAN run, the first run's networks
+# (NAME.nets.pt.partNN, to resume), and recon.tar (weights, resumable checkpoint, held-out evaluation, log).
+set -uo pipefail
+CORPUS=${1:?usage: scripts/gpu_portraits.sh CORPUS OUT_DIR [--smoke]}
+OUT=${2:?usage: scripts/gpu_portraits.sh CORPUS OUT_DIR [--smoke]}
+MODE=${3:-full}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CORPUS=$(cd "$CORPUS" 2>/dev/null && pwd) || { echo "CORPUS: no folder at $1" >&2; exit 2; }
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+PAPER="paper:loss.gamma=0.1,model.latent_dim=64,loss.label_weight_d=1,loss.label_weight_g=1,loss.label_standardise=false,loss.label_blur=0,loss.mode_seeking=0,optim.batch_size=16,train.ema_kimg=0"
+export GAN_DATA=$CORPUS MODELS=gan GAN_CONFIG=${GAN_CONFIG:-configs/gan/portraits64.toml}
+export GAN_VARIANTS=${GAN_VARIANTS:-"p64 g5:loss.gamma=0.5 $PAPER"}
+export GAN_MINUTES=${GAN_MINUTES:-6.5} TAR_MIB=${TAR_MIB:-10} RESUME_BUNDLE=${RESUME_BUNDLE-} NETS_BUNDLE=${NETS_BUNDLE:-p64}
+SMOKE=(); [ "$MODE" = "--smoke" ] && SMOKE=(--smoke)
+[ "$MODE" = "--smoke" ] && export GAN_CONFIG=${GAN_CONFIG_SMOKE:-configs/gan/tiny_cpu.toml}
+RECON_OUT=$(mktemp -d)
+STEPS=${RECON_STEPS:-} bash "$ROOT/scripts/gpu_recon_portraits.sh" "$CORPUS" "$RECON_OUT" "${SMOKE[@]}" \
+    > "$RECON_OUT/recon.console.log" 2>&1 &
+recon_pid=$!
+bash "$ROOT/scripts/train_defaults.sh" "$OUT" "${SMOKE[@]}"
+gan_rc=$?
+wait "$recon_pid"; recon_rc=$?
+tail -5 "$RECON_OUT/recon.console.log"
+tar -C "$RECON_OUT" -cf "$OUT/recon.tar" . && rm -rf "$RECON_OUT"
+ls -l "$OUT"
+echo "gan exit $gan_rc, recon exit $recon_rc"
+[ "$gan_rc" = 0 ] && [ "$recon_rc" = 0 ]
