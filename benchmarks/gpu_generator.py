@@ -91,8 +91,8 @@ def main() -> int:
             y = torch.rand(batch, n_attributes, device=args.device)
             flops = count_flops(generator, z, y)
 
-            def step() -> None:
-                with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=mode != "fp32"):
+            def step(forward=forward, z=z, y=y, bf16=mode != "fp32") -> None:
+                with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
                     forward(z, y)
 
             seconds = timed(step, args.device, args.repeats)
