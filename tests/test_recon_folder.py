@@ -205,3 +205,28 @@ def test_bad_folder_inputs_are_named(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "data.path" in result.output
     with pytest.raises(ConfigError, match="held_out_fraction"):
         config_from_dict({"data": {"mode": "folder", "held_out_fraction": 1.0}})
+
+
+@pytest.mark.slow
+def test_gpu_script_smoke_brings_back_weights_and_the_evaluation(tmp_path: Path) -> None:
+    """scripts/gpu_recon_portraits.sh rehearsed on the CPU: a device session has one try at it."""
+    import os
+    import subprocess
+    import sys
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    write_corpus(corpus)
+    env = {**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "work"), "OMP_NUM_THREADS": "1",
+           "RECON_CONFIG": str(TINY)}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_recon_portraits.sh"), str(corpus), str(out), "--smoke"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    names = {p.name for p in out.iterdir()}
+    assert names == {"recon.pt", "recon.last.pt", "recon_eval.json", "recon_eval.md", "recon_metrics.csv",
+                     "recon_samples.png", "recon.log"}
+    assert json.loads((out / "recon_eval.json").read_text())["summary"]["targets_met"]
+    state = torch.load(out / "recon.pt", weights_only=False)
+    assert state["step"] == 4 and "optimiser" not in state
+    missing = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_recon_portraits.sh"), str(tmp_path / "work"),
+                              str(out), "--smoke"], env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "attributes.csv" in missing.stderr
