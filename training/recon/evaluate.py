@@ -238,9 +238,10 @@ def _fmt(value: Any) -> str:
 
 
 def metrics_markdown(results: dict[str, Any]) -> str:
+    rendered = [name for name in results["sets"] if name != "held_out"]
     lines = ["# Reconstruction network evaluation", "",
-             f"Checkpoint `{results['checkpoint']}` (step {results['step']}), {results['n']} images per set, "
-             f"seed {results['seed']}.", ""]
+             f"Checkpoint `{results['checkpoint']}` (step {results['step']})"
+             + (f", {results['n']} images per rendered set, seed {results['seed']}." if rendered else "."), ""]
     if "data" in results:
         d = results["data"]
         lines += [f"held_out: the rows of `{d['path']}` held out by row id (fraction {d['held_out_fraction']}, "
