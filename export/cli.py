@@ -48,7 +48,9 @@ def _serving_options(f: Any) -> Any:
                      help="Triton version_policy: all | latest:N | specific:V1,V2."),
         click.option("--metrics", "metrics_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      default=None, help="Evaluation JSON (e.g. from `surrogate evaluate`) to put in the model card."),
-        click.option("--licence", default="Apache-2.0", show_default=True, help="Licence stated in the model card."),
+        click.option("--licence", default=None,
+                     help="Licence stated in the model card (default: Apache-2.0, or the terms the training "
+                          "config's data.licence names, e.g. a portrait corpus's research-only weights)."),
         click.option("--training-command", default=None,
                      help="The exact command that trained the checkpoint, for the model card "
                           "(default: the generic `surrogate train ... --config CONFIG.toml`)."),
@@ -96,17 +98,32 @@ def export_recon_command(checkpoint: Path, **kwargs: Any) -> None:
     if kwargs.get("metrics_path") is None and state.get("metrics_summary"):
         kwargs["checkpoint_metrics"] = dict(state["metrics_summary"])
     data = config.get("data", {}) if isinstance(config.get("data"), dict) else {}
+    if kwargs.get("licence") is None and data.get("licence"):
+        kwargs["licence"] = data["licence"]
+    if kwargs.get("training_command") is None and state.get("command"):
+        kwargs["training_command"] = state["command"]
+    if data.get("mode") == "folder":
+        kwargs["card_notes"] = ("The `identity` and `lighting` outputs are untrained: the labelled rows carry no "
+                                "3-D face-model coefficients, so those heads got no loss. Use the attributes only.")
     _run_export("recon", checkpoint, net, schema, config, data_path=_describe_data(data),
                 steps=state.get("step"), command="surrogate train recon", **kwargs)
 
 
+# data keys of folder mode (the rest describe rendering); description and licence are said in words
+FOLDER_KEYS = ("path", "attributes", "format", "min_confidence", "held_out_fraction", "flip_probability")
+
+
 def _describe_data(data: dict[str, Any]) -> str:
-    """The recon network trains on faces rendered on the fly (no dataset folder): say so and how."""
+    """What the recon network was trained on: a labelled folder (its description, as the config words it)
+    or faces rendered on the fly (no dataset folder), with the settings that apply to it."""
     if not data:
         return ""
-    settings = ", ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, dict | list))
-    if data.get("path"):
-        return f"{data['path']} ({settings})"
+    folder = data.get("mode") == "folder"
+    settings = ", ".join(f"{k}={v}" for k, v in data.items()
+                         if not isinstance(v, dict | list) and (k in FOLDER_KEYS) == folder
+                         and k not in ("description", "licence"))
+    if folder:
+        return f"{data.get('description') or data.get('path')} (read from `{data.get('path')}`: {settings})"
     return f"synthetic faces rendered on the fly by the project's 3-D face model ({settings})"
 
 
@@ -135,11 +152,12 @@ def _run_export(
     threads: int,
     version_policy: str,
     metrics_path: Path | None,
-    licence: str,
+    licence: str | None,
     seed: int,
     training_command: str | None = None,
     data_description: str | None = None,
     checkpoint_metrics: dict[str, Any] | None = None,
+    card_notes: str = "",
 ) -> None:
     from export.onnx_export import (
         GAN_MODEL_NAME,
@@ -148,7 +166,14 @@ def _run_export(
         export_generator,
         export_reconnet,
     )
-    from export.triton import ModelCardInfo, ModelVersion, RepositoryWriteError, ServingOptions, add_version
+    from export.triton import (
+        PROJECT_LICENCE,
+        ModelCardInfo,
+        ModelVersion,
+        RepositoryWriteError,
+        ServingOptions,
+        add_version,
+    )
 
     try:
         preferred = tuple(int(v) for v in preferred_batch_sizes.split(",") if v.strip())
@@ -190,7 +215,7 @@ def _run_export(
         kind=exported.kind, checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha,
         training_command=training_command or f"{command} --config CONFIG.toml", training_config=config,
         data=data_description or str(data_path or ""), steps=int(steps) if steps is not None else None,
-        metrics=metrics, metrics_source=metrics_source, licence=licence,
+        metrics=metrics, metrics_source=metrics_source, licence=licence or PROJECT_LICENCE, notes=card_notes,
     )
     info = {
         "kind": exported.kind, "precision": exported.precision, "exporter": exported.exporter,

@@ -10,6 +10,7 @@ which removes the data loader from the training step entirely (and lets the whol
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,4 +224,18 @@ def split_held_out(identities: np.ndarray, fraction: float, seed: int) -> tuple[
         n_held = 1
     held_ids = rng.permutation(unique)[:n_held]
     held = np.isin(identities, held_ids)
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def split_by_row_id(names: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train / held-out row indices decided per row id, not by position.
+
+    Each id is held out when a hash of (seed, id) falls below ``fraction``, so a row keeps its side when
+    the attribute file grows or is reordered (a corpus that is still being generated), which a
+    permutation of row positions (``split_held_out``) does not guarantee."""
+    def draw(name: str) -> float:
+        digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    held = np.array([draw(str(name)) < fraction for name in names], dtype=bool)
     return np.flatnonzero(~held), np.flatnonzero(held)

@@ -73,7 +73,7 @@ def load_reconnet(
 
 def export_weights(state: dict[str, Any], path: str | Path) -> None:
     """Write a weights-only checkpoint (no optimiser): what the model repository and extractor need."""
-    keep = ("config", "schema", "n_identity", "lighting_low", "lighting_high", "step", "metrics_summary")
+    keep = ("config", "schema", "n_identity", "lighting_low", "lighting_high", "step", "metrics_summary", "command")
     model = {k: v.detach().cpu() for k, v in state["model"].items()}
     save_checkpoint(path, {**{k: state[k] for k in keep if k in state}, "model": model})
 

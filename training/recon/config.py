@@ -32,9 +32,22 @@ class ModelConfig:
 class DataConfig:
     """How training images are made. ``mode``: "stream" renders every batch fresh; "pool" keeps a
     ring buffer of rendered faces on the device and refreshes ``refresh`` of them per step (each face is
-    then seen ~pool_size/refresh times, each time under a different on-device augmentation)."""
+    then seen ~pool_size/refresh times, each time under a different on-device augmentation); "folder"
+    reads labelled images (``path`` + ``attributes``, e.g. the portrait corpus) into device memory and
+    holds out ``held_out_fraction`` of the rows (by row id) for evaluation. The rendering keys below do
+    not apply to "folder", and the folder keys not to the rendered modes."""
 
     mode: str = "pool"
+    path: str = ""  # folder mode: the image folder (``--data``)
+    attributes: str = ""  # folder mode: attribute file in any adapter format ("" = PATH/attributes.csv)
+    format: str = "auto"  # adapter format of ``attributes``
+    min_confidence: float = 0.75  # rows below this confidence (formats that carry one) are rejected
+    held_out_fraction: float = 0.1  # folder mode: share of rows kept out of training (decided per row id)
+    flip_probability: float = 0.5  # folder mode: horizontal flips, attributes mirrored (yaw, roll)
+    # folder mode: what the model card says about the data and the weights' licence ("" = the folder's path,
+    # the project's licence); a dataset with its own terms must name them here
+    description: str = ""
+    licence: str = ""
     workers: int = 0  # DataLoader worker processes rendering faces (0 = render in the training process)
     chunk: int = 64  # faces rendered per worker task
     pool_size: int = 4096
@@ -49,8 +62,8 @@ class DataConfig:
 class AugmentConfig:
     """Domain randomisation. Scene randomisation happens in the renderer; the rest on the device."""
 
-    scale_jitter: float = 0.12  # face size x U(1 - j, 1 + j)
-    shift_jitter: float = 0.06  # translation, fraction of the image
+    scale_jitter: float = 0.12  # face size x U(1 - j, 1 + j) (in the renderer; on the device in folder mode)
+    shift_jitter: float = 0.06  # translation, fraction of the image (likewise)
     light_azimuth: tuple[float, float] = (-70.0, 70.0)
     light_elevation: tuple[float, float] = (-15.0, 60.0)
     light_strength: tuple[float, float] = (0.25, 1.0)
@@ -123,19 +136,31 @@ class ReconConfig:
         return asdict(self)
 
     def with_overrides(self, *, steps: int | None = None, device: str | None = None,
-                       out_dir: str | None = None) -> ReconConfig:
-        train = self.train
+                       out_dir: str | None = None, data_path: str | None = None,
+                       attributes: str | None = None, batch_size: int | None = None) -> ReconConfig:
+        """The config with command-line overrides; a data folder switches to folder mode."""
+        train, data = self.train, self.data
         if steps is not None:
             train = replace(train, steps=steps)
         if device is not None:
             train = replace(train, device=device)
-        return replace(self, train=train, out_dir=out_dir if out_dir is not None else self.out_dir)
+        if batch_size is not None:
+            train = replace(train, batch_size=batch_size)
+        if data_path is not None:
+            data = replace(data, mode="folder", path=data_path)
+        if attributes is not None:
+            data = replace(data, attributes=attributes)
+        return replace(self, train=train, data=data, out_dir=out_dir if out_dir is not None else self.out_dir)
 
     def check(self) -> None:
         """Reject values that would fail later, with the key that is wrong."""
         problems = []
-        if self.data.mode not in ("stream", "pool"):
-            problems.append(f"data.mode must be 'stream' or 'pool', not {self.data.mode!r}")
+        if self.data.mode not in ("stream", "pool", "folder"):
+            problems.append(f"data.mode must be 'stream', 'pool' or 'folder', not {self.data.mode!r}")
+        if not 0.0 <= self.data.held_out_fraction < 1.0:
+            problems.append(f"data.held_out_fraction must be in [0, 1), not {self.data.held_out_fraction}")
+        if not 0.0 <= self.data.flip_probability <= 1.0:
+            problems.append(f"data.flip_probability must be in [0, 1], not {self.data.flip_probability}")
         if self.data.attribute_distribution not in ("coverage", "synth"):
             problems.append("data.attribute_distribution must be 'coverage' or 'synth'")
         pool_ok = self.data.refresh % self.data.chunk == 0 and self.data.pool_size >= self.train.batch_size

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from surrogate.imageio import atomic_write_text, image_grid, save_png
 from surrogate.schema import AttributeSchema
+from training.gan.dataset import FaceDataset
 from training.recon.checkpoint import build_network, export_weights, read_checkpoint, save_checkpoint
 from training.recon.config import ReconConfig
 from training.recon.data import (
@@ -37,12 +38,14 @@ from training.recon.data import (
     to_network_input,
 )
 from training.recon.evaluate import attribute_metrics
+from training.recon.folder import FolderSource, load_folder_split
 from training.recon.networks import ReconNet, count_parameters
 
 EVAL_SEED_OFFSET = 1_000_003  # held-out data: a seed stream training never draws from
 METRIC_FIELDS = (
     "step", "lr", "loss", "loss_pose", "loss_aus", "loss_gender", "loss_identity", "loss_lighting",
     "images_per_s", "eval_pose_mae_deg", "eval_au_mae", "eval_au_r_min", "eval_gender_accuracy",
+    "eval_gender_auc",
 )
 
 
@@ -65,15 +68,21 @@ def group_indices(schema: AttributeSchema) -> dict[str, list[int]]:
 def compute_loss(
     outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], groups: dict[str, list[int]], config: ReconConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of per-group losses on normalised targets (smooth L1 ~ L1: we report MAE)."""
+    """Weighted sum of per-group losses on normalised targets (smooth L1 ~ L1: we report MAE).
+
+    A head whose target the batch lacks (identity and lighting of real photos) is left out of the loss,
+    so it gets no gradient; a zero target would teach it to answer zero."""
     weights = config.loss
     pred, target = outputs["attributes"].float(), batch["attributes"]
     parts: dict[str, torch.Tensor] = {}
     for group, index in groups.items():
         if index:
             parts[group] = torch.nn.functional.smooth_l1_loss(pred[:, index], target[:, index], beta=0.01)
-    parts["identity"] = torch.nn.functional.mse_loss(outputs["identity"].float(), batch["identity"])
-    parts["lighting"] = torch.nn.functional.smooth_l1_loss(outputs["lighting"].float(), batch["lighting"], beta=0.01)
+    if "identity" in batch:
+        parts["identity"] = torch.nn.functional.mse_loss(outputs["identity"].float(), batch["identity"])
+    if "lighting" in batch:
+        parts["lighting"] = torch.nn.functional.smooth_l1_loss(outputs["lighting"].float(), batch["lighting"],
+                                                                beta=0.01)
     total = sum(getattr(weights, k) * v for k, v in parts.items())
     return total, {f"loss_{k}": float(v.detach()) for k, v in parts.items()}
 
@@ -87,8 +96,11 @@ def lr_factor(step: int, config: ReconConfig) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def heldout_set(config: ReconConfig, n: int) -> dict[str, Any]:
-    """Rendered held-out faces (seed never used in training), randomised like the training data."""
+def heldout_set(config: ReconConfig, n: int, held: FaceDataset | None = None) -> dict[str, Any]:
+    """Rendered held-out faces (seed never used in training), randomised like the training data; in
+    folder mode every held-out row of the folder (``held``) instead."""
+    if held is not None:
+        return {"images": torch.from_numpy(held.images), "values": held.values}
     rendered = render_chunk(config, np.random.default_rng([config.train.seed + EVAL_SEED_OFFSET, 0]), n)
     return {"images": torch.from_numpy(rendered.images), "values": rendered.values}
 
@@ -162,8 +174,10 @@ def init_weights(net: torch.nn.Module, path: Path, device: torch.device) -> None
 
 
 def train(config: ReconConfig, *, resume: bool = False, dry_run: bool = False,
-          echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or with ``dry_run`` only resolve and check) a reconstruction network; return a summary."""
+          echo: Callable[[str], None] = print, command: str = "") -> dict[str, Any]:
+    """Train (or with ``dry_run`` only resolve and check) a reconstruction network; return a summary.
+
+    ``command``: the command line that started the run, kept in the checkpoint for the model card."""
     from surrogate.face_model import N_IDENTITY
 
     config.check()
@@ -178,8 +192,15 @@ def train(config: ReconConfig, *, resume: bool = False, dry_run: bool = False,
     random.seed(config.train.seed)
     np.random.seed(config.train.seed % 2**32)
     net = build_network(config.to_dict(), N_IDENTITY, low.tolist(), high.tolist()).to(device)
+    folder = load_folder_split(config) if config.data.mode == "folder" else None
+    if folder is not None:
+        skipped = folder[0].skipped
+        echo(f"{config.data.path}: {len(folder[0])} training rows, {len(folder[1])} held out"
+             + (f"; skipped {len(skipped)}: {'; '.join(skipped[:5])}" if skipped else ""))
     if dry_run:
         echo(describe(config, device, net))
+        if folder is not None:
+            return {"dry_run": True, "parameters": count_parameters(net)}
         chunk = render_chunk(config, np.random.default_rng([config.train.seed, 0]), 4)
         echo(f"dry run: rendered a test chunk {chunk.images.shape} {chunk.images.dtype}; nothing written")
         return {"dry_run": True, "parameters": count_parameters(net)}
@@ -211,11 +232,14 @@ def train(config: ReconConfig, *, resume: bool = False, dry_run: bool = False,
     atomic_write_text(out_dir / "schema.json", schema.to_json())
 
     forward = torch.compile(net.forward_normalised) if config.train.compile else net.forward_normalised
-    source = BatchSource(config, device, chunks_consumed)
+    source = (FolderSource(config, folder[0], device, chunks_consumed) if folder is not None
+              else BatchSource(config, device, chunks_consumed))
     augment_rng = torch.Generator(device="cpu").manual_seed(config.train.seed * 1_000_033 + step)
     groups = group_indices(schema)
-    heldout = heldout_set(config, config.train.eval_size)
-    sample_images = heldout["images"][:16]
+    heldout = heldout_set(config, config.train.eval_size, folder[1] if folder is not None else None)
+    # a folder with nothing held out shows training rows (un-augmented) instead
+    sample_images = heldout["images"][:16] if len(heldout["values"]) else folder[0].images[:16]
+    sample_images = torch.as_tensor(sample_images)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and config.train.amp)
 
     def checkpoint_state() -> dict[str, Any]:
@@ -224,7 +248,7 @@ def train(config: ReconConfig, *, resume: bool = False, dry_run: bool = False,
             "lighting_low": low.tolist(), "lighting_high": high.tolist(),
             "model": net.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "chunks_consumed": source.chunks_consumed, "history": history,
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"torch": torch.get_rng_state()}, "command": command,
             "metrics_summary": next((h for h in reversed(history) if "eval_pose_mae_deg" in h), {}),
         }
 
@@ -253,7 +277,7 @@ def train(config: ReconConfig, *, resume: bool = False, dry_run: bool = False,
             elapsed = time.perf_counter() - window_start
             row: dict[str, Any] = {"step": step, "lr": scheduler.get_last_lr()[0], "loss": float(loss.detach()),
                                    **parts, "images_per_s": window_images / max(elapsed, 1e-9)}
-            if step % config.train.eval_every == 0 or is_last:
+            if (step % config.train.eval_every == 0 or is_last) and len(heldout["values"]):
                 predicted = predict_normalised(net, heldout["images"], device)
                 metrics = attribute_metrics(schema, heldout["values"], schema.denormalise(predicted))
                 row.update({f"eval_{k}": v for k, v in metrics["summary"].items()})
