@@ -1,7 +1,7 @@
 """The conditional BEGAN-CS generator's serving speed in torch, against the device's roofline.
 
-Modes: fp32; bf16 autocast + channels_last; the same under CUDA graphs (torch.compile mode
-"reduce-overhead", which captures the launches that dominate this small network). For each batch size it
+Modes: fp32; bf16 autocast + channels_last; the same replayed from a CUDA graph (one capture per batch
+size: the kernel launches dominate this small network, which a graph replays at once). For each batch size it
 prints images/s, achieved TFLOP/s (multiply-adds of every conv and linear layer, counted by forward hooks,
 x 2) and the share of the peak given by --peak-tflops (H200 bf16 dense: 989 from the data sheet; about 790
 measured on large matrix products there, docs/gan.md).
@@ -85,15 +85,28 @@ def main() -> int:
     print("| mode | batch | images/s | TFLOP/s | share of peak |\n|---|---|---|---|---|")
     for mode in args.modes.split(","):
         net = generator.to(memory_format=torch.channels_last) if mode != "fp32" else generator
-        forward = torch.compile(net, mode="reduce-overhead") if mode.endswith("graphs") else net
+        if mode.endswith("graphs") and args.device != "cuda":
+            continue
         for batch in map(int, args.batches.split(",")):
             z = torch.rand(batch, z_dim, device=args.device) * 2 - 1
             y = torch.rand(batch, n_attributes, device=args.device)
             flops = count_flops(generator, z, y)
 
-            def step(forward=forward, z=z, y=y, bf16=mode != "fp32") -> None:
+            def step(net=net, z=z, y=y, bf16=mode != "fp32") -> None:
                 with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
-                    forward(z, y)
+                    net(z, y)
+
+            if mode.endswith("graphs"):
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):
+                        step()
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    step()
+                step = graph.replay
 
             seconds = timed(step, args.device, args.repeats)
             tflops = flops / seconds / 1e12

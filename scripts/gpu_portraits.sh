@@ -9,7 +9,8 @@
 # Environment: GAN_VARIANTS (default: the portrait config, gamma 0.5, and the paper's own settings),
 # GAN_MINUTES (default 6.5), RECON_STEPS (default: the config's), plus anything train_defaults.sh reads.
 # OUT_DIR receives at most 8 files (the device tool's limit): one tar per GAN run, the first run's networks
-# (NAME.nets.pt.partNN, to resume), and recon.tar (weights, resumable checkpoint, held-out evaluation, log).
+# (NAME.nets.pt.partNN, to resume), recon.tar (weights, resumable checkpoint, held-out evaluation, log) and
+# bench.txt (benchmarks/gpu_generator.py on the first run's newest snapshot).
 set -uo pipefail
 CORPUS=${1:?usage: scripts/gpu_portraits.sh CORPUS OUT_DIR [--smoke]}
 OUT=${2:?usage: scripts/gpu_portraits.sh CORPUS OUT_DIR [--smoke]}
@@ -29,6 +30,14 @@ STEPS=${RECON_STEPS:-} bash "$ROOT/scripts/gpu_recon_portraits.sh" "$CORPUS" "$R
 recon_pid=$!
 bash "$ROOT/scripts/train_defaults.sh" "$OUT" "${SMOKE[@]}"
 gan_rc=$?
+# the serving figure (issue 19): the first run's newest snapshot in torch, fp32 / bf16 / CUDA graphs by batch
+first=${GAN_VARIANTS%% *}; first=${first%%:*}
+snapshot=$(ls "${WORK_DIR:-$ROOT/runs/defaults}/$first/snapshots/"generator-*.pt 2>/dev/null | tail -1)
+if [ -n "$snapshot" ]; then
+  if [ "$MODE" = "--smoke" ]; then bench=(--device cpu --batches 2 --repeats 1); else bench=(--device cuda); fi
+  PYTHONPATH=$ROOT ${PYTHON:-python3} "$ROOT/benchmarks/gpu_generator.py" --checkpoint "$snapshot" "${bench[@]}" \
+      > "$OUT/bench.txt" 2>&1 || echo "the serving benchmark failed (see bench.txt)"
+fi
 wait "$recon_pid"; recon_rc=$?
 tail -5 "$RECON_OUT/recon.console.log"
 tar -C "$RECON_OUT" -cf "$OUT/recon.tar" . && rm -rf "$RECON_OUT"

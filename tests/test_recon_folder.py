@@ -119,7 +119,7 @@ def test_portraits_config_words_the_card_data_and_licence() -> None:
     data = load_config(PORTRAITS).to_dict()["data"]
     described = _describe_data({**data, "path": "corpus"})
     for phrase in ("MobileStyleGAN", "random-face", "StyleGAN2-FFHQ", "non-commercial", "MediaPipe FaceLandmarker",
-                   "hand-labelled", "face_frame"):
+                   "hand-labelled", "landmark_frame"):
         assert phrase in described, phrase
     assert "non-commercial" in data["licence"] and "NVIDIA Source Code License-NC" in data["licence"]
 
