@@ -9,7 +9,7 @@
 # Environment: GAN_VARIANTS (default: the portrait config, gamma 0.5, and the paper's own settings),
 # GAN_MINUTES (default 6.5), RECON_STEPS (default: the config's), plus anything train_defaults.sh reads.
 # OUT_DIR receives at most 8 files (the device tool's limit): one tar per GAN run, the first run's networks
-# (NAME.nets.pt.partNN, to resume), recon.tar (weights, resumable checkpoint, held-out evaluation, log) and
+# (NAME.nets.pt.partNN, to resume: ~22 MB at n = 64), recon.tar (weights, held-out evaluation, log) and
 # bench.txt (benchmarks/gpu_generator.py on the first run's newest snapshot).
 set -uo pipefail
 CORPUS=${1:?usage: scripts/gpu_portraits.sh CORPUS OUT_DIR [--smoke]}
@@ -21,7 +21,7 @@ mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 PAPER="paper:loss.gamma=0.1,model.latent_dim=64,loss.label_weight_d=1,loss.label_weight_g=1,loss.label_standardise=false,loss.label_blur=0,loss.mode_seeking=0,optim.batch_size=16,train.ema_kimg=0"
 export GAN_DATA=$CORPUS MODELS=gan GAN_CONFIG=${GAN_CONFIG:-configs/gan/portraits64.toml}
 export GAN_VARIANTS=${GAN_VARIANTS:-"p64 g5:loss.gamma=0.5 $PAPER"}
-export GAN_MINUTES=${GAN_MINUTES:-6.5} TAR_MIB=${TAR_MIB:-10} RESUME_BUNDLE=${RESUME_BUNDLE-} NETS_BUNDLE=${NETS_BUNDLE:-p64}
+export GAN_MINUTES=${GAN_MINUTES:-6.5} TAR_MIB=${TAR_MIB:-9} RESUME_BUNDLE=${RESUME_BUNDLE-} NETS_BUNDLE=${NETS_BUNDLE:-p64}
 SMOKE=(); [ "$MODE" = "--smoke" ] && SMOKE=(--smoke)
 [ "$MODE" = "--smoke" ] && export GAN_CONFIG=${GAN_CONFIG_SMOKE:-configs/gan/tiny_cpu.toml}
 RECON_OUT=$(mktemp -d)
@@ -40,7 +40,8 @@ if [ -n "$snapshot" ]; then
 fi
 wait "$recon_pid"; recon_rc=$?
 tail -5 "$RECON_OUT/recon.console.log"
-tar -C "$RECON_OUT" -cf "$OUT/recon.tar" . && rm -rf "$RECON_OUT"
+# recon.last.pt stays behind: the 64 MiB that come back go to the GAN runs (retraining recon takes minutes)
+tar -C "$RECON_OUT" --exclude recon.last.pt -cf "$OUT/recon.tar" . && rm -rf "$RECON_OUT"
 ls -l "$OUT"
 echo "gan exit $gan_rc, recon exit $recon_rc"
 [ "$gan_rc" = 0 ] && [ "$recon_rc" = 0 ]

@@ -159,3 +159,36 @@ def test_smoke_run_on_a_carried_image_folder(tmp_path: Path) -> None:
     assert "rendering" not in done.stdout
     with tarfile.open(out / "gan.tar") as tar:
         assert "training on 19 images (5 held out)" in tar.extractfile("train.log").read().decode()
+
+
+def test_portrait_gpu_call_rehearsal(tmp_path: Path) -> None:
+    """scripts/gpu_portraits.sh --smoke: the GAN runs, recon and the serving benchmark in one call, <= 8 files."""
+    import numpy as np
+
+    from surrogate.imageio import save_png
+    from surrogate.schema import DEFAULT_SCHEMA
+
+    corpus = tmp_path / "corpus"
+    rng = np.random.default_rng(1)
+    lines = ["id,file," + ",".join(DEFAULT_SCHEMA.names)]
+    for i in range(40):
+        save_png(corpus / "images64g" / f"p_{i:06d}.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+        values = DEFAULT_SCHEMA.denormalise(rng.random((1, len(DEFAULT_SCHEMA))))[0]
+        lines.append(f"p_{i:06d},images64g/p_{i:06d}.png," + ",".join(f"{v:.3f}" for v in values))
+    (corpus / "attributes.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_portraits.sh"), str(corpus), str(out), "--smoke"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["bench.txt", "g5.tar", "p64.nets.pt.part00", "p64.tar", "paper.tar", "recon.tar"]
+    with tarfile.open(out / "recon.tar") as tar:
+        members = {Path(m).name for m in tar.getnames()}
+    assert {"recon.pt", "recon_eval.json"} <= members and "recon.last.pt" not in members
+    assert "| bf16 |" in (out / "bench.txt").read_text()
+    with tarfile.open(out / "paper.tar") as tar:
+        snapshot = sorted(n for n in tar.getnames() if n.startswith("snapshots/"))[-1]
+        (tmp_path / "paper.pt").write_bytes(tar.extractfile(snapshot).read())
+    _, _, config = load_generator(tmp_path / "paper.pt")
+    assert config["loss"]["gamma"] == 0.1 and config["optim"]["batch_size"] == 16  # the paper's own settings
