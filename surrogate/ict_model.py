@@ -57,7 +57,7 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
     "AU05": (("eyeWide_L", 1.0), ("eyeWide_R", 1.0)),
     "AU06": (("cheekSquint_L", 1.0), ("cheekSquint_R", 1.0)),
     # Lid tightener: the lower lid rises (eyeSquint) and the aperture narrows a little (eyeBlink).
-    "AU07": (("eyeSquint_L", 1.0), ("eyeSquint_R", 1.0), ("eyeBlink_L", 0.2), ("eyeBlink_R", 0.2)),
+    "AU07": (("eyeSquint_L", 1.0), ("eyeSquint_R", 1.0), ("eyeBlink_L", 0.12), ("eyeBlink_R", 0.12)),
     "AU09": (("noseSneer_L", 1.0), ("noseSneer_R", 1.0)),
     "AU10": (("mouthUpperUp_L", 1.0), ("mouthUpperUp_R", 1.0)),
     "AU12": (("mouthSmile_L", 1.0), ("mouthSmile_R", 1.0)),
@@ -75,12 +75,12 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
 # a shape whose full activation is too small to read at 64 px; gamma < 1 lifts low intensities.
 AU_CURVE: dict[str, tuple[float, float]] = {au: (1.0, 1.0) for au in SUPPORTED_AUS}
 AU_CURVE.update({
-    "AU04": (1.3, 0.8),
-    "AU05": (1.2, 0.8),
-    "AU06": (1.2, 0.8),
-    "AU07": (1.3, 0.8),
-    "AU12": (1.1, 0.8),
-    "AU23": (1.2, 0.8),
+    "AU04": (2.4, 0.8),
+    "AU05": (1.8, 0.8),
+    "AU06": (1.5, 0.8),
+    "AU07": (1.8, 0.8),
+    "AU12": (1.8, 0.8),
+    "AU23": (1.4, 0.8),
 })
 IDENTITY_SCALE = 1.0
 """Coefficient of identity shape k per unit of ``FaceParams.identity[k]``: the kit's shapes are already
@@ -132,6 +132,8 @@ class IctModel:
     materials: np.ndarray  # (V, len(MATERIALS)) float32 in 0..1
     pivot: np.ndarray  # (3,) rotation centre in head units
     landmarks: np.ndarray  # (68,) int32 vertex indices of the iBUG-68 landmarks
+    protected: np.ndarray  # (V,) bool: borders of the openings and the added parts (never merged)
+    side: np.ndarray  # (V,) int8: which lid / lip a vertex belongs to (0 elsewhere), kept apart when merging
 
     @property
     def n_vertices(self) -> int:
@@ -156,19 +158,51 @@ class IctModel:
 
     def vertex_normals(self, vertices: np.ndarray) -> np.ndarray:
         """Smooth unit normals (B, V, 3): area-weighted sums of the incident triangles' normals."""
-        n_batch, n_vertices = vertices.shape[:2]
         tri = self.triangles
-        a = vertices[:, tri[:, 1]] - vertices[:, tri[:, 0]]
-        b = vertices[:, tri[:, 2]] - vertices[:, tri[:, 0]]
-        face_n = np.cross(a, b)  # (B, T, 3), length = twice the area
-        index = (np.arange(n_batch)[:, None, None] * n_vertices + tri[None]).reshape(-1)
-        normals = np.empty((n_batch * n_vertices, 3), np.float32)
-        for c in range(3):
-            weights = np.repeat(face_n[..., c].reshape(-1), 3)
-            normals[:, c] = np.bincount(index, weights, minlength=n_batch * n_vertices)
-        normals = normals.reshape(n_batch, n_vertices, 3)
-        normals /= np.maximum(np.sqrt(np.einsum("bvc,bvc->bv", normals, normals)), 1e-12)[..., None]
-        return normals
+        # Vertex-major layout (V, B, 3): every gather below copies whole contiguous rows.
+        vt = np.ascontiguousarray(vertices.transpose(1, 0, 2))
+        v0 = vt[tri[:, 0]]
+        a, b = vt[tri[:, 1]] - v0, vt[tri[:, 2]] - v0
+        face_n = np.empty((len(tri) + 1, vertices.shape[0], 3), np.float32)  # the last row stays zero
+        face_n[-1] = 0.0
+        face_n[:-1, :, 0] = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
+        face_n[:-1, :, 1] = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
+        face_n[:-1, :, 2] = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+        # Slot k holds every vertex's k-th incident triangle; vertices are sorted by degree, so slot k
+        # beyond the common degree is a short prefix.
+        order, slots = _incidence(self)
+        normals = face_n[slots[0]]
+        for slot in slots[1:]:
+            normals[: len(slot)] += face_n[slot]
+        out = np.empty((vertices.shape[0], len(order), 3), np.float32)
+        out[:, order] = normals.transpose(1, 0, 2)
+        out /= np.maximum(np.sqrt(np.einsum("bvc,bvc->bv", out, out)), 1e-12)[..., None]
+        return out
+
+
+_INCIDENCE: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+
+
+def _incidence(model: IctModel) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Vertices by decreasing degree, and per slot k the k-th incident triangle of each (cached)."""
+    key = id(model)
+    if key not in _INCIDENCE:
+        tri = model.triangles
+        vertex = tri.reshape(-1)
+        owner = np.repeat(np.arange(len(tri)), 3)
+        degree = np.bincount(vertex, minlength=model.n_vertices)
+        order = np.argsort(-degree, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        by_vertex = np.lexsort((owner, rank[vertex]))
+        sorted_rank = rank[vertex][by_vertex]
+        start = np.searchsorted(sorted_rank, np.arange(len(order)))
+        slots = []
+        for k in range(int(degree.max())):
+            n = int((degree > k).sum())
+            slots.append(owner[by_vertex[start[:n] + k]].astype(np.int64))
+        _INCIDENCE[key] = (order, slots)
+    return _INCIDENCE[key]
 
 
 def data_dir() -> Path:
@@ -247,7 +281,7 @@ def _orient(tris: np.ndarray, points: np.ndarray, towards: np.ndarray) -> np.nda
     return out
 
 
-def _eyeball(centre: np.ndarray, radius: float, first: int, rings: int = 14, segments: int = 24
+def _eyeball(centre: np.ndarray, radius: float, first: int, rings: int = 10, segments: int = 18
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Front cap (to 80 degrees off the gaze) of a sphere looking along +z: points, triangles, polar angle."""
     theta = np.radians(np.linspace(0.0, 80.0, rings + 1))[1:]
@@ -468,10 +502,74 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
     # Rotation centre: midway between eyes and mouth, 5 cm behind the eyes (inside the head).
     mouth_y = (lm[48:68, 1].mean() - origin[1]) * scale + EYE_Y
     pivot = np.array([0.0, (EYE_Y + mouth_y) / 2.0, -5.0 * scale], np.float32)
+    protected = np.zeros(len(pts), bool)
+    protected[n_scan:] = True
+    for loop in openings:
+        protected[loop] = True
+    # Upper (1) or lower (2) lid or lip: the line through the eye corners or the mouth corners splits them.
+    side = np.zeros(len(pts), np.int8)
+    x, y = neutral[:, 0], neutral[:, 1]
+    for a, b, margin in ((36, 39, 1.0), (42, 45, 1.0), (48, 54, 0.8)):
+        pa, pb = lm[a], lm[b]
+        lo, hi = min(pa[0], pb[0]) - margin, max(pa[0], pb[0]) + margin
+        line = pa[1] + (pb[1] - pa[1]) * (x - pa[0]) / (pb[0] - pa[0])
+        near = (x > lo) & (x < hi) & (np.abs(y - line) < 1.5) & (neutral[:, 2] > lm[a, 2] - 2.0)
+        side[:n_scan][near] = np.where(y[near] > line[near], 1, 2) + (a // 12) * 2
     return IctModel(
         mean=mean.astype(np.float32), triangles=tris.astype(np.int32), basis=basis,
         gender_direction=direction, gender_scale=length, materials=mats, pivot=pivot,
-        landmarks=landmarks.astype(np.int32),
+        landmarks=landmarks.astype(np.int32), protected=protected, side=side,
+    )
+
+
+LOD_CELL_CM = 0.6
+"""Cell size of the reduced mesh drawn at small sizes (``LOD_MAX_PIXELS``): at 64 px a pixel spans
+about 0.36 cm of face, so cells of 0.5 cm lose nothing the pixels show and cut the mesh about fourfold."""
+LOD_MAX_PIXELS = 96
+
+
+@lru_cache(maxsize=1)
+def ict_model_reduced() -> IctModel:
+    """``ict_model()`` with its scanned surface merged into ``LOD_CELL_CM`` cells (cached)."""
+    return reduce_mesh(ict_model(), LOD_CELL_CM)
+
+
+def reduce_mesh(model: IctModel, cell_cm: float) -> IctModel:
+    """Vertex clustering: the scanned vertices in one cell (and on one side of a lid or lip, facing one
+    way) merge into the one nearest their mean, so every kept vertex keeps its exact blendshape deltas;
+    borders of the openings and the added eyes and caps are kept whole."""
+    cm = float(np.linalg.norm(model.mean[model.landmarks[42:48]].mean(0) - model.mean[model.landmarks[36:42]].mean(0)))
+    cell = cell_cm * cm / 6.51  # head units per cm, from the kit's 6.51 cm inter-ocular distance
+    normals = model.vertex_normals(model.mean[None])[0]
+    facing = np.argmax(np.abs(normals), axis=1) * 2 + (normals[np.arange(len(normals)), np.argmax(np.abs(normals),
+                                                                                              axis=1)] > 0)
+    grid = np.floor(model.mean / cell).astype(np.int64)
+    key = np.stack([grid[:, 0], grid[:, 1], grid[:, 2], facing, model.side], axis=1)
+    key[model.protected] = -(np.arange(model.protected.sum())[:, None] + 1)  # each its own cluster
+    _, cluster = np.unique(key, axis=0, return_inverse=True)
+    cluster = cluster.reshape(-1)
+    n_clusters = int(cluster.max()) + 1
+    centre = np.stack([np.bincount(cluster, model.mean[:, c], n_clusters) for c in range(3)], 1)
+    centre /= np.bincount(cluster, minlength=n_clusters)[:, None]
+    dist = np.linalg.norm(model.mean - centre[cluster], axis=1)
+    order = np.lexsort((dist, cluster))
+    first = np.ones(len(order), bool)
+    first[1:] = cluster[order][1:] != cluster[order][:-1]
+    rep_of_cluster = order[first]  # nearest vertex to each cluster's mean
+    rep = rep_of_cluster[cluster]
+    tris = rep[model.triangles]
+    tris = tris[(tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])]
+    _, unique_rows = np.unique(np.sort(tris, axis=1), axis=0, return_index=True)
+    tris = tris[np.sort(unique_rows)]
+    keep = np.unique(tris)
+    index = np.full(model.n_vertices, -1, np.int64)
+    index[keep] = np.arange(len(keep))
+    basis = model.basis.reshape(model.basis.shape[0], -1, 3)[:, keep].reshape(model.basis.shape[0], -1)
+    return IctModel(
+        mean=model.mean[keep], triangles=index[tris].astype(np.int32), basis=np.ascontiguousarray(basis),
+        gender_direction=model.gender_direction, gender_scale=model.gender_scale, materials=model.materials[keep],
+        pivot=model.pivot, landmarks=index[rep[model.landmarks]].astype(np.int32), protected=model.protected[keep],
+        side=model.side[keep],
     )
 
 
@@ -546,7 +644,7 @@ def _render_linear(params_list: Sequence[FaceParams], size: int, channels: int) 
     """Shaded faces as float (B, size, size, C) in 0..1 with NaN where no surface was hit."""
     from surrogate.render import light_direction, rasterize
 
-    model = ict_model()
+    model = ict_model_reduced() if size <= LOD_MAX_PIXELS else ict_model()
     screen, normals = project(model, params_list, size)
     pixel, b, t, bary = rasterize(screen, model.triangles, size)
     n_batch, n_vertices = normals.shape[:2]
