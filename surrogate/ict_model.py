@@ -28,19 +28,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from surrogate.face_model import (
-    EYE_ROW,
     EYE_Y,
     MOUTH_Y,
     N_IDENTITY,
-    PIXELS_PER_UNIT,
     SUPPORTED_AUS,
     FaceParams,
-    rotation_matrix,
 )
+from surrogate.render import light_direction, rasterize, render_batch
+from surrogate.render import project as _project
 
 ICT_DATA_ENV = "SURROGATE_ICT_DATA"
 ICT_DATA_DIR = Path(__file__).resolve().parent.parent / "third_party" / "ict_facekit"
@@ -579,17 +579,7 @@ def reduce_mesh(model: IctModel, cell_cm: float) -> IctModel:
 
 def project(model: IctModel, params_list: Sequence[FaceParams], size: int) -> tuple[np.ndarray, np.ndarray]:
     """Posed vertices in pixel coordinates (x right, y down, z to the camera) and unit normals."""
-    verts = model.vertices(params_list)
-    rot = np.stack([rotation_matrix(p.yaw, p.pitch, p.roll) for p in params_list])
-    posed = np.matmul(verts - model.pivot, rot.transpose(0, 2, 1)) + model.pivot
-    scale = np.array([p.scale for p in params_list], np.float32)[:, None] * (PIXELS_PER_UNIT * size)
-    cx = (0.5 + np.array([p.shift_x for p in params_list], np.float32))[:, None] * size
-    cy = (EYE_ROW + np.array([p.shift_y for p in params_list], np.float32))[:, None] * size
-    screen = np.empty_like(posed)
-    screen[..., 0] = cx + scale * posed[..., 0]
-    screen[..., 1] = cy - scale * (posed[..., 1] - EYE_Y)
-    screen[..., 2] = scale * posed[..., 2]
-    return screen.astype(np.float32), model.vertex_normals(posed.astype(np.float32))
+    return _project(model, params_list, size, pivot=model.pivot)
 
 
 def vertex_albedo(model: IctModel, params_list: Sequence[FaceParams], channels: int) -> np.ndarray:
@@ -625,25 +615,14 @@ def vertex_albedo(model: IctModel, params_list: Sequence[FaceParams], channels: 
     return out
 
 
-def render_ict_batch(
-    params_list: Sequence[FaceParams],
-    size: int = 64,
-    *,
-    rgb: bool = False,
-    backgrounds: Sequence[np.ndarray | float | None] | np.ndarray | None = None,
-    supersample: int = 1,
-) -> np.ndarray:
-    """Render faces with the ICT model -> uint8 (N, size, size)[, 3]; arguments as ``render.render_batch``."""
-    from surrogate import render
-
-    return render.render_batch(params_list, size, rgb=rgb, backgrounds=backgrounds, supersample=supersample,
-                               shader=_render_linear)
+def render_ict_batch(params_list: Sequence[FaceParams], size: int = 64, **options: Any) -> np.ndarray:
+    """Render faces with the ICT model -> uint8 (N, size, size)[, 3]; ``options`` (``rgb``, ``backgrounds``,
+    ``supersample``) as for ``surrogate.render.render_batch``, which rasterises and composites them."""
+    return render_batch(params_list, size, shader=_render_linear, **options)
 
 
 def _render_linear(params_list: Sequence[FaceParams], size: int, channels: int) -> np.ndarray:
     """Shaded faces as float (B, size, size, C) in 0..1 with NaN where no surface was hit."""
-    from surrogate.render import light_direction, rasterize
-
     model = ict_model_reduced() if size <= LOD_MAX_PIXELS else ict_model()
     screen, normals = project(model, params_list, size)
     pixel, b, t, bary = rasterize(screen, model.triangles, size)

@@ -15,6 +15,7 @@ Framing: see ``surrogate.face_model`` (eyes at 42 % of the height, mouth at 72 %
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -181,14 +182,25 @@ def _background_stack(
 # Geometry and rasterisation
 # ---------------------------------------------------------------------------------------------
 
-def project(model: FaceModel, params_list: Sequence[FaceParams], size: int) -> tuple[np.ndarray, np.ndarray]:
+class MeshModel(Protocol):
+    """What ``project`` needs of a face model (``FaceModel``, ``surrogate.ict_model.IctModel``)."""
+
+    def vertices(self, params_list: list[FaceParams]) -> np.ndarray: ...
+
+    def vertex_normals(self, vertices: np.ndarray) -> np.ndarray: ...
+
+
+def project(
+    model: MeshModel, params_list: Sequence[FaceParams], size: int, pivot: np.ndarray = POSE_PIVOT
+) -> tuple[np.ndarray, np.ndarray]:
     """Posed vertices in pixel coordinates (x right, y down, z towards the camera) and normals.
 
     Returns ``screen`` (B, V, 3) float32 and ``normals`` (B, V, 3) unit vertex normals in camera space.
+    ``pivot``: the centre of the head rotation in the model's head units.
     """
     verts = model.vertices(list(params_list))  # (B, V, 3)
     rot = np.stack([rotation_matrix(p.yaw, p.pitch, p.roll) for p in params_list])
-    posed = np.matmul(verts - POSE_PIVOT, rot.transpose(0, 2, 1)) + POSE_PIVOT
+    posed = np.matmul(verts - pivot, rot.transpose(0, 2, 1)) + pivot
     scale = np.array([p.scale for p in params_list], np.float32)[:, None] * (PIXELS_PER_UNIT * size)
     cx = (0.5 + np.array([p.shift_x for p in params_list], np.float32))[:, None] * size
     cy = (EYE_ROW + np.array([p.shift_y for p in params_list], np.float32))[:, None] * size
