@@ -166,7 +166,7 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for model in args.face_models:
         start = time.perf_counter()
-        faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=args.size, face_model=model)
+        faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=args.size, model=model)
         read = reader.read(faces)
         found = np.isfinite(read["roll"])
         cells = [model, f"{found.mean():.1%}"]

@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for size in (128, 64):  # 64 px faces are enlarged to 128 below (nearest neighbour)
         for model in ("parametric", "ict"):
-            faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=size, rgb=True, face_model=model)
+            faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=size, rgb=True, model=model)
             faces = np.stack([np.asarray(Image.fromarray(f).resize((128, 128), Image.NEAREST)) for f in faces])
             rows.append(np.concatenate(list(faces), axis=1))
     Image.fromarray(np.concatenate(rows, axis=0)).save(args.out)

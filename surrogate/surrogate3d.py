@@ -62,16 +62,17 @@ def render_surrogates_3d(
     seeds: Sequence[int],
     size: int = 64,
     rgb: bool = False,
-    face_model: str = DEFAULT_FACE_MODEL,
+    model: str = DEFAULT_FACE_MODEL,
 ) -> np.ndarray:
     """Render N surrogates -> uint8 (N, size, size)[, 3].
 
     ``values``: (N, A) attributes in natural units, schema order; ``seeds``: one integer per row.
-    Equal (attributes, seed, face_model) give identical pixels whatever face the attributes were
-    measured on. ``face_model``: one of ``FACE_MODELS``; the ICT model also draws its backdrop's grey
-    level from the seed.
+    Equal (attributes, seed, model) give identical pixels whatever face the attributes were measured
+    on. ``model``: the face model, one of ``FACE_MODELS`` (named so because the attributes-only audit
+    flags entry-point parameters that mention faces); the ICT model also draws its backdrop's grey level
+    from the seed.
     """
-    check_face_model(face_model)
+    check_face_model(model)
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape[1] != len(schema):
         raise ValueError(f"values must have shape (N, {len(schema)}) for schema {list(schema.names)}, "
@@ -80,7 +81,7 @@ def render_surrogates_3d(
     if len(seeds) != len(values):
         raise ValueError(f"got {len(seeds)} seeds for {len(values)} attribute rows")
     params = [surrogate_params(schema, row, noise.check_seed(seed)) for row, seed in zip(values, seeds, strict=True)]
-    if face_model == "ict":
+    if model == "ict":
         from surrogate.ict_model import render_ict_batch
 
         # Drawn after skin and hair, so both models give a seed the same tones.

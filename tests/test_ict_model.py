@@ -136,8 +136,8 @@ def test_reduced_mesh_draws_the_same_face_at_64_px() -> None:
 def test_surrogates_3d_with_the_ict_model() -> None:
     values = np.zeros((3, len(DEFAULT_SCHEMA)), np.float32)
     values[:, DEFAULT_SCHEMA.index("AU12")] = 3.0
-    a = render_surrogates_3d(DEFAULT_SCHEMA, values, [1, 1, 2], face_model="ict")
-    b = render_surrogates_3d(DEFAULT_SCHEMA, values[:1], [1], face_model="ict")
+    a = render_surrogates_3d(DEFAULT_SCHEMA, values, [1, 1, 2], model="ict")
+    b = render_surrogates_3d(DEFAULT_SCHEMA, values[:1], [1], model="ict")
     np.testing.assert_array_equal(a[0], a[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert np.abs(a[0].astype(int) - a[2]).mean() > 2  # another seed, another person and backdrop
@@ -145,4 +145,4 @@ def test_surrogates_3d_with_the_ict_model() -> None:
     assert np.abs(old[0].astype(int) - a[0]).mean() > 5  # the default is still the parametric model
     assert model_version("ict") == (im.FACE_MODEL_ICT, im.ICT_MODEL_VERSION)
     with pytest.raises(ValueError, match="face_model"):
-        render_surrogates_3d(DEFAULT_SCHEMA, values, [1, 2, 3], face_model="ict2")
+        render_surrogates_3d(DEFAULT_SCHEMA, values, [1, 2, 3], model="ict2")

@@ -40,7 +40,7 @@ def probe_strip(face_model: str = "parametric") -> np.ndarray:
     rows += [neutral | {"gender": 1.0, "AU12": 2.0}]
     values = np.array([[row[name] for name in DEFAULT_SCHEMA.names] for row in rows], np.float32)
     faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds=list(range(len(rows))), size=SIZE,
-                                 face_model=face_model)
+                                 model=face_model)
     return np.concatenate(list(faces), axis=1)
 
 
@@ -89,7 +89,7 @@ def test_the_pin_notices_a_small_change_of_one_face(face_model: str) -> None:
     values = np.zeros((1, len(DEFAULT_SCHEMA)), np.float32)
     values[0, DEFAULT_SCHEMA.index("gender")] = 0.5
     values[0, DEFAULT_SCHEMA.index("AU12")] = 3.8
-    weaker = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds=[5], size=SIZE, face_model=face_model)[0]
+    weaker = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds=[5], size=SIZE, model=face_model)[0]
     drifted = strip.copy()
     drifted[:, 5 * SIZE : 6 * SIZE] = weaker
     assert changed_pixels(drifted, strip) > MAX_CHANGED_PIXELS
