@@ -1,7 +1,7 @@
 """Do outside models read the requested attributes back from 3-D surrogates? Both face models, same inputs.
 
     .venv/bin/python benchmarks/face_model_readback.py [--n 300] [--size 64] [--reader dlib|mediapipe]
-        [--mediapipe-model ~/.cache/surrogate-faces/face-landmarker-0.1.1/face_landmarker.task]
+        [--mediapipe-model ~/.cache/surrogate-faces/face-landmarker-0.1.1/face_landmarker.task] [--reader-size 256]
 
 Draws N attribute rows (yaw, pitch, roll uniform in +-``--yaw``/``--pitch``/``--roll`` degrees; each of the
 six AUs 0 with probability 0.4, else uniform 0..5, independently; gender uniform), renders each row with
@@ -50,10 +50,13 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def upscale(face: np.ndarray, size: int = 256) -> np.ndarray:
+def upscale(face: np.ndarray, size: int) -> np.ndarray:
+    """RGB face upscaled (bicubic) to ``size`` pixels; 0 keeps its own size."""
     from PIL import Image
 
     rgb = face if face.ndim == 3 else np.repeat(face[..., None], 3, axis=2)
+    if not size or rgb.shape[0] == size:
+        return np.ascontiguousarray(rgb)
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
 
 
@@ -62,17 +65,18 @@ class DlibReader:
 
     names = ("yaw", "pitch", "roll", "AU04", "AU05", "AU07", "AU12", "AU23")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         import dlib
         import face_recognition_models as models
 
+        self.size = size
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(models.pose_predictor_model_location())
 
     def read(self, faces: np.ndarray) -> dict[str, np.ndarray]:
         out = {name: np.full(len(faces), np.nan) for name in self.names}
         for i, face in enumerate(faces):
-            rgb = upscale(face)
+            rgb = upscale(face, self.size)
             boxes = self.detector(rgb, 0)
             if not len(boxes):
                 continue
@@ -106,7 +110,7 @@ class MediaPipeReader:
     names = ("yaw", "pitch", "roll", "AU04", "AU05", "AU07", "AU12", "AU23")
     shapes = {"AU04": "browDown", "AU05": "eyeWide", "AU07": "eyeSquint", "AU12": "mouthSmile", "AU23": "mouthPress"}
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, size: int) -> None:
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
 
@@ -114,12 +118,13 @@ class MediaPipeReader:
             base_options=BaseOptions(model_asset_path=str(model)), running_mode=vision.RunningMode.IMAGE,
             num_faces=1, output_face_blendshapes=True, output_facial_transformation_matrixes=True)
         self.mp = mp
+        self.size = size
         self.landmarker = vision.FaceLandmarker.create_from_options(options)
 
     def read(self, faces: np.ndarray) -> dict[str, np.ndarray]:
         out = {name: np.full(len(faces), np.nan) for name in self.names}
         for i, face in enumerate(faces):
-            image = self.mp.Image(image_format=self.mp.ImageFormat.SRGB, data=np.ascontiguousarray(upscale(face)))
+            image = self.mp.Image(image_format=self.mp.ImageFormat.SRGB, data=upscale(face, self.size))
             result = self.landmarker.detect(image)
             if not result.face_landmarks:
                 continue
@@ -145,6 +150,8 @@ def main() -> None:
     parser.add_argument("--mediapipe-model", type=Path, default=DEFAULT_TASK)
     parser.add_argument("--face-models", nargs="+", default=["parametric", "ict"])
     parser.add_argument("--no-emotion", action="store_true", help="skip the fer joy classifier")
+    parser.add_argument("--reader-size", type=int, default=256,
+                        help="upscale faces to this many pixels before reading (0: as rendered)")
     args = parser.parse_args()
 
     from surrogate.schema import DEFAULT_SCHEMA
@@ -153,13 +160,17 @@ def main() -> None:
     rows = draw_rows(args.n, np.random.default_rng(args.seed), args.yaw, args.pitch, args.roll)
     values = np.stack([rows[name] for name in DEFAULT_SCHEMA.names], axis=1).astype(np.float32)
     seeds = [args.seed * 100_000 + i for i in range(args.n)]
-    reader = DlibReader() if args.reader == "dlib" else MediaPipeReader(args.mediapipe_model)
+    if args.reader == "dlib":
+        reader: DlibReader | MediaPipeReader = DlibReader(args.reader_size)
+    else:
+        reader = MediaPipeReader(args.mediapipe_model, args.reader_size)
     emotion = None
     if not args.no_emotion:
         from audit.emotion import JOY, FerEmotion
 
         emotion = FerEmotion()
-    print(f"{args.n} faces at {args.size} px, reader {args.reader}; yaw/pitch/roll uniform in "
+    print(f"{args.n} faces at {args.size} px, reader {args.reader} (at {args.reader_size or args.size} px); "
+          f"yaw/pitch/roll uniform in "
           f"+-{args.yaw:g}/{args.pitch:g}/{args.roll:g} deg; AUs 0 (p 0.4) or uniform 0..5")
     header = ["model", "found", *reader.names] + (["joy"] if emotion else [])
     print("| " + " | ".join(header) + " |")
