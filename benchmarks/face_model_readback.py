@@ -112,10 +112,11 @@ class MediaPipeReader:
 
     def __init__(self, model: Path, size: int) -> None:
         import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
+        from mediapipe.tasks import python as tasks
+        from mediapipe.tasks.python import vision
 
         options = vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(model)), running_mode=vision.RunningMode.IMAGE,
+            base_options=tasks.BaseOptions(model_asset_path=str(model)), running_mode=vision.RunningMode.IMAGE,
             num_faces=1, output_face_blendshapes=True, output_facial_transformation_matrixes=True)
         self.mp = mp
         self.size = size
