@@ -126,7 +126,7 @@ class IctModel:
 
     mean: np.ndarray  # (V, 3) float32 neutral face in head units (surrogate.face_model framing)
     triangles: np.ndarray  # (T, 3) int32, counter-clockwise seen from outside
-    basis: np.ndarray  # (N_IDENTITY + 1 + len(SUPPORTED_AUS), V * 3) float32: identity, gender, AUs
+    basis: np.ndarray  # (N_IDENTITY + 1 + len(SUPPORTED_AUS) + 1, V * 3) float32: identity, gender, AUs, hair
     gender_direction: np.ndarray  # (N_IDENTITY,) unit vector in identity-coefficient space
     gender_scale: float  # identity coefficients moved along gender_direction from gender 0.5 to 1
     materials: np.ndarray  # (V, len(MATERIALS)) float32 in 0..1
@@ -149,7 +149,7 @@ class IctModel:
             gain, gamma = AU_CURVE[au]
             aus[i] = gain * (params.au(au) / 5.0) ** gamma
         gender = 2.0 * (params.gender - 0.5) * self.gender_scale
-        return np.concatenate([ident, [gender], aus]).astype(np.float32)
+        return np.concatenate([ident, [gender], aus, [long_hair(params.gender)]]).astype(np.float32)
 
     def vertices(self, params_list: Sequence[FaceParams]) -> np.ndarray:
         """(B, V, 3) deformed, unposed vertices in head units."""
@@ -203,6 +203,11 @@ def _incidence(model: IctModel) -> tuple[np.ndarray, list[np.ndarray]]:
             slots.append(owner[by_vertex[start[:n] + k]].astype(np.int64))
         _INCIDENCE[key] = (order, slots)
     return _INCIDENCE[key]
+
+
+def long_hair(gender: float) -> float:
+    """How far the long hair is let out: fully at P(male) <= 0.2, not at all from 0.55 (short hair)."""
+    return float(np.clip((0.55 - gender) / 0.35, 0.0, 1.0))
 
 
 def data_dir() -> Path:
@@ -297,6 +302,37 @@ def _eyeball(centre: np.ndarray, radius: float, first: int, rings: int = 10, seg
             b = first + 1 + r * segments + (s + 1) % segments
             tris += [(a, b + segments, a + segments), (a, b, b + segments)]
     return points, np.array(tris, np.int64), polar
+
+
+def _hair_curtain(neutral: np.ndarray, lm: np.ndarray, rows: int = 12, columns: int = 22
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Long hair: a two-sided sheet that hugs the skull from the crown down to the widest part of the
+    head, then falls straight round the sides and back to below the chin. Returns the hanging points
+    (2 * rows * columns, 3; outer side then inner side), their triangles (indices from 0), the scan vertex
+    each follows (identity), and where each goes when tucked inside the skull (short hair)."""
+    centre_z = lm[0, 2] - 1.0
+    top, bottom = float(neutral[:, 1].max()) - 1.0, lm[8, 1] - 4.5
+    y = np.linspace(top, bottom, rows)
+    skull = neutral[neutral[:, 1] > lm[36:48, 1].mean() - 1.0]
+    reach = np.hypot(skull[:, 0], skull[:, 2] - centre_z)
+    # Radius of the head's cross-section at each height (+0.4 cm), never narrowing on the way down.
+    radius = np.array([reach[np.abs(skull[:, 1] - h) < 0.8].max(initial=0.0) for h in y]) + 0.4
+    radius = np.maximum.accumulate(np.maximum(radius, 0.5 * radius.max()))
+    radius += 1.0 * np.clip((y[0] - y) / (y[0] - y[-1]), 0.0, 1.0) ** 3  # the ends flare out a little
+    angle = np.radians(np.linspace(62.0, 298.0, columns))[None, :]  # from the front, round the back
+    r, h = radius[:, None], y[:, None]
+    outer = np.stack(np.broadcast_arrays(r * np.sin(angle), h, centre_z + r * np.cos(angle)), -1).reshape(-1, 3)
+    # Tucked, the whole sheet shrinks to one point inside the skull (plus the identity and gender shape
+    # it follows): tiny hidden triangles that cost the rasteriser next to nothing.
+    tucked = np.tile([[0.0, top - 6.0, centre_z]], (len(outer), 1))
+    grid = np.arange(rows * columns).reshape(rows, columns)
+    a, b, c, d = grid[:-1, :-1], grid[:-1, 1:], grid[1:, 1:], grid[1:, :-1]
+    quads = np.stack([a, b, c, d], -1).reshape(-1, 4)
+    n = rows * columns
+    tris = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    tris = np.concatenate([tris, tris[:, ::-1] + n])  # the inner side: its own vertices, facing in
+    nearest = np.array([np.argmin(((neutral - q) ** 2).sum(axis=1)) for q in outer])
+    return np.concatenate([outer, outer]), tris, np.concatenate([nearest, nearest]), np.concatenate([tucked, tucked])
 
 
 def _curve(xs: np.ndarray, ys: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -454,6 +490,20 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
             mat[:, _M["specular"]] = 1.0
             materials.append(mat)
             first += len(ball)
+    hair_pts, hair_tris, hair_follow, hair_tucked = _hair_curtain(neutral, lm)
+    # The mean shape holds the hair tucked inside the skull; the last basis row lets it out (long hair).
+    hair_first = first
+    hair_tris = _orient(hair_tris + first, np.concatenate(points + [hair_pts]), np.concatenate(
+        [np.tile([[1.0, 0.0, 1.0]], (len(hair_tris) // 2, 1)), np.tile([[-1.0, 0.0, -1.0]], (len(hair_tris) // 2, 1))]
+    ) * (np.concatenate(points + [hair_pts])[hair_tris[:, 0] + first] - [0.0, 0.0, lm[0, 2] - 1.0]))
+    points.append(hair_tucked)
+    all_tris.append(hair_tris)
+    rows.append((first, hair_follow, np.eye(len(hair_pts), dtype=np.float32), True))
+    mat = np.zeros((len(hair_pts), len(MATERIALS)), np.float32)
+    mat[:, _M["hair"]] = mat[:, _M["hair_female"]] = 1.0
+    mat[:, _M["specular"]] = 0.15
+    materials.append(mat)
+    first += len(hair_pts)
     pts = np.concatenate(points)
     tris = np.concatenate(all_tris)
     mats = np.concatenate(materials)
@@ -488,6 +538,8 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
         au_rows.append(extend(total))
     direction, length = _gender_direction(neutral, ident, landmarks)
     gender_row = np.tensordot(direction * length, ident_full, axes=1)
+    long_hair = np.zeros_like(pts)
+    long_hair[hair_first:hair_first + len(hair_pts)] = hair_pts - hair_tucked
     # Head units: the eye midpoint at (0, EYE_Y, 0) and the mouth at MOUTH_Y, like face_model's framing.
     left, right = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
     origin = (left + right) / 2.0
@@ -497,6 +549,7 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
         ident_full.reshape(len(ident), -1) * scale,
         np.zeros((1, pts.size)),  # gender: filled below (its coefficient is the signed gender)
         np.stack(au_rows).reshape(len(SUPPORTED_AUS), -1) * scale,
+        long_hair.reshape(1, -1) * scale,
     ]).astype(np.float32)
     basis[len(ident)] = gender_row.reshape(-1) * scale / length
     # Rotation centre: midway between eyes and mouth, 5 cm behind the eyes (inside the head).

@@ -160,3 +160,15 @@ def test_haar_cascade_finds_random_frontal_faces() -> None:
     images = im.render_ict_batch(params, 128)
     found = [len(cascade.detectMultiScale(image, scaleFactor=1.1, minNeighbors=3)) > 0 for image in images]
     assert np.mean(found) >= 0.95, f"Haar detection rate {np.mean(found):.2f}"
+
+
+def test_long_hair_for_women_only_and_nearly_free_when_tucked() -> None:
+    model = im.ict_model()
+    assert im.long_hair(0.1) == 1.0 and im.long_hair(0.6) == 0.0 and 0.0 < im.long_hair(0.35) < 1.0
+    sheet = np.abs(model.basis[-1].reshape(-1, 3)).sum(axis=1) > 0  # what the long-hair row moves
+    tucked, out = (model.vertices([FaceParams(gender=g)])[0][sheet] for g in (0.8, 0.0))
+    # Tucked, the sheet shrinks to a small crumple inside the skull (it still follows identity and gender).
+    assert np.ptp(tucked, axis=0).max() < 0.15 * np.ptp(out, axis=0).max()
+    woman, man = im.render_ict_batch([FaceParams(gender=0.0), FaceParams(gender=0.8)], SIZE).astype(int)
+    beside_neck = (slice(int(0.75 * SIZE), SIZE), slice(0, int(0.15 * SIZE)))
+    assert np.abs(woman[beside_neck] - man[beside_neck]).mean() > 20  # hair, not backdrop
