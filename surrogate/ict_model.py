@@ -453,7 +453,7 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
                 or abs(neutral[lp, 1].mean() - eye_y) < 1.5][:3]
     points = [neutral]
     all_tris = [tris]
-    rows: list[tuple[int, np.ndarray, np.ndarray, bool]] = []  # (first index, loop, weights, rigid)
+    rows: list[tuple[np.ndarray, np.ndarray, bool]] = []  # per added part: (scan vertices, weights, rigid)
     materials = [_face_materials(neutral, lm, n_face)]
     first = n_scan
     for loop in openings:
@@ -463,7 +463,7 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
         cap_tris = _orient(cap_tris, np.concatenate(points + [cap_pts]), np.array([0.0, 0.0, 1.0]))
         points.append(cap_pts)
         all_tris.append(cap_tris)
-        rows.append((first, loop, weights, False))
+        rows.append((loop, weights, False))
         mat = np.zeros((len(cap_pts), len(MATERIALS)), np.float32)
         mat[:, _M["cavity" if is_mouth else "socket"]] = 1.0
         materials.append(mat)
@@ -479,7 +479,7 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
             points.append(ball)
             all_tris.append(ball_tris)
             weights = np.full((len(ball), len(loop)), 1.0 / len(loop), np.float32)
-            rows.append((first, loop, weights, True))
+            rows.append((loop, weights, True))
             mat = np.zeros((len(ball), len(MATERIALS)), np.float32)
             angle = np.degrees(polar)
             iris = _smoothstep(-33.0, -29.0, -angle)
@@ -493,12 +493,13 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
     hair_pts, hair_tris, hair_follow, hair_tucked = _hair_curtain(neutral, lm)
     # The mean shape holds the hair tucked inside the skull; the last basis row lets it out (long hair).
     hair_first = first
-    hair_tris = _orient(hair_tris + first, np.concatenate(points + [hair_pts]), np.concatenate(
-        [np.tile([[1.0, 0.0, 1.0]], (len(hair_tris) // 2, 1)), np.tile([[-1.0, 0.0, -1.0]], (len(hair_tris) // 2, 1))]
-    ) * (np.concatenate(points + [hair_pts])[hair_tris[:, 0] + first] - [0.0, 0.0, lm[0, 2] - 1.0]))
+    radial = hair_pts * [1.0, 0.0, 1.0] - [0.0, 0.0, lm[0, 2] - 1.0]
+    outer_side = np.arange(len(hair_tris)) < len(hair_tris) // 2
+    towards = np.where(outer_side[:, None], radial[hair_tris[:, 0]], -radial[hair_tris[:, 0]])
+    hair_tris = _orient(hair_tris, hair_pts, towards) + first
     points.append(hair_tucked)
     all_tris.append(hair_tris)
-    rows.append((first, hair_follow, np.eye(len(hair_pts), dtype=np.float32), True))
+    rows.append((hair_follow, np.eye(len(hair_pts), dtype=np.float32), True))
     mat = np.zeros((len(hair_pts), len(MATERIALS)), np.float32)
     mat[:, _M["hair"]] = mat[:, _M["hair_female"]] = 1.0
     mat[:, _M["specular"]] = 0.15
@@ -512,24 +513,18 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
         if neutral[loop, 1].mean() > eye_y - 2.0:
             upper = neutral[loop, 1] > neutral[loop, 1].mean() - 0.1
             mats[loop, _M["lid_line"]] = np.where(upper, 1.0, 0.45)
-    mats[:, _M["cavity"]] = np.maximum(mats[:, _M["cavity"]], 0.0)
     cavity = _cavity(pts, tris)
     mats[:n_scan, _M["cavity"]] = np.maximum(mats[:n_scan, _M["cavity"]], 0.6 * cavity[:n_scan])
 
-    def extend(delta: np.ndarray, rigid_only: bool = False) -> np.ndarray:
-        """Deltas of the added points: each follows its loop vertices (eyeballs: only identity)."""
+    def extend(delta: np.ndarray, identity: bool = False) -> np.ndarray:
+        """Deltas of the added points: each follows its loop vertices; the rigid parts (eyeballs, hair)
+        follow identity shapes only."""
         out = [delta]
-        for first_i, loop, weights, rigid in rows:
-            if rigid and rigid_only:
-                out.append(weights @ delta[loop])
-            elif rigid:
-                out.append(np.zeros((len(weights), 3), np.float32))
-            else:
-                out.append(weights @ delta[loop])
-            assert first_i >= n_scan
+        for loop, weights, rigid in rows:
+            out.append(np.zeros((len(weights), 3), np.float32) if rigid and not identity else weights @ delta[loop])
         return np.concatenate(out)
 
-    ident_full = np.stack([extend(d, rigid_only=True) for d in ident])
+    ident_full = np.stack([extend(d, identity=True) for d in ident])
     au_rows = []
     for au in SUPPORTED_AUS:
         total = np.zeros_like(neutral, dtype=np.float32)
@@ -537,7 +532,6 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
             total += weight * shapes[shape]
         au_rows.append(extend(total))
     direction, length = _gender_direction(neutral, ident, landmarks)
-    gender_row = np.tensordot(direction * length, ident_full, axes=1)
     long_hair = np.zeros_like(pts)
     long_hair[hair_first:hair_first + len(hair_pts)] = hair_pts - hair_tucked
     # Head units: the eye midpoint at (0, EYE_Y, 0) and the mouth at MOUTH_Y, like face_model's framing.
@@ -547,11 +541,11 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
     mean = (pts - origin) * scale + np.array([0.0, EYE_Y, 0.0])
     basis = np.concatenate([
         ident_full.reshape(len(ident), -1) * scale,
-        np.zeros((1, pts.size)),  # gender: filled below (its coefficient is the signed gender)
+        # Gender: the identity shapes along the gender direction (its coefficient carries the length).
+        np.tensordot(direction, ident_full, axes=1).reshape(1, -1) * scale,
         np.stack(au_rows).reshape(len(SUPPORTED_AUS), -1) * scale,
         long_hair.reshape(1, -1) * scale,
     ]).astype(np.float32)
-    basis[len(ident)] = gender_row.reshape(-1) * scale / length
     # Rotation centre: midway between eyes and mouth, 5 cm behind the eyes (inside the head).
     mouth_y = (lm[48:68, 1].mean() - origin[1]) * scale + EYE_Y
     pivot = np.array([0.0, (EYE_Y + mouth_y) / 2.0, -5.0 * scale], np.float32)
