@@ -11,14 +11,16 @@ the data). This module adds what the kit lacks and renders with the project's ra
   identity's own component along it is removed, plus albedo cues (brows, beard shadow, lip tint, hair);
 * expression: each AU intensity 0..5 drives its FACS-mapped blendshapes (``AU_BLENDSHAPES``) with the
   weight ``gain * (intensity / 5) ** gamma`` (``AU_CURVE``);
-* eyes, eye sockets and the mouth cavity (absent from the packed kit) are built here: a rigid eyeball cap
-  per eye that follows the identity, and dark caps that close the eye and mouth openings;
+* eyes, eye sockets, the mouth cavity and long hair (absent from the packed kit) are built here: a rigid
+  eyeball cap per eye that follows the identity, dark caps that close the eye and mouth openings, and a
+  hair sheet let out for women (``long_hair``);
 * colour is per vertex (skin, lips, brows, lid lines, hair, eyes), computed on the neutral mesh so it
   follows every deformation; shading is ambient (with a static cavity term) + Lambertian + a little
   specular on smooth vertex normals.
 
-Framing and pose follow ``surrogate.face_model`` (eyes at ``EYE_ROW``, the same inter-ocular distance,
-the schema's pose convention), so the two models are interchangeable in every caller.
+Framing and pose follow ``surrogate.face_model`` (eyes at ``EYE_ROW``, the mouth at ``MOUTH_ROW``, the
+schema's pose convention), so the two models are interchangeable in every caller. Up to ``LOD_MAX_PIXELS``
+a reduced mesh is drawn (``ict_model_reduced``), which is what makes it as fast as the parametric model.
 """
 
 from __future__ import annotations
