@@ -25,6 +25,7 @@ import numpy as np
 ALLOWED_PARAMETERS = frozenset(
     {
         "method",
+        "model",  # which 3-D face model draws (render_surrogates_3d): parametric or ict
         "values",
         "seeds",
         "seed",

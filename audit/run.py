@@ -30,6 +30,15 @@ def _demo_repository(out: Path) -> Path:
     return folder
 
 
+# The service's two methods, plus "3d-ict": the 3-D path drawn by the ICT-FaceKit face model.
+AUDIT_METHODS = ("3d", "gan", "3d-ict")
+
+
+def _synthesis_method(method: str) -> str:
+    """The service method whose attribute schema an audit method consumes."""
+    return "3d" if method == "3d-ict" else method
+
+
 def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str, dict[str, str]]:
     """(model repository, estimator or None, estimator label, {method: why it is skipped})."""
     from surrogate.synthesis import default_repository, method_schema
@@ -39,8 +48,8 @@ def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str
         repository = str(_demo_repository(out))
     skipped: dict[str, str] = {}
     for method in config.methods:
-        if method not in ("3d", "gan"):
-            raise ValueError(f"methods: unknown method {method!r}; expected '3d' or 'gan'")
+        if method not in AUDIT_METHODS:
+            raise ValueError(f"methods: unknown method {method!r}; expected one of {', '.join(AUDIT_METHODS)}")
         if method == "gan":
             try:
                 method_schema("gan", repository)
@@ -60,8 +69,14 @@ def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str
 def make_surrogates(
     method: str, faces: FaceSet, values: np.ndarray, seeds: list[int], repository: str | None, size: int
 ) -> list[np.ndarray]:
-    from surrogate.synthesis import synthesize
+    from surrogate.synthesis import reorder, synthesize
 
+    if method == "3d-ict":
+        from surrogate.schema import DEFAULT_SCHEMA
+        from surrogate.synthesis_3d import render_surrogates_3d
+
+        rows = values if faces.schema is None else reorder(values, faces.schema, DEFAULT_SCHEMA)
+        return list(render_surrogates_3d(DEFAULT_SCHEMA, rows, seeds, size=size, model="ict"))
     images = synthesize(method, values, seeds, schema=faces.schema, repository=repository, size=size)
     return list(images)
 
@@ -258,7 +273,8 @@ def attribute_strangers(
         return None, {"neighbours": 0, "skipped": "identity.null_neighbours = 0"}
     if faces.values is None or faces.schema is None:
         return None, {"neighbours": 0, "skipped": "the faces' attributes are unknown (no estimator configured)"}
-    used = [n for n in faces.schema.names if all(n in method_schema(m, repository) for m in methods)]
+    used = [n for n in faces.schema.names
+            if all(n in method_schema(_synthesis_method(m), repository) for m in methods)]
     names = used or list(faces.schema.names)
     schema = AttributeSchema(tuple(faces.schema.spec(n) for n in names))
     normalised = schema.normalise(faces.values[:, [faces.schema.index(n) for n in names]]).astype(np.float64)
@@ -308,6 +324,11 @@ def _distinct_pairs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _model_versions(repository: str | None, methods: list[str]) -> dict[str, int]:
     """The version of each repository model the audited methods use (the newest, as synthesis picks it)."""
+    if "3d-ict" in methods:
+        from surrogate.synthesis_3d import model_version
+
+        name, version = model_version("ict")
+        return {name: int(version), **_model_versions(repository, [m for m in methods if m != "3d-ict"])}
     if "gan" not in methods or not repository:
         return {}
     try:

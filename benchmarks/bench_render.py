@@ -1,6 +1,6 @@
 """Render throughput of the 3-D face model: faces per second at a given size (default 64 x 64).
 
-    .venv/bin/python benchmarks/bench_render.py [--size 64] [--batch 64] [--repeats 5] [--threads 1]
+    .venv/bin/python benchmarks/bench_render.py [--size 64] [--batch 64] [--repeats 5] [--threads 1] [--face-model ict]
 
 Random identities, expressions, poses and lighting, rendered with ``render_batch``; prints the median
 wall-clock rate over repeats (the machine is shared, so the median is more honest than the mean or the
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="set OMP/BLAS threads (before numpy loads)")
     parser.add_argument("--rgb", action="store_true")
+    parser.add_argument("--face-model", choices=("parametric", "ict"), default="parametric")
     args = parser.parse_args()
     if args.threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -43,7 +44,13 @@ def main() -> None:
             skin=float(rng.uniform()), light_azimuth=float(rng.normal(0, 30)),
         )
 
-    face_model()
+    if args.face_model == "ict":
+        from surrogate.ict_model import ict_model, render_ict_batch
+
+        ict_model()
+        render_batch = render_ict_batch  # noqa: F811 - same signature, the other face model
+    else:
+        face_model()
     batches = [[random_params() for _ in range(args.batch)] for _ in range(args.batches)]
     render_batch(batches[0], args.size, rgb=args.rgb)  # warm-up
     rates, cpu_rates = [], []
@@ -55,7 +62,7 @@ def main() -> None:
         rates.append(args.batch * args.batches / elapsed)
         cpu_rates.append(args.batch * args.batches / cpu)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"size {args.size} {'rgb' if args.rgb else 'grey'}, batch {args.batch}: "
+    print(f"{args.face_model} model, size {args.size} {'rgb' if args.rgb else 'grey'}, batch {args.batch}: "
           f"median {statistics.median(rates):.0f} faces/s (min {min(rates):.0f}, max {max(rates):.0f}) "
           f"over {args.repeats} repeats; {statistics.median(cpu_rates):.0f} faces per CPU-second "
           f"(this process's CPU time: what a free core gives); load average {load:.1f} on {os.cpu_count()} CPUs")

@@ -14,7 +14,8 @@ Framing: see ``surrogate.face_model`` (eyes at 42 % of the height, mouth at 72 %
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -84,6 +85,7 @@ def render_batch(
     rgb: bool = False,
     backgrounds: Sequence[np.ndarray | float | None] | np.ndarray | None = None,
     supersample: int = 1,
+    shader: Callable[[Sequence[FaceParams], int, int], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Many faces at once (much faster per face than ``render``) -> uint8 (N, size, size)[, 3].
 
@@ -91,6 +93,8 @@ def render_batch(
     None, or a uint8 / float (0..1) image of shape (size, size) or (size, size, 3).
     ``supersample``: render at this factor and box-filter down (slower, smoother edges); at 1 the
     texture is still anti-aliased analytically and the silhouette by ``_smooth_silhouette``.
+    ``shader``: another face model's ``(params, size, channels) -> float (B, size, size, C)`` with NaN
+    where no surface was hit (``surrogate.ict_model``); None draws this module's face model.
     """
     if supersample not in (1, 2, 3, 4):
         raise ValueError(f"supersample must be 1, 2, 3 or 4, got {supersample!r}")
@@ -107,14 +111,19 @@ def render_batch(
     out = np.empty((n, size, size, channels), dtype=np.uint8)
     if n == 0:
         return out if rgb else out[..., 0]
-    model = face_model()
+    if shader is None:
+        model = face_model()
+
+        def shader(part: Sequence[FaceParams], px: int, c: int) -> np.ndarray:
+            return _render_linear(model, part, px, c)
+
     ss = supersample
     chunk = max(1, _CHUNK_PIXELS // (size * size * ss * ss))
     for start in range(0, n, chunk):
         part = params_list[start:start + chunk]
         bgs = None if backgrounds is None else [backgrounds[i] for i in range(start, start + len(part))]
         background = _background_stack(bgs, len(part), size, channels)
-        hi = _render_linear(model, part, size * ss, channels)  # (B, S*ss, S*ss, C), NaN = empty
+        hi = shader(part, size * ss, channels)  # (B, S*ss, S*ss, C), NaN = empty
         covered = ~np.isnan(hi[..., :1])
         bg_hi = np.repeat(np.repeat(background, ss, axis=1), ss, axis=2)
         hi = np.where(covered, hi, bg_hi)
@@ -173,14 +182,25 @@ def _background_stack(
 # Geometry and rasterisation
 # ---------------------------------------------------------------------------------------------
 
-def project(model: FaceModel, params_list: Sequence[FaceParams], size: int) -> tuple[np.ndarray, np.ndarray]:
+class MeshModel(Protocol):
+    """What ``project`` needs of a face model (``FaceModel``, ``surrogate.ict_model.IctModel``)."""
+
+    def vertices(self, params_list: list[FaceParams]) -> np.ndarray: ...
+
+    def vertex_normals(self, vertices: np.ndarray) -> np.ndarray: ...
+
+
+def project(
+    model: MeshModel, params_list: Sequence[FaceParams], size: int, pivot: np.ndarray = POSE_PIVOT
+) -> tuple[np.ndarray, np.ndarray]:
     """Posed vertices in pixel coordinates (x right, y down, z towards the camera) and normals.
 
     Returns ``screen`` (B, V, 3) float32 and ``normals`` (B, V, 3) unit vertex normals in camera space.
+    ``pivot``: the centre of the head rotation in the model's head units.
     """
     verts = model.vertices(list(params_list))  # (B, V, 3)
     rot = np.stack([rotation_matrix(p.yaw, p.pitch, p.roll) for p in params_list])
-    posed = np.matmul(verts - POSE_PIVOT, rot.transpose(0, 2, 1)) + POSE_PIVOT
+    posed = np.matmul(verts - pivot, rot.transpose(0, 2, 1)) + pivot
     scale = np.array([p.scale for p in params_list], np.float32)[:, None] * (PIXELS_PER_UNIT * size)
     cx = (0.5 + np.array([p.shift_x for p in params_list], np.float32))[:, None] * size
     cy = (EYE_ROW + np.array([p.shift_y for p in params_list], np.float32))[:, None] * size
@@ -283,7 +303,7 @@ def _render_linear(model: FaceModel, params_list: Sequence[FaceParams], size: in
     corners = attributes.reshape(-1, 8)[b[:, None] * n_vertices + model.triangles[t]]  # (P, 3, 8)
     values = corners[:, 0] * bary[:, :1] + corners[:, 1] * bary[:, 1:2] + corners[:, 2] * bary[:, 2:]
     normal, canon, hairlines = values[:, :3], values[:, 3:6], values[:, 6:]
-    light = np.stack([_light_direction(p) for p in params_list])[b]  # (P, 3)
+    light = np.stack([light_direction(p) for p in params_list])[b]  # (P, 3)
     ambient = np.array([p.ambient for p in params_list], np.float32)
     strength = np.array([p.light_strength for p in params_list], np.float32)
     cosine = (normal * light).sum(axis=1) / np.maximum(np.sqrt((normal * normal).sum(axis=1)), 1e-12)
@@ -309,7 +329,7 @@ def _static_vertex_attributes(model: FaceModel) -> np.ndarray:
     return _STATIC[key]
 
 
-def _light_direction(params: FaceParams) -> np.ndarray:
+def light_direction(params: FaceParams) -> np.ndarray:
     """Unit vector towards the light: azimuth > 0 from the image's right, elevation > 0 from above."""
     az, el = np.radians([params.light_azimuth, params.light_elevation])
     return np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)], dtype=np.float32)

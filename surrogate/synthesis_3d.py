@@ -15,8 +15,13 @@ import numpy as np
 
 from surrogate import noise
 from surrogate.face_model import N_IDENTITY, FaceParams, params_from_attributes
-from surrogate.render import render_batch
+from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION, render_batch
 from surrogate.schema import AttributeSchema
+
+FACE_MODELS: tuple[str, ...] = ("parametric", "ict")
+DEFAULT_FACE_MODEL = "parametric"
+# The ICT model's backdrop: a plain grey level drawn from the seed in this range (0..1).
+ICT_BACKGROUND_RANGE = (0.55, 0.9)
 
 # Fixed neutral studio lighting for every 3-D surrogate: soft key light slightly above the camera.
 STUDIO_LIGHT: dict[str, float] = {
@@ -26,6 +31,21 @@ STUDIO_LIGHT: dict[str, float] = {
     "ambient": 0.35,
 }
 STUDIO_BACKGROUND = 0.78
+
+
+def check_face_model(face_model: str) -> str:
+    if face_model not in FACE_MODELS:
+        raise ValueError(f"face_model must be one of {', '.join(FACE_MODELS)}, got {face_model!r}")
+    return face_model
+
+
+def model_version(face_model: str = DEFAULT_FACE_MODEL) -> tuple[str, str]:
+    """(name, version) a 3-D surrogate drawn by ``face_model`` is recorded under."""
+    if check_face_model(face_model) == "ict":
+        from surrogate.ict_model import FACE_MODEL_ICT, ICT_MODEL_VERSION
+
+        return FACE_MODEL_ICT, ICT_MODEL_VERSION
+    return FACE_MODEL_3D, RENDERER_VERSION
 
 
 def surrogate_params(schema: AttributeSchema, values: np.ndarray, seed: int) -> FaceParams:
@@ -42,12 +62,17 @@ def render_surrogates_3d(
     seeds: Sequence[int],
     size: int = 64,
     rgb: bool = False,
+    model: str = DEFAULT_FACE_MODEL,
 ) -> np.ndarray:
     """Render N surrogates -> uint8 (N, size, size)[, 3].
 
     ``values``: (N, A) attributes in natural units, schema order; ``seeds``: one integer per row.
-    Equal (attributes, seed) give identical pixels whatever face the attributes were measured on.
+    Equal (attributes, seed, model) give identical pixels whatever face the attributes were measured
+    on. ``model``: the face model, one of ``FACE_MODELS`` (named so because the attributes-only audit
+    flags entry-point parameters that mention faces); the ICT model also draws its backdrop's grey level
+    from the seed.
     """
+    check_face_model(model)
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape[1] != len(schema):
         raise ValueError(f"values must have shape (N, {len(schema)}) for schema {list(schema.names)}, "
@@ -56,4 +81,11 @@ def render_surrogates_3d(
     if len(seeds) != len(values):
         raise ValueError(f"got {len(seeds)} seeds for {len(values)} attribute rows")
     params = [surrogate_params(schema, row, noise.check_seed(seed)) for row, seed in zip(values, seeds, strict=True)]
+    if model == "ict":
+        from surrogate.ict_model import render_ict_batch
+
+        # Drawn after skin and hair, so both models give a seed the same tones.
+        backgrounds = [float(noise.scene_rng(seed).uniform(0.0, 1.0, size=3)[2]) for seed in seeds]
+        low, high = ICT_BACKGROUND_RANGE
+        return render_ict_batch(params, size, rgb=rgb, backgrounds=[low + (high - low) * b for b in backgrounds])
     return render_batch(params, size, rgb=rgb, backgrounds=[STUDIO_BACKGROUND] * len(params))

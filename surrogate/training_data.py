@@ -299,8 +299,12 @@ def synthesize_dataset(
     batch_size: int = 64,
     progress: bool = True,
     workers: int = 1,
+    face_model: str = "parametric",
 ) -> tuple[int, int]:
     """Write (or complete) a dataset of ``n`` rows in ``out``; returns (rendered, skipped) counts.
+
+    ``face_model``: ``"parametric"`` (``surrogate.face_model``) or ``"ict"`` (``surrogate.ict_model``);
+    the same rows (attributes, identity, tones, lighting, backdrop) either way.
 
     ``workers`` > 1 renders batches in that many processes; every row still depends only on
     (seed, index), so the images are identical to a single-process run.
@@ -323,6 +327,13 @@ def synthesize_dataset(
         "distribution": dist.to_dict(),
         "renderer": RENDERER_VERSION,  # completing a folder drawn by another renderer would mix two looks
     }
+    if face_model == "ict":  # parametric folders keep their manifest as it was, so they still resume
+        from surrogate.ict_model import ICT_MODEL_VERSION
+
+        manifest["face_model"] = face_model
+        manifest["renderer"] = f"ict-{ICT_MODEL_VERSION}"
+    elif face_model != "parametric":
+        raise ValueError(f"face_model must be 'parametric' or 'ict', got {face_model!r}")
     manifest_path = out / "synth.json"
     if manifest_path.exists():
         try:
@@ -334,7 +345,7 @@ def synthesize_dataset(
             detail = ""
             if "renderer" in differing:
                 detail = (f" (renderer version {previous.get('renderer') or 'unrecorded'} drew it, this one is "
-                          f"{RENDERER_VERSION})")
+                          f"{manifest['renderer']})")
             raise ValueError(f"{out} holds a dataset made with different {', '.join(differing)}{detail}; "
                              "resume with the same settings or pick another --out")
     elif out.exists() and any(out.iterdir()):
@@ -357,9 +368,9 @@ def synthesize_dataset(
             return
         batch = [(out / "images" / f"{row_id(i)}.png", rows[i].params, rows[i].background) for i in pending]
         if pool is None:
-            _render_and_save(batch, size, rgb)
+            _render_and_save(batch, size, rgb, face_model)
         else:
-            futures.append(pool.submit(_render_and_save, batch, size, rgb))
+            futures.append(pool.submit(_render_and_save, batch, size, rgb, face_model))
             while len(futures) > 2 * workers:
                 futures.pop(0).result()
         rendered += len(pending)
@@ -386,9 +397,13 @@ def synthesize_dataset(
     return rendered, skipped
 
 
-def _render_and_save(batch: Sequence[tuple[Path, FaceParams, Any]], size: int, rgb: bool) -> None:
+def _render_and_save(batch: Sequence[tuple[Path, FaceParams, Any]], size: int, rgb: bool,
+                     face_model: str = "parametric") -> None:
     """Render one batch and write its PNGs (atomically); runs in a worker process when --workers > 1."""
-    from surrogate.render import render_batch
+    if face_model == "ict":
+        from surrogate.ict_model import render_ict_batch as render_batch
+    else:
+        from surrogate.render import render_batch
 
     images = render_batch([b[1] for b in batch], size, rgb=rgb, backgrounds=[b[2] for b in batch])
     for (path, _, _), image in zip(batch, images, strict=True):
@@ -527,8 +542,10 @@ def load_dataset(root: str | Path, *, check_images: bool = True) -> SyntheticDat
               help="Faces rendered per batch.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Rendering processes (images are identical for any number).")
+@click.option("--face-model", type=click.Choice(["parametric", "ict"]), default="parametric", show_default=True,
+              help="3-D face model: the project's parametric mesh or the scanned ICT-FaceKit head.")
 def synth_command(n: int, out: Path, seed: int, size: int, rgb: bool, distribution: Path | None,
-                  schema_file: Path | None, batch_size: int, workers: int) -> None:
+                  schema_file: Path | None, batch_size: int, workers: int, face_model: str) -> None:
     """Render a synthetic labelled face dataset: images, attributes.csv, identities, params.npz.
 
     Deterministic for a seed and resumable: rerunning skips the images that already exist.
@@ -539,7 +556,8 @@ def synth_command(n: int, out: Path, seed: int, size: int, rgb: bool, distributi
         if schema_file:
             schema = AttributeSchema.from_json(schema_file.read_text(encoding="utf-8"))
         rendered, skipped = synthesize_dataset(out, n, seed=seed, size=size, rgb=rgb, schema=schema,
-                                               distribution=dist, batch_size=batch_size, workers=workers)
+                                               distribution=dist, batch_size=batch_size, workers=workers,
+                                               face_model=face_model)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{out}: {n} faces ({rendered} rendered, {skipped} already there); "

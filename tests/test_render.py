@@ -172,7 +172,7 @@ def test_3d_surrogates_take_no_identity_and_depend_only_on_attributes_and_seed()
     import inspect
 
     parameters = set(inspect.signature(render_surrogates_3d).parameters)
-    assert parameters == {"schema", "values", "seeds", "size", "rgb"}
+    assert parameters == {"schema", "values", "seeds", "size", "rgb", "model"}  # model: which face model draws
     # Two different source people with equal measured attributes: the surrogate cannot tell them apart.
     attributes_person_a = np.array([[5.0, -2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 4.0, 0.0, 0.2]], np.float32)
     attributes_person_b = attributes_person_a.copy()

@@ -6,7 +6,8 @@ silently break that promise (and mix two looks in one dataset folder). This test
 faces and compares it with the strip recorded for the current version.
 
 After an intended change: bump ``surrogate.render.RENDERER_VERSION``, note it in docs/face_model.md and
-record the new strip with ``python tests/test_renderer_pins.py --record``.
+record the new strip with ``python tests/test_renderer_pins.py --record``. The ICT face model
+(``surrogate.ict_model``) is pinned the same way under its own ``ICT_MODEL_VERSION``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from surrogate.ict_model import ICT_MODEL_VERSION
 from surrogate.imageio import load_image, save_png
 from surrogate.render import RENDERER_VERSION
 from surrogate.schema import DEFAULT_SCHEMA
@@ -28,7 +31,7 @@ SIZE = 64
 LEVELS, MAX_CHANGED_PIXELS = 2, 8
 
 
-def probe_strip() -> np.ndarray:
+def probe_strip(face_model: str = "parametric") -> np.ndarray:
     """Neutral, each AU at 4, head turned / tilted / rolled, both genders: (SIZE, 10 * SIZE) uint8."""
     neutral = {name: 0.0 for name in DEFAULT_SCHEMA.names} | {"gender": 0.5}
     rows = [neutral]
@@ -36,12 +39,13 @@ def probe_strip() -> np.ndarray:
     rows += [neutral | {"yaw": 40.0, "pitch": -25.0}, neutral | {"roll": 20.0, "gender": 0.0}]
     rows += [neutral | {"gender": 1.0, "AU12": 2.0}]
     values = np.array([[row[name] for name in DEFAULT_SCHEMA.names] for row in rows], np.float32)
-    faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds=list(range(len(rows))), size=SIZE)
+    faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds=list(range(len(rows))), size=SIZE,
+                                 model=face_model)
     return np.concatenate(list(faces), axis=1)
 
 
-def pin_path(version: str = RENDERER_VERSION) -> Path:
-    return PINS / f"renderer_v{version}.png"
+def pin_path(version: str = RENDERER_VERSION, face_model: str = "parametric") -> Path:
+    return PINS / (f"renderer_v{version}.png" if face_model == "parametric" else f"ict_v{version}.png")
 
 
 def changed_pixels(drawn: np.ndarray, pinned: np.ndarray) -> int:
@@ -67,13 +71,25 @@ def test_renderer_draws_the_pixels_pinned_for_its_version() -> None:
     )
 
 
-def test_the_pin_notices_a_small_change_of_one_face() -> None:
+def test_the_ict_model_draws_the_pixels_pinned_for_its_version() -> None:
+    path = pin_path(ICT_MODEL_VERSION, "ict")
+    assert path.is_file(), f"no pinned strip for ICT_MODEL_VERSION {ICT_MODEL_VERSION}: record it with --record"
+    changed = changed_pixels(probe_strip("ict"), load_image(path, grayscale=True))
+    assert changed <= MAX_CHANGED_PIXELS, (
+        f"the ICT face model now draws different pixels than version {ICT_MODEL_VERSION} did ({changed} pixels "
+        "moved): bump surrogate.ict_model.ICT_MODEL_VERSION, note it in docs/face_model.md and record the new "
+        "strip with `python tests/test_renderer_pins.py --record`"
+    )
+
+
+@pytest.mark.parametrize("face_model", ["parametric", "ict"])
+def test_the_pin_notices_a_small_change_of_one_face(face_model: str) -> None:
     """The smile of one face 0.2 weaker: the kind of drift the pin must not let through."""
-    strip = probe_strip()
+    strip = probe_strip(face_model)
     values = np.zeros((1, len(DEFAULT_SCHEMA)), np.float32)
     values[0, DEFAULT_SCHEMA.index("gender")] = 0.5
     values[0, DEFAULT_SCHEMA.index("AU12")] = 3.8
-    weaker = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds=[5], size=SIZE)[0]
+    weaker = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds=[5], size=SIZE, model=face_model)[0]
     drifted = strip.copy()
     drifted[:, 5 * SIZE : 6 * SIZE] = weaker
     assert changed_pixels(drifted, strip) > MAX_CHANGED_PIXELS
@@ -84,5 +100,7 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--record"]:
         sys.exit("usage: python tests/test_renderer_pins.py --record")
     PINS.mkdir(parents=True, exist_ok=True)
-    save_png(pin_path(), probe_strip())
-    print(f"recorded {pin_path()}")
+    for model, version in (("parametric", RENDERER_VERSION), ("ict", ICT_MODEL_VERSION)):
+        if not pin_path(version, model).is_file():  # a recorded version is never overwritten
+            save_png(pin_path(version, model), probe_strip(model))
+            print(f"recorded {pin_path(version, model)}")

@@ -181,3 +181,18 @@ def test_caption_names_pose_strongest_aus_and_gender():
     assert lines[0].startswith("yaw +12")
     assert lines[1] == "AU12 4.1 AU06 2.5"
     assert lines[2].startswith("male")
+
+
+def test_ict_face_model_draws_the_same_rows_and_is_not_mixed_with_the_parametric_one(tmp_path):
+    ict, parametric = tmp_path / "ict", tmp_path / "parametric"
+    _synth(ict, "--n", "3", "--seed", "4", "--size", "32", "--face-model", "ict")
+    synthesize_dataset(parametric, 3, seed=4, size=32, progress=False)
+    manifest = json.loads((ict / "synth.json").read_text())
+    assert manifest["face_model"] == "ict" and manifest["renderer"].startswith("ict-")
+    a, b = load_dataset(ict), load_dataset(parametric)
+    np.testing.assert_array_equal(a.values, b.values)  # same rows, another face model
+    assert np.abs(load_image(a.files[0]).astype(int) - load_image(b.files[0])).mean() > 3
+    with pytest.raises(ValueError, match="renderer version ict-"):  # resumed without --face-model ict
+        synthesize_dataset(ict, 4, seed=4, size=32, progress=False)
+    with pytest.raises(ValueError, match="face_model"):
+        synthesize_dataset(tmp_path / "other", 2, face_model="ict2", progress=False)

@@ -1,0 +1,193 @@
+"""Do outside models read the requested attributes back from 3-D surrogates? Both face models, same inputs.
+
+    .venv/bin/python benchmarks/face_model_readback.py [--n 300] [--size 64] [--reader dlib|mediapipe]
+        [--mediapipe-model ~/.cache/surrogate-faces/face-landmarker-0.1.1/face_landmarker.task] [--reader-size 256]
+
+Draws N attribute rows (yaw, pitch, roll uniform in +-``--yaw``/``--pitch``/``--roll`` degrees; each of the
+six AUs 0 with probability 0.4, else uniform 0..5, independently; gender uniform), renders each row with
+its seed by every ``--face-models`` model, and reads the faces back with a reader nobody here trained:
+
+* ``dlib``: dlib's HOG face detector and its 68-landmark predictor (the face-recognition-models wheel the
+  audit uses), on the face upscaled to 256 px. The attributes are read as landmark geometry: roll = the
+  angle of the line between the eye centres; yaw = the nose tip's horizontal offset from the eye midpoint,
+  pitch = its vertical offset (both over the inter-ocular distance); AU12 = lip-corner lift over the
+  mouth centre; AU04 = -(brow to eye distance); AU05 = upper lids above the eye corners; AU07 = lower lids
+  above the eye corners; AU23 = -(height of the lip red, outer minus inner contour). Plus joy: P(happy)
+  of the ``fer`` classifier (audit/emotion.py) against AU12.
+* ``mediapipe``: MediaPipe's FaceLandmarker (``mediapipe`` must be importable; give the ``.task`` model):
+  its own blendshapes (AU04 browDown, AU05 eyeWide, AU07 eyeSquint, AU12 mouthSmile, AU23 mouthPress,
+  mean of left and right) and the pose of its facial transformation matrix.
+
+Prints, per face model: the share of faces found and Pearson r (requested vs read) per attribute over the
+faces found. Pose signs follow each reader's own convention, so compare |r|.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+AUS = ("AU04", "AU05", "AU06", "AU07", "AU12", "AU23")
+DEFAULT_TASK = Path.home() / ".cache" / "surrogate-faces" / "face-landmarker-0.1.1" / "face_landmarker.task"
+
+
+def draw_rows(n: int, rng: np.random.Generator, yaw: float, pitch: float, roll: float) -> dict[str, np.ndarray]:
+    rows = {"yaw": rng.uniform(-yaw, yaw, n), "pitch": rng.uniform(-pitch, pitch, n),
+            "roll": rng.uniform(-roll, roll, n), "gender": rng.uniform(0.0, 1.0, n)}
+    for au in AUS:
+        rows[au] = np.where(rng.uniform(size=n) < 0.4, 0.0, rng.uniform(0.0, 5.0, n))
+    return rows
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def upscale(face: np.ndarray, size: int) -> np.ndarray:
+    """RGB face upscaled (bicubic) to ``size`` pixels; 0 keeps its own size."""
+    from PIL import Image
+
+    rgb = face if face.ndim == 3 else np.repeat(face[..., None], 3, axis=2)
+    if not size or rgb.shape[0] == size:
+        return np.ascontiguousarray(rgb)
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
+
+
+class DlibReader:
+    """68 landmarks (upscaled face) -> the geometry above; NaN rows where no face is found."""
+
+    names = ("yaw", "pitch", "roll", "AU04", "AU05", "AU07", "AU12", "AU23")
+
+    def __init__(self, size: int) -> None:
+        import dlib
+        import face_recognition_models as models
+
+        self.size = size
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(models.pose_predictor_model_location())
+
+    def read(self, faces: np.ndarray) -> dict[str, np.ndarray]:
+        out = {name: np.full(len(faces), np.nan) for name in self.names}
+        for i, face in enumerate(faces):
+            rgb = upscale(face, self.size)
+            boxes = self.detector(rgb, 0)
+            if not len(boxes):
+                continue
+            box = max(boxes, key=lambda b: b.area())
+            shape = self.predictor(rgb, box)
+            p = np.array([[shape.part(k).x, shape.part(k).y] for k in range(68)], np.float64)
+            left, right = p[36:42].mean(axis=0), p[42:48].mean(axis=0)
+            mid = (left + right) / 2.0
+            iod = float(np.linalg.norm(right - left))
+            out["roll"][i] = math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
+            # Vectors in the face's own frame (rotated back by the roll), so roll does not leak into the rest.
+            c, s = math.cos(-math.radians(out["roll"][i])), math.sin(-math.radians(out["roll"][i]))
+            q = (p - mid) @ np.array([[c, s], [-s, c]]) / iod
+            out["yaw"][i] = -q[30, 0]
+            out["pitch"][i] = q[30, 1]
+            mouth_centre = (q[[51, 57, 62, 66], 1]).mean()
+            out["AU12"][i] = mouth_centre - q[[48, 54], 1].mean()
+            out["AU04"][i] = -(q[[37, 38, 43, 44], 1].mean() - q[17:27, 1].mean())
+            corners = q[[36, 39, 42, 45], 1].mean()
+            out["AU05"][i] = corners - q[[37, 38, 43, 44], 1].mean()  # upper lid raised
+            out["AU07"][i] = corners - q[[40, 41, 46, 47], 1].mean()  # lower lid raised
+            # Lip red thinner: outer minus inner lip contour, upper and lower.
+            out["AU23"][i] = -(q[[57, 58, 56], 1].mean() - q[[66, 67, 65], 1].mean()
+                               + q[[61, 62, 63], 1].mean() - q[[50, 51, 52], 1].mean())
+        return out
+
+
+class MediaPipeReader:
+    """MediaPipe FaceLandmarker blendshapes and pose; NaN rows where no face is found."""
+
+    names = ("yaw", "pitch", "roll", "AU04", "AU05", "AU07", "AU12", "AU23")
+    shapes = {"AU04": "browDown", "AU05": "eyeWide", "AU07": "eyeSquint", "AU12": "mouthSmile", "AU23": "mouthPress"}
+
+    def __init__(self, model: Path, size: int) -> None:
+        import mediapipe as mp
+        from mediapipe.tasks import python as tasks
+        from mediapipe.tasks.python import vision
+
+        options = vision.FaceLandmarkerOptions(
+            base_options=tasks.BaseOptions(model_asset_path=str(model)), running_mode=vision.RunningMode.IMAGE,
+            num_faces=1, output_face_blendshapes=True, output_facial_transformation_matrixes=True)
+        self.mp = mp
+        self.size = size
+        self.landmarker = vision.FaceLandmarker.create_from_options(options)
+
+    def read(self, faces: np.ndarray) -> dict[str, np.ndarray]:
+        out = {name: np.full(len(faces), np.nan) for name in self.names}
+        for i, face in enumerate(faces):
+            image = self.mp.Image(image_format=self.mp.ImageFormat.SRGB, data=upscale(face, self.size))
+            result = self.landmarker.detect(image)
+            if not result.face_landmarks:
+                continue
+            scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
+            for au, shape in self.shapes.items():
+                out[au][i] = (scores.get(f"{shape}Left", 0.0) + scores.get(f"{shape}Right", 0.0)) / 2.0
+            r = np.asarray(result.facial_transformation_matrixes[0])[:3, :3]
+            out["pitch"][i] = math.degrees(math.atan2(r[2, 1], r[2, 2]))
+            out["yaw"][i] = math.degrees(math.asin(float(np.clip(-r[2, 0], -1.0, 1.0))))
+            out["roll"][i] = math.degrees(math.atan2(r[1, 0], r[0, 0]))
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--yaw", type=float, default=35.0)
+    parser.add_argument("--pitch", type=float, default=20.0)
+    parser.add_argument("--roll", type=float, default=20.0)
+    parser.add_argument("--reader", choices=("dlib", "mediapipe"), default="dlib")
+    parser.add_argument("--mediapipe-model", type=Path, default=DEFAULT_TASK)
+    parser.add_argument("--face-models", nargs="+", default=["parametric", "ict"])
+    parser.add_argument("--no-emotion", action="store_true", help="skip the fer joy classifier")
+    parser.add_argument("--reader-size", type=int, default=256,
+                        help="upscale faces to this many pixels before reading (0: as rendered)")
+    args = parser.parse_args()
+
+    from surrogate.schema import DEFAULT_SCHEMA
+    from surrogate.synthesis_3d import render_surrogates_3d
+
+    rows = draw_rows(args.n, np.random.default_rng(args.seed), args.yaw, args.pitch, args.roll)
+    values = np.stack([rows[name] for name in DEFAULT_SCHEMA.names], axis=1).astype(np.float32)
+    seeds = [args.seed * 100_000 + i for i in range(args.n)]
+    if args.reader == "dlib":
+        reader: DlibReader | MediaPipeReader = DlibReader(args.reader_size)
+    else:
+        reader = MediaPipeReader(args.mediapipe_model, args.reader_size)
+    emotion = None
+    if not args.no_emotion:
+        from audit.emotion import JOY, FerEmotion
+
+        emotion = FerEmotion()
+    print(f"{args.n} faces at {args.size} px, reader {args.reader} (at {args.reader_size or args.size} px); "
+          f"yaw/pitch/roll uniform in "
+          f"+-{args.yaw:g}/{args.pitch:g}/{args.roll:g} deg; AUs 0 (p 0.4) or uniform 0..5")
+    header = ["model", "found", *reader.names] + (["joy"] if emotion else [])
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for model in args.face_models:
+        start = time.perf_counter()
+        faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=args.size, model=model)
+        read = reader.read(faces)
+        found = np.isfinite(read["roll"])
+        cells = [model, f"{found.mean():.1%}"]
+        cells += [f"{pearson(rows[name], read[name]):.2f}" for name in reader.names]
+        if emotion:
+            joy = emotion.probabilities(list(faces))[:, JOY]
+            cells.append(f"{pearson(rows['AU12'], joy):.2f}")
+        print("| " + " | ".join(cells) + f" |  ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
