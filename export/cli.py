@@ -5,12 +5,13 @@ torch is imported inside the commands only, so ``surrogate --help`` stays fast a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import click
+
+from surrogate.assets import sha256 as file_sha256
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -210,7 +211,7 @@ def _run_export(
     elif tensorrt_parity is not None:
         click.echo(f"TensorRT parity: {tensorrt_parity.summary()}")
 
-    checkpoint_sha = _sha256_file(checkpoint)
+    checkpoint_sha = file_sha256(checkpoint)
     card = ModelCardInfo(
         kind=exported.kind, checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha,
         training_command=training_command or f"{command} --config CONFIG.toml", training_config=config,
@@ -246,14 +247,6 @@ def _load_metrics(path: Path | None, fallback: dict[str, Any] | None) -> tuple[d
     if not isinstance(data, dict):
         raise click.BadParameter(f"{path}: expected a JSON object", param_hint="--metrics")
     return data.get("summary", data) if isinstance(data.get("summary"), dict) else data, str(path)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @export_command.command("check")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from surrogate.imageio import as_rgb
+
 DLIB_SAME_PERSON_DISTANCE = 0.6  # dlib's documented decision threshold for its descriptor
 
 
@@ -19,15 +21,7 @@ class IdentityModelMissingError(RuntimeError):
     """dlib or the face-recognition model files are not installed (``pip install 'surrogate-faces[audit]'``)."""
 
 
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise ValueError(f"expected (H, W) or (H, W, 3) pixels, got shape {image.shape}")
+to_rgb = as_rgb  # the audit's name for it
 
 
 class DlibIdentity:

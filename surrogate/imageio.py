@@ -64,6 +64,18 @@ def safe_file_stem(name: object, *, fallback: str = "row", max_length: int | Non
     return keep[:max_length] or fallback
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 HxW, HxWx1, HxWx3 or HxWx4 -> HxWx3 (grey repeated, alpha dropped)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
+    raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Accept HxW, HxWx1, HxWx3 or CxHxW (C in 1, 3) arrays; return HxW or HxWx3 uint8."""
     image = np.asarray(image)

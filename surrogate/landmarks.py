@@ -29,6 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from surrogate.assets import FACE_LANDMARKER, find
+from surrogate.imageio import as_rgb
 
 MIN_SIDE = 256
 # When no face is found, the image is read again inside a grey border this wide (a fraction of its side,
@@ -125,21 +126,6 @@ def aus_from_blendshapes(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
         rest, strong = AU_CALIBRATION[au]
         out[au] = 5.0 * np.clip((level - rest) / (strong - rest), 0.0, 1.0)
     return out
-
-
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return np.repeat(image, 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return image[..., :3]
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
 
 
 class FaceLandmarks:

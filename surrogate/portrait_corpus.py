@@ -20,9 +20,7 @@ run continues where it stopped and the result does not depend on W or on interru
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,10 +54,6 @@ class CorpusOptions:
 
 
 ROLL_LIMIT = 30.0
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def row_draws(options: CorpusOptions, row: int, k: int) -> tuple[int, float, np.ndarray]:

@@ -9,13 +9,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from surrogate.assets import PORTRAIT_GENERATOR
+from surrogate.assets import PORTRAIT_GENERATOR, sha256
 from surrogate.imageio import atomic_write_text
 from surrogate.portrait_corpus import (
     CorpusError,
     CorpusOptions,
     check_options,
-    file_sha256,
     images_dir,
     label_stage,
     load_table,
@@ -83,7 +82,7 @@ def portraits_command(n: int, out: Path, seed: int, size: int, channels: str, ps
     OUT/corpus.json (counts, coverage). The weights are research / non-commercial only.
     """
     options = CorpusOptions(seed=seed, n=n, psi=psi, roll_sd=roll_sd, edit_scale=edit_scale,
-                            directions_sha256=file_sha256(directions) if directions else "")
+                            directions_sha256=sha256(directions) if directions else "")
     out.mkdir(parents=True, exist_ok=True)
     try:
         check_options(out, options)

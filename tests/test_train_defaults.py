@@ -134,21 +134,27 @@ def test_bad_settings_are_refused_before_any_work(tmp_path: Path) -> None:
         assert not (tmp_path / "w" / "synth").exists()  # refused before rendering anything
 
 
-def test_smoke_run_on_a_carried_image_folder(tmp_path: Path) -> None:
-    """GAN_DATA: train on a corpus folder (as `surrogate data portraits` writes it) instead of renders."""
+def fake_corpus(corpus: Path, n: int, prefix: str) -> Path:
+    """A folder as `surrogate data portraits` writes it: images64g/ of noise, a canonical attributes.csv."""
     import numpy as np
 
     from surrogate.imageio import save_png
     from surrogate.schema import DEFAULT_SCHEMA
 
-    corpus = tmp_path / "corpus"
     rng = np.random.default_rng(0)
     lines = ["id,file," + ",".join(DEFAULT_SCHEMA.names)]
-    for i in range(24):
-        save_png(corpus / "images64g" / f"{i:06d}.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    for i in range(n):
+        name = f"{prefix}{i:06d}"
+        save_png(corpus / "images64g" / f"{name}.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
         values = DEFAULT_SCHEMA.denormalise(rng.random((1, len(DEFAULT_SCHEMA))))[0]
-        lines.append(f"{i:06d},images64g/{i:06d}.png," + ",".join(f"{v:.3f}" for v in values))
+        lines.append(f"{name},images64g/{name}.png," + ",".join(f"{v:.3f}" for v in values))
     (corpus / "attributes.csv").write_text("\n".join(lines) + "\n")
+    return corpus
+
+
+def test_smoke_run_on_a_carried_image_folder(tmp_path: Path) -> None:
+    """GAN_DATA: train on a corpus folder (as `surrogate data portraits` writes it) instead of renders."""
+    corpus = fake_corpus(tmp_path / "corpus", 24, "")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "work"), "MODELS": "gan",
            "GAN_DATA": str(corpus), "RESUME_BUNDLE": "", "OMP_NUM_THREADS": "1"}
@@ -163,19 +169,7 @@ def test_smoke_run_on_a_carried_image_folder(tmp_path: Path) -> None:
 
 def test_portrait_gpu_call_rehearsal(tmp_path: Path) -> None:
     """scripts/gpu_portraits.sh --smoke: the GAN runs, recon and the serving benchmark in one call, <= 8 files."""
-    import numpy as np
-
-    from surrogate.imageio import save_png
-    from surrogate.schema import DEFAULT_SCHEMA
-
-    corpus = tmp_path / "corpus"
-    rng = np.random.default_rng(1)
-    lines = ["id,file," + ",".join(DEFAULT_SCHEMA.names)]
-    for i in range(40):
-        save_png(corpus / "images64g" / f"p_{i:06d}.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
-        values = DEFAULT_SCHEMA.denormalise(rng.random((1, len(DEFAULT_SCHEMA))))[0]
-        lines.append(f"p_{i:06d},images64g/p_{i:06d}.png," + ",".join(f"{v:.3f}" for v in values))
-    (corpus / "attributes.csv").write_text("\n".join(lines) + "\n")
+    corpus = fake_corpus(tmp_path / "corpus", 40, "p_")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_portraits.sh"), str(corpus), str(out), "--smoke"],
