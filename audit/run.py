@@ -39,8 +39,13 @@ def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str
         repository = str(_demo_repository(out))
     skipped: dict[str, str] = {}
     for method in config.methods:
-        if method not in ("3d", "gan"):
-            raise ValueError(f"methods: unknown method {method!r}; expected '3d' or 'gan'")
+        if method not in ("3d", "gan", "photoreal"):
+            raise ValueError(f"methods: unknown method {method!r}; expected '3d', 'gan' or 'photoreal'")
+        if method == "photoreal":
+            from surrogate.photoreal import photoreal_available
+
+            if not photoreal_available():
+                skipped["photoreal"] = "OpenVINO or the portrait model files are not installed"
         if method == "gan":
             try:
                 method_schema("gan", repository)
@@ -60,9 +65,12 @@ def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str
 def make_surrogates(
     method: str, faces: FaceSet, values: np.ndarray, seeds: list[int], repository: str | None, size: int
 ) -> list[np.ndarray]:
-    from surrogate.synthesis import synthesize
+    from surrogate.synthesis import PHOTOREAL_SIZES, resize_images, synthesize
 
-    images = synthesize(method, values, seeds, schema=faces.schema, repository=repository, size=size)
+    if method == "photoreal" and size not in PHOTOREAL_SIZES:  # it frames at 64, 128 or 256 px only
+        images = resize_images(synthesize(method, values, seeds, schema=faces.schema, size=64), size)
+    else:
+        images = synthesize(method, values, seeds, schema=faces.schema, repository=repository, size=size)
     return list(images)
 
 
@@ -97,7 +105,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
     from surrogate.imageio import encode_png
 
     probe_png = encode_png(np.random.default_rng(config.seed).integers(0, 256, (48, 48), dtype=np.uint8))
-    for method in ("gan", "3d"):
+    for method in ("gan", "3d", *(["photoreal"] if "photoreal" in methods else [])):
         trace = attributes_only.trace_anonymize(trace_repo, probe_png, method=method, seed=config.seed + 7)
         traces[method] = {
             "status": trace.status,
@@ -308,14 +316,20 @@ def _distinct_pairs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _model_versions(repository: str | None, methods: list[str]) -> dict[str, int]:
     """The version of each repository model the audited methods use (the newest, as synthesis picks it)."""
+    if "photoreal" in methods:
+        from surrogate.photoreal import PHOTOREAL_MODEL, PHOTOREAL_VERSION
+
+        photoreal = {PHOTOREAL_MODEL: PHOTOREAL_VERSION}
+    else:
+        photoreal = {}
     if "gan" not in methods or not repository:
-        return {}
+        return photoreal
     try:
         from surrogate.model_repo import ModelRepository
 
-        return {"gan_generator": ModelRepository(repository).latest_version("gan_generator")}
+        return {"gan_generator": ModelRepository(repository).latest_version("gan_generator"), **photoreal}
     except Exception:  # noqa: BLE001 - informational only; synthesis reports a broken repository itself
-        return {}
+        return photoreal
 
 
 def _has_models(repository: str | None, names: tuple[str, ...]) -> bool:
