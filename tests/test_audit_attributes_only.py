@@ -167,8 +167,10 @@ def test_synthesis_signatures_take_only_attributes_and_seeds() -> None:
     assert signature_findings({"leaky": leaky}) == ["leaky(source_image): not an attribute/seed/model parameter"]
 
 
-@pytest.mark.parametrize("method", ["gan", "3d"])
+@pytest.mark.parametrize("method", ["gan", "3d", pytest.param("photoreal", marks=pytest.mark.slow)])
 def test_anonymize_trace_only_attributes_and_seed_reach_synthesis(repository: Path, method: str) -> None:
+    if method == "photoreal":
+        pytest.importorskip("openvino", reason="the portraits extra (openvino) is not installed")
     face = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
     trace = trace_anonymize(repository, encode_png(face), method=method, seed=11)
     assert trace.status == 200 and trace.findings == []
