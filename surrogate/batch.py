@@ -330,8 +330,9 @@ def embedded_renderer(method: str, *, repository: str | os.PathLike[str] | None 
     """``surrogate.synthesis.synthesize`` in this process (onnxruntime for gan, OpenVINO for photoreal, the
     3-D renderer)."""
     from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION
-    from surrogate.synthesis import GAN_MODEL, default_repository, method_schema, synthesize
+    from surrogate.synthesis import GAN_MODEL, check_size, default_repository, method_schema, synthesize
 
+    check_size(method, size)
     schema = method_schema(method, repository)
     if method == "gan":
         from surrogate.model_repo import ModelRepository

@@ -20,7 +20,7 @@ from surrogate.model_repo import ModelRepository
 from surrogate.runtime import GAN_MODEL, OnnxRuntimeBackend, default_repository, generate_images
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
-__all__ = ["DEFAULT_3D_SIZE", "DEFAULT_PHOTOREAL_SIZE", "GAN_MODEL", "METHODS", "PHOTOREAL_SIZES",
+__all__ = ["DEFAULT_3D_SIZE", "DEFAULT_PHOTOREAL_SIZE", "GAN_MODEL", "METHODS", "PHOTOREAL_SIZES", "check_size",
            "default_repository", "method_schema", "photoreal_backend", "photoreal_images", "reorder",
            "resize_images", "synthesize"]
 
@@ -96,14 +96,19 @@ def photoreal_backend():
     return PhotorealBackend()
 
 
+def check_size(method: str, size: int | None) -> None:
+    """A ValueError naming the sizes when ``method`` cannot render ``size`` (before any work starts)."""
+    if method == "photoreal" and size is not None and size not in PHOTOREAL_SIZES:
+        raise ValueError(f"size {size}: the photoreal method renders {list(PHOTOREAL_SIZES)} px")
+
+
 def photoreal_images(images: np.ndarray, *, size: int | None = None, rgb: bool = False) -> np.ndarray:
     """The photoreal backend's (N, S, S, 3) colour framing -> (N, size, size)[, 3] (grey unless ``rgb``)."""
     from surrogate.face_align import to_gray
     from surrogate.portraits import downscale
 
     size = size or DEFAULT_PHOTOREAL_SIZE
-    if size not in PHOTOREAL_SIZES:
-        raise ValueError(f"size {size}: the photoreal method renders {list(PHOTOREAL_SIZES)} px")
+    check_size("photoreal", size)
     out = [downscale(image, size) for image in images]
     if not rgb:
         out = [to_gray(image) for image in out]

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from surrogate.imageio import atomic_write_text, safe_file_stem, save_png
 from surrogate.noise import MAX_SEED
 from surrogate.runtime import row_seed
-from surrogate.synthesis import METHODS, method_schema, synthesize
+from surrogate.synthesis import METHODS, check_size, method_schema, synthesize
 
 __all__ = ["synthesize_batch_command", "synthesize_command"]
 
@@ -69,6 +69,7 @@ def synthesize_command(attributes_path: str, out_dir: str, method: str, seed: in
     from surrogate.adapters import AttributeFileError, read_attributes
 
     try:
+        check_size(method, size)
         schema = method_schema(method, repository)
         table = read_attributes(attributes_path, format=file_format, schema=schema)
     except (AttributeFileError, ValueError, FileNotFoundError) as exc:

@@ -229,3 +229,13 @@ def test_subject_column_gives_every_row_of_a_subject_one_seed(tmp_path: Path) ->
     missing = CliRunner().invoke(synthesize_batch_command, [*base, "--out", str(tmp_path / "m"),
                                                             "--subject-column", "person"])
     assert missing.exit_code == 1 and "'person' is not a column" in missing.output
+
+
+def test_photoreal_size_it_cannot_render_is_refused_before_any_work(tmp_path: Path) -> None:
+    attributes = write_attributes(tmp_path / "attrs.csv", 2)
+    for command, args in ((synthesize_command, ["--attributes", str(attributes)]), (synthesize_batch_command,
+                                                                                      [str(attributes)])):
+        result = CliRunner().invoke(command, [*args, "--out", str(tmp_path / "out"), "--method", "photoreal",
+                                              "--size", "100"])
+        assert result.exit_code == 1 and "64, 128, 256" in result.output, result.output
+        assert not (tmp_path / "out" / "manifest.csv").exists()
