@@ -76,6 +76,20 @@ def test_edit_comes_from_the_attributes_and_the_person_from_the_seed(backend) ->
     assert np.array_equal(backend.latents(values[2:], z[2:]), w[2:])
 
 
+def test_half_resolution_path_is_the_full_render_averaged_down(backend) -> None:
+    from surrogate.portraits import PortraitGenerator
+
+    w = backend.generator.w([8])
+    half = backend.generator.render(w)
+    full = PortraitGenerator(batch=1).render(w, side=512)
+    difference = np.abs(half.astype(int) - full)
+    assert half.shape == (1, 512, 512, 3)
+    # quantisation before vs after the average, and clipping at 1024 px before it
+    assert difference.max() <= 2 and difference.mean() < 0.5, (difference.max(), difference.mean())
+    with pytest.raises(ValueError, match="at most 512"):
+        backend.generator.render(w, side=1024)
+
+
 @pytest.mark.slow
 def test_surrogates_are_framed_rolled_turned_and_deterministic() -> None:
     pytest.importorskip("mediapipe", reason="the portraits extra (mediapipe) is not installed")
