@@ -364,3 +364,23 @@ def test_subject_ids_give_one_seed_per_private_person(tmp_path: Path) -> None:
         _export(table, tmp_path, "size", methods=("photoreal",), size=16)
     with pytest.raises(ExportError, match="subject ids"):
         _export(table, tmp_path, "short", subjects=subjects[:2])
+
+
+def test_export_command_reads_the_subject_column_and_names_a_missing_one(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from annotation.cli import annotate_group
+
+    manifest = _wide_manifest(tmp_path, 3)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(f"{line},{s}" for line, s in zip(lines, ["subject", "a", "b", "a"],
+                                                                     strict=True)) + "\n")
+    base = ["export", str(manifest), "--batch", str(tmp_path / "batch"), "--method", "3d", "--size", "32"]
+    missing = CliRunner().invoke(annotate_group, [*base, "--mapping", str(tmp_path / "m1.json"),
+                                                  "--subject-column", "person"])
+    assert missing.exit_code == 1 and "'person' is not a column" in missing.output
+    done = CliRunner().invoke(annotate_group, [*base, "--mapping", str(tmp_path / "m2.json"),
+                                               "--subject-column", "subject"])
+    assert done.exit_code == 0, done.output
+    seeds = {e.private_id: e.seed for e in PrivateMapping.read(tmp_path / "m2.json").items()}
+    assert seeds["patient0000"] == seeds["patient0002"] != seeds["patient0001"]
