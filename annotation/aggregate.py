@@ -152,7 +152,7 @@ def transfer(aggregated: pd.DataFrame, mapping: PrivateMapping) -> pd.DataFrame:
         else:
             rows.append((entry.private_id, entry.method, "", float("nan"), 0, False, float("nan")))
     out = pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
-    order = {m: i for i, m in enumerate(("raw", "gan", "3d"))}
+    order = {m: i for i, m in enumerate(("raw", "gan", "3d", "photoreal"))}
     return out.sort_values(
         ["private_id", "method"], key=lambda s: s.map(order) if s.name == "method" else s
     ).reset_index(drop=True)

@@ -52,7 +52,7 @@ from surrogate.imageio import ImageDecodeError, atomic_write_bytes, atomic_write
 from surrogate.noise import image_seeds
 from surrogate.schema import AttributeSchema
 
-SURROGATE_METHODS: tuple[str, ...] = ("gan", "3d")
+SURROGATE_METHODS: tuple[str, ...] = ("gan", "3d", "photoreal")
 TOKEN_BYTES = 16
 # 2000-01-01T00:00:00Z on every published file: file times (and HTTP Last-Modified) say nothing of the order.
 PUBLISHED_MTIME = 946_684_800
@@ -221,6 +221,7 @@ def export_batch(
     progress: bool = True,
     session_faces: int | None = None,
     texts: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    subjects: Sequence[str] | None = None,
 ) -> ExportSummary:
     """Render surrogates of every manifest row by every method and write the crowd batch + mapping.
 
@@ -236,6 +237,9 @@ def export_batch(
     sessions of at most that many faces; a session holds every version of its faces and every gold
     item in a secret random order, and is ONE Label Studio task / MTurk HIT that one worker labels in
     one sitting, with the instructions and consent ``texts``.
+
+    ``subjects`` (one private subject id per row): the seeds are dealt per subject instead of per row, so
+    every photo of one private person shows one surrogate person (identity-consistent methods: photoreal).
     """
     batch_dir, mapping_path = Path(batch_dir), Path(mapping_path)
     methods = list(dict.fromkeys(methods))
@@ -250,6 +254,11 @@ def export_batch(
         raise ExportError("--gold-per-rule must be >= 0")
     if session_faces is not None and session_faces < 1:
         raise ExportError(f"--session-faces {session_faces} must be >= 1")
+    if "photoreal" in methods:
+        from surrogate.synthesis import PHOTOREAL_SIZES
+
+        if size not in PHOTOREAL_SIZES:
+            raise ExportError(f"--size {size}: the photoreal method renders {list(PHOTOREAL_SIZES)} px")
     if gold_rules and not methods:
         raise ExportError("gold items are surrogates: give a surrogate method (--method) to use --gold")
     gold_methods = list(methods) if gold_methods is None else list(dict.fromkeys(gold_methods))
@@ -281,8 +290,16 @@ def export_batch(
     secret = _secret_rng()
     gold_values = [rule.values(schema, k) for rule in gold_rules for k in range(gold_per_rule)]
     gold_labels = [rule.label for rule in gold_rules for _ in range(gold_per_rule)]
-    seeds = [int(s) for s in secret.permutation(image_seeds(seed, len(ids) + len(gold_values)))]
-    row_seeds, gold_seeds = seeds[: len(ids)], seeds[len(ids) :]
+    if subjects is not None and len(subjects) != len(ids):
+        raise ExportError(f"{len(subjects)} subject ids for {len(ids)} manifest rows")
+    people = list(dict.fromkeys(subjects)) if subjects is not None else ids
+    seeds = [int(s) for s in secret.permutation(image_seeds(seed, len(people) + len(gold_values)))]
+    if subjects is None:
+        row_seeds = seeds[: len(ids)]
+    else:
+        seed_of = dict(zip(people, seeds, strict=False))
+        row_seeds = [seed_of[s] for s in subjects]
+    gold_seeds = seeds[len(people) :]
 
     n_tasks = len(ids) * (len(methods) + int(include_raw)) + len(gold_values) * len(gold_methods)
     tokens = iter(_new_tokens(n_tasks))

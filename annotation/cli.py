@@ -90,7 +90,7 @@ def annotate_group() -> None:
     "--method",
     "methods",
     multiple=True,
-    type=click.Choice(["3d", "gan"]),
+    type=click.Choice(["3d", "gan", "photoreal"]),
     help="Surrogate method(s); repeat for several. Default: 3d.",
 )
 @click.option(
@@ -141,7 +141,7 @@ def annotate_group() -> None:
     "--gold-method",
     "gold_methods",
     multiple=True,
-    type=click.Choice(["3d", "gan"]),
+    type=click.Choice(["3d", "gan", "photoreal"]),
     help="Render gold items only by these methods (default: every --method); e.g. 3d where the GAN's "
     "gold faces look alike.",
 )
@@ -166,6 +166,12 @@ def annotate_group() -> None:
 @_text_option("instructions", "Session instructions (Markdown/text) instead of the default; see texts/ in the batch.")
 @_text_option("consent", "Consent statement for sessions instead of the default (have your ethics board approve it).")
 @_text_option("qualification", "Worker-qualification notes for sessions instead of the default.")
+@click.option(
+    "--subject-column",
+    metavar="COLUMN",
+    help="A manifest column of private subject ids (CSV): every photo of one subject gets one seed, so one "
+    "surrogate person (method photoreal keeps the person across attributes).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a previous batch in --batch / an existing mapping.")
 def export_command(
     manifest: Path,
@@ -190,11 +196,13 @@ def export_command(
     instructions_path: Path | None,
     consent_path: Path | None,
     qualification_path: Path | None,
+    subject_column: str | None,
     overwrite: bool,
 ) -> None:
     """Write a crowd batch of surrogates for the faces in MANIFEST (any attribute adapter format)."""
     from annotation.batch import export_batch, load_manifest
     from annotation.question import Question, parse_gold_rules
+    from surrogate.synthesis_cli import read_column
 
     try:
         question = Question(name=question_name, text=question_text, choices=choices or ("joy", "not joy"))
@@ -204,6 +212,11 @@ def export_command(
     try:
         table = load_manifest(manifest, format=manifest_format, min_confidence=min_confidence)
     except ValueError as exc:  # AttributeFileError, AttributeValidationError
+        raise click.ClickException(str(exc)) from exc
+    try:
+        subjects = (None if subject_column is None
+                    else read_column(manifest, subject_column, table.rows or list(range(1, len(table.ids) + 1))))
+    except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     for rejected in table.rejected[:10]:
         click.echo(f"manifest row {rejected.row} ({rejected.id}) skipped: {rejected.reason}", err=True)
@@ -228,6 +241,7 @@ def export_command(
             overwrite=overwrite,
             session_faces=session_faces,
             texts={"instructions": instructions_path, "consent": consent_path, "qualification": qualification_path},
+            subjects=subjects,
         )
     except ValueError as exc:  # ExportError, MappingError, attribute validation
         raise click.ClickException(str(exc)) from exc

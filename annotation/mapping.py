@@ -21,7 +21,7 @@ from surrogate.schema import AttributeSchema
 
 MAPPING_FORMAT = "surrogate-faces/annotation-mapping"
 MAPPING_VERSION = 1
-METHODS: tuple[str, ...] = ("raw", "gan", "3d")
+METHODS: tuple[str, ...] = ("raw", "gan", "3d", "photoreal")
 KIND_ITEM = "item"
 KIND_GOLD = "gold"
 
@@ -36,7 +36,7 @@ class MappingEntry:
 
     token: str
     kind: str  # "item" or "gold"
-    method: str  # "raw", "gan" or "3d"
+    method: str  # "raw", "gan", "3d" or "photoreal"
     attributes: tuple[float, ...]
     private_id: str | None = None  # None for gold items
     file: str | None = None  # the private image file, as the manifest gave it

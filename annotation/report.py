@@ -39,7 +39,7 @@ from surrogate.noise import STREAM_SUBSAMPLING, rng_for
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.75, 0.9)
 _STREAM_SUBSAMPLE = STREAM_SUBSAMPLING
-VERSION_NAMES = {"raw": "RAW", "gan": "GAN", "3d": "3-D"}
+VERSION_NAMES = {"raw": "RAW", "gan": "GAN", "3d": "3-D", "photoreal": "photoreal"}
 FIGURE_DPI = 300  # print resolution: a 4.8 x 3.2 inch figure is 1440 x 960 pixels
 
 

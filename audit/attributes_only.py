@@ -50,10 +50,12 @@ SUSPICIOUS = ("image", "pixel", "photo", "crop", "source", "identity", "face", "
 
 def synthesis_entry_points() -> dict[str, Callable[..., Any]]:
     """The functions that turn attributes + seeds into surrogate pixels (torch-free)."""
-    from surrogate import runtime, synthesis, synthesis_3d
+    from surrogate import photoreal, runtime, synthesis, synthesis_3d
 
     return {
         "surrogate.synthesis.synthesize": synthesis.synthesize,
+        "surrogate.photoreal.PhotorealBackend.generate": photoreal.PhotorealBackend.generate,
+        "surrogate.photoreal.PhotorealBackend.latents": photoreal.PhotorealBackend.latents,
         "surrogate.runtime.generate_images": runtime.generate_images,
         "surrogate.synthesis_3d.render_surrogates_3d": synthesis_3d.render_surrogates_3d,
         "surrogate.synthesis_3d.surrogate_params": synthesis_3d.surrogate_params,
@@ -65,6 +67,8 @@ def signature_findings(functions: dict[str, Callable[..., Any]] | None = None) -
     findings = []
     for name, function in (functions or synthesis_entry_points()).items():
         for parameter in inspect.signature(function).parameters:
+            if parameter == "self":  # a backend's own state: its model files, not a request's
+                continue
             lowered = parameter.lower()
             if parameter not in ALLOWED_PARAMETERS or any(word in lowered for word in SUSPICIOUS):
                 findings.append(f"{name}({parameter}): not an attribute/seed/model parameter")
@@ -110,15 +114,18 @@ def trace_anonymize(
             return await super().generate(attributes, z)
 
     class RecordingAPI(SurrogateAPI):
-        async def render(self, method: str, schema: Any, values: np.ndarray, seeds: list[int]) -> np.ndarray:
+        async def render(self, method: str, schema: Any, values: np.ndarray, seeds: list[int],
+                         size: int | None = None, rgb: bool = False) -> np.ndarray:
             trace.render_calls.append((method, np.array(values), list(seeds)))
-            return await super().render(method, schema, values, seeds)
+            return await super().render(method, schema, values, seeds, size, rgb)
 
     engine = RecordingEngine(backend)
     api = RecordingAPI(lambda: engine, config)
     with TestClient(api.app()) as client:
         response = client.post(
-            "/anonymize", files={"image": ("face.png", image_png)}, data={"seed": str(seed), "method": method}
+            # aligned: the probe is a crop, not a photo; face detection (a 422 for noise) is not what is traced
+            "/anonymize", files={"image": ("face.png", image_png)},
+            data={"seed": str(seed), "method": method, "aligned": "true"},
         )
     trace.status = response.status_code
     if response.status_code != 200:

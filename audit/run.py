@@ -31,7 +31,7 @@ def _demo_repository(out: Path) -> Path:
 
 
 # The service's two methods, plus "3d-ict": the 3-D path drawn by the ICT-FaceKit face model.
-AUDIT_METHODS = ("3d", "gan", "3d-ict")
+AUDIT_METHODS = ("3d", "gan", "3d-ict", "photoreal")
 
 
 def _synthesis_method(method: str) -> str:
@@ -50,6 +50,11 @@ def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str
     for method in config.methods:
         if method not in AUDIT_METHODS:
             raise ValueError(f"methods: unknown method {method!r}; expected one of {', '.join(AUDIT_METHODS)}")
+        if method == "photoreal":
+            from surrogate.photoreal import photoreal_available
+
+            if not photoreal_available():
+                skipped["photoreal"] = "OpenVINO or the portrait model files are not installed"
         if method == "gan":
             try:
                 method_schema("gan", repository)
@@ -69,7 +74,7 @@ def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str
 def make_surrogates(
     method: str, faces: FaceSet, values: np.ndarray, seeds: list[int], repository: str | None, size: int
 ) -> list[np.ndarray]:
-    from surrogate.synthesis import reorder, synthesize
+    from surrogate.synthesis import PHOTOREAL_SIZES, reorder, resize_images, synthesize
 
     if method == "3d-ict":
         from surrogate.schema import DEFAULT_SCHEMA
@@ -77,7 +82,10 @@ def make_surrogates(
 
         rows = values if faces.schema is None else reorder(values, faces.schema, DEFAULT_SCHEMA)
         return list(render_surrogates_3d(DEFAULT_SCHEMA, rows, seeds, size=size, model="ict"))
-    images = synthesize(method, values, seeds, schema=faces.schema, repository=repository, size=size)
+    if method == "photoreal" and size not in PHOTOREAL_SIZES:  # it frames at 64, 128 or 256 px only
+        images = resize_images(synthesize(method, values, seeds, schema=faces.schema, size=64), size)
+    else:
+        images = synthesize(method, values, seeds, schema=faces.schema, repository=repository, size=size)
     return list(images)
 
 
@@ -112,7 +120,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> dict[str, Any]:
     from surrogate.imageio import encode_png
 
     probe_png = encode_png(np.random.default_rng(config.seed).integers(0, 256, (48, 48), dtype=np.uint8))
-    for method in ("gan", "3d"):
+    for method in ("gan", "3d", *(["photoreal"] if "photoreal" in methods else [])):
         trace = attributes_only.trace_anonymize(trace_repo, probe_png, method=method, seed=config.seed + 7)
         traces[method] = {
             "status": trace.status,
@@ -329,14 +337,20 @@ def _model_versions(repository: str | None, methods: list[str]) -> dict[str, int
 
         name, version = model_version("ict")
         return {name: int(version), **_model_versions(repository, [m for m in methods if m != "3d-ict"])}
+    if "photoreal" in methods:
+        from surrogate.photoreal import PHOTOREAL_MODEL, PHOTOREAL_VERSION
+
+        photoreal = {PHOTOREAL_MODEL: PHOTOREAL_VERSION}
+    else:
+        photoreal = {}
     if "gan" not in methods or not repository:
-        return {}
+        return photoreal
     try:
         from surrogate.model_repo import ModelRepository
 
-        return {"gan_generator": ModelRepository(repository).latest_version("gan_generator")}
+        return {"gan_generator": ModelRepository(repository).latest_version("gan_generator"), **photoreal}
     except Exception:  # noqa: BLE001 - informational only; synthesis reports a broken repository itself
-        return {}
+        return photoreal
 
 
 def _has_models(repository: str | None, names: tuple[str, ...]) -> bool:

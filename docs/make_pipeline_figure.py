@@ -1,11 +1,11 @@
-"""Draw docs/pipeline.png: a photo -> its attributes -> surrogates by both methods, with the real models.
+"""Draw docs/pipeline.png: a photo -> its attributes -> surrogates by all three methods, with the real models.
 
     .venv/bin/python docs/make_pipeline_figure.py [--repository model_repository] [--out docs/pipeline.png]
 
 The photo is scikit-image's ``astronaut`` (Eileen Collins, NASA, public domain): the only kind of real
 face a public figure may show. Every step is the project's own code path (face alignment, the exported
-reconstruction network, the 3-D face model, the exported generator), so the picture stays true to what
-the product does.
+reconstruction network, the 3-D face model, the exported generator, the photoreal portraits), so the
+picture stays true to what the product does.
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ def main() -> None:
     rows = np.repeat(values, len(seeds), axis=0)
     three_d = synthesize("3d", rows, seeds, schema=schema, repository=args.repository, size=128)
     gan = synthesize("gan", rows, seeds, schema=schema, repository=args.repository, size=128)
+    photoreal = synthesize("photoreal", rows, seeds, schema=schema, size=128)
 
     caption = "\n".join(f"{name} {value:+.1f}" if name in ("yaw", "pitch", "roll") else f"{name} {value:.2f}"
                         for name, value in zip(schema.names, values[0], strict=True))
-    fig = plt.figure(figsize=(12, 4.2), dpi=80)
-    grid = fig.add_gridspec(2, 6, width_ratios=[1.3, 1.0, 0.9, 1, 1, 1])
+    fig = plt.figure(figsize=(12, 6.0), dpi=80)
+    grid = fig.add_gridspec(3, 6, width_ratios=[1.3, 1.0, 0.9, 1, 1, 1])
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(photo)
     ax.set_title("private photo\n(stays in the lab)")
@@ -60,7 +61,8 @@ def main() -> None:
     ax.text(0.0, 0.5, caption, family="monospace", fontsize=10, va="center")
     ax.set_title("attributes only")
     ax.axis("off")
-    for row, (name, images) in enumerate((("3-D face model", three_d), ("conditional BEGAN-CS", gan))):
+    methods = (("3-D face model", three_d), ("conditional BEGAN-CS", gan), ("photoreal portraits", photoreal))
+    for row, (name, images) in enumerate(methods):
         for col, (seed, image) in enumerate(zip(seeds, images, strict=True)):
             ax = fig.add_subplot(grid[row, 3 + col])
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)

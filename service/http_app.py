@@ -50,7 +50,7 @@ from surrogate.imageio import ImageDecodeError, decode_image, encode_png
 from surrogate.noise import check_seed, expand_seeds, image_seeds
 from surrogate.runtime import Backend, BackendError, ModelInfo, generator_noise, record_seeds, require, to_hwc
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema, AttributeValidationError
-from surrogate.synthesis import reorder
+from surrogate.synthesis import METHODS, reorder
 
 _T = TypeVar("_T")
 
@@ -187,13 +187,17 @@ class SurrogateAPI:
     async def models(self, request: Request) -> Response:
         gan, recon = await self.engine.models()
         served = [info.to_dict() for info in (gan, recon) if info is not None]
+        if _photoreal_available():
+            photoreal = await anyio.to_thread.run_sync(_photoreal_info)
+            served.append({**photoreal.to_dict(), "licence": photoreal.metadata["licence"]})
         return JSONResponse(
             {"backend": self.engine.backend_kind, "methods": self.methods(gan), "models": served}
         )
 
     @staticmethod
     def methods(gan: ModelInfo | None) -> list[str]:
-        return (["gan"] if gan is not None else []) + (["3d"] if _renderer_available() else [])
+        return ((["gan"] if gan is not None else []) + (["3d"] if _renderer_available() else [])
+                + (["photoreal"] if _photoreal_available() else []))
 
     # -- rendering ---------------------------------------------------------------------------------
     async def target_schema(self, method: str) -> tuple[AttributeSchema, ModelInfo | None]:
@@ -201,16 +205,32 @@ class SurrogateAPI:
             if not _renderer_available():
                 raise RequestError(503, "the 3-D renderer is not installed on this server")
             return DEFAULT_SCHEMA, None
+        if method == "photoreal":
+            if not _photoreal_available():
+                raise RequestError(503, "the photoreal method is not installed on this server (OpenVINO and the "
+                                        "portrait model files)")
+            return DEFAULT_SCHEMA, await anyio.to_thread.run_sync(_photoreal_info)
         gan, _ = await self.engine.models()
         if gan is None:
             raise RequestError(503, "no generator model is served; use method '3d' or export a generator")
         return gan.schema, gan
 
     async def render(
-        self, method: str, schema: AttributeSchema, values: np.ndarray, seeds: list[int]
+        self, method: str, schema: AttributeSchema, values: np.ndarray, seeds: list[int],
+        size: int | None = None, rgb: bool = False,
     ) -> np.ndarray:
         """(M, A) natural units + M seeds -> M uint8 (H, W[, C]) images; the GAN rows go to the batching
-        worker in concurrent chunks (so this is the runtime's ``generate_images`` spread over the worker)."""
+        worker in concurrent chunks (so this is the runtime's ``generate_images`` spread over the worker).
+        The photoreal method runs in this process (OpenVINO, its own lock), at ``size`` and colour ``rgb``."""
+        if method != "photoreal" and (size is not None or rgb):
+            raise RequestError(422, "size and rgb apply to method 'photoreal' only",
+                               [{"row": None, "field": "size" if size is not None else "rgb",
+                                 "reason": "method photoreal only"}])
+        if method == "photoreal":
+            from surrogate.synthesis import synthesize
+
+            return await anyio.to_thread.run_sync(
+                lambda: synthesize("photoreal", values, seeds, schema=schema, size=size, rgb=rgb))
         if method == "3d":
             from surrogate.synthesis_3d import render_surrogates_3d
 
@@ -278,7 +298,7 @@ class SurrogateAPI:
                 f"format 'png' returns one image, but this request makes {total}",
                 [{"row": None, "field": "format", "reason": "use 'json' for several images"}],
             )
-        images = await self.render(req.method, schema, rows, seeds)
+        images = await self.render(req.method, schema, rows, seeds, req.size, req.rgb)
         metrics.IMAGES.labels(
             endpoint="synthesize", method=req.method, backend=self.backend_label(req.method)
         ).inc(total)
@@ -307,7 +327,7 @@ class SurrogateAPI:
         return JSONResponse({"images": items})
 
     def backend_label(self, method: str) -> str:
-        return "renderer" if method == "3d" else self.engine.backend_kind
+        return {"3d": "renderer", "photoreal": "openvino"}.get(method, self.engine.backend_kind)
 
     def request_seeds(self, req: SynthesizeRequest) -> list[int]:
         """The seed of every image of the request, record-major (the runtime's seed rule)."""
@@ -349,7 +369,7 @@ class SurrogateAPI:
                 "multipart upload needs a file field named 'file'",
                 [{"row": None, "field": "file", "reason": "is missing"}],
             )
-        method = form_choice(parts, "method", "gan", ("gan", "3d"))
+        method = form_choice(parts, "method", "gan", METHODS)
         file_format = form_choice(
             parts, "format", "auto", ("auto", "openface", "pyfeat", "libreface", "canonical", "json")
         )
@@ -485,7 +505,7 @@ class SurrogateAPI:
                 AnonymizeRequest, parse_json(await read_body(request, self.limits.max_upload_bytes))
             )
             data, method, seed, output = decode_base64(req.image, "image"), req.method, req.seed, req.format
-            aligned = req.aligned
+            aligned, size, rgb = req.aligned, req.size, req.rgb
         else:
             files, fields = await self.load_images(request, single=True)
             if len(files) != 1:
@@ -496,11 +516,12 @@ class SurrogateAPI:
                 )
             data = files[0][1]
             merged = {**fields, **{k: Part(k, None, "", v.encode()) for k, v in request.query_params.items()}}
-            method = form_choice(merged, "method", "gan", ("gan", "3d"))
+            method = form_choice(merged, "method", "gan", METHODS)
             output = form_choice(merged, "format", "json", ("json", "png"))
             aligned = form_choice(merged, "aligned", "false", ("true", "false")) == "true"
             seed = form_int(merged, "seed", 0)
             self.image_seeds(seed, 1)
+            size, rgb = None, False
         recon = await self.recon_info()
         schema, gan = await self.target_schema(method)
         crop = await self.prepare_crop(data, recon, "image", aligned)
@@ -510,7 +531,7 @@ class SurrogateAPI:
             values = schema.clip(reorder(estimated, recon.schema, schema))
         except ValueError as exc:
             raise RequestError(503, f"the served models do not fit together: {exc}") from None
-        image = (await self.render(method, schema, values, [seed]))[0]
+        image = (await self.render(method, schema, values, [seed], size, rgb))[0]
         metrics.IMAGES.labels(endpoint="anonymize", method=method, backend=self.backend_label(method)).inc()
         attributes = schema.to_records(values)[0]
         png = encode_png(image)
@@ -556,6 +577,19 @@ def _is_unavailable(exc: Exception) -> bool:
     if isinstance(exc, ServiceUnavailable):
         return True
     return isinstance(exc, BentoMLException) and int(getattr(exc, "error_code", 500)) == 503
+
+
+def _photoreal_available() -> bool:
+    from surrogate.photoreal import photoreal_available
+
+    return photoreal_available()
+
+
+def _photoreal_info() -> ModelInfo:
+    """The photoreal model's facts (building its backend compiles nothing: that waits for the first image)."""
+    from surrogate.synthesis import photoreal_backend
+
+    return photoreal_backend().gan
 
 
 def _renderer_available() -> bool:

@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from surrogate.noise import MAX_SEED
 
-Method = Literal["gan", "3d"]
+Method = Literal["gan", "3d", "photoreal"]
 OutputFormat = Literal["auto", "png", "json"]
+PhotorealSize = Literal[64, 128, 256]
+SIZE_DESCRIPTION = "output side in pixels, method photoreal only (default 64)"
+RGB_DESCRIPTION = "colour instead of grey, method photoreal only"
 
 
 class SynthesizeRequest(BaseModel):
@@ -30,6 +33,8 @@ class SynthesizeRequest(BaseModel):
     seeds: list[int] | None = Field(None, description="one seed per record (overrides seed)")
     n: int = Field(1, ge=1, description="surrogates per record")
     format: OutputFormat = Field("auto", description="auto: one image -> image/png, several -> JSON")
+    size: PhotorealSize | None = Field(None, description=SIZE_DESCRIPTION)
+    rgb: bool = Field(False, description=RGB_DESCRIPTION)
 
 
 class ImageRequest(BaseModel):
@@ -51,6 +56,8 @@ class AnonymizeRequest(BaseModel):
     method: Method = "gan"
     seed: int = Field(0, ge=0, le=MAX_SEED)
     format: Literal["json", "png"] = "json"
+    size: PhotorealSize | None = Field(None, description=SIZE_DESCRIPTION)
+    rgb: bool = Field(False, description=RGB_DESCRIPTION)
 
 
 class ModelRef(BaseModel):
@@ -159,7 +166,7 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
                 "format": "binary",
                 "description": "attribute file (OpenFace, py-feat, LibreFace, canonical CSV or JSON)",
             },
-            "method": {"type": "string", "enum": ["gan", "3d"]},
+            "method": {"type": "string", "enum": ["gan", "3d", "photoreal"]},
             "seed": {"type": "integer", "minimum": 0},
             "n": {"type": "integer", "minimum": 1},
             "format": {

@@ -129,8 +129,12 @@ class BatchResult:
 
 
 def plan_items(ids: Sequence[str], source_rows: Sequence[int], shard: Shard, seed: int,
-               n_per_row: int) -> list[BatchItem]:
-    """Every image the shard owns, in row order. File names come from the row id (unique per file)."""
+               n_per_row: int, subjects: Sequence[int] | None = None) -> list[BatchItem]:
+    """Every image the shard owns, in row order. File names come from the row id (unique per file).
+
+    With ``subjects`` (one non-negative integer per row), surrogate k of a row is seeded by its subject
+    instead of its row (``row_seed(seed, subject, k, n)``): every row of one subject shows one surrogate person.
+    """
     stems = [safe_file_stem(i) for i in ids]
     counts: dict[str, int] = {}
     for stem in stems:
@@ -141,9 +145,10 @@ def plan_items(ids: Sequence[str], source_rows: Sequence[int], shard: Shard, see
             continue
         # Two ids that sanitise to the same name ("a/b", "a_b") get the row number as well.
         unique = stem if counts[stem] == 1 else f"{stem}-r{row}"
+        key = row if subjects is None else int(subjects[row])
         for k in range(n_per_row):
             items.append(BatchItem(row, int(source_rows[row]), str(row_id), k,
-                                   row_seed(seed, row, k, n_per_row), f"{IMAGES_DIR}/{unique}_{k}.png"))
+                                   row_seed(seed, key, k, n_per_row), f"{IMAGES_DIR}/{unique}_{k}.png"))
     return items
 
 
@@ -214,11 +219,13 @@ def run_batch(
     chunk_size: int = 64,
     source: str = "",
     progress: bool = True,
+    subjects: Sequence[int] | None = None,
 ) -> BatchResult:
     """Render the shard's missing images of ``values`` (N x A, ``renderer.schema`` order).
 
     ``rejected`` rows (dicts with ``row`` = source row number, ``id``, ``reason``) go to the error
     CSV of the shard that owns their source row. Per-image failures are recorded, not raised.
+    ``subjects``: per-row subject numbers that seed the surrogates instead of the rows (``plan_items``).
     """
     if chunk_size < 1 or n_per_row < 1:
         raise BatchError("chunk_size and n_per_row must be >= 1")
@@ -228,9 +235,12 @@ def run_batch(
     source_rows = list(range(len(ids))) if source_rows is None else list(source_rows)
     out = Path(out_dir)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    check_run_options(out, {"source": source, "method": renderer.method, "model": renderer.model,
-                            "version": renderer.version, "seed": seed, "n": n_per_row,
-                            "shards": shard.count, "attributes": list(renderer.schema.names)})
+    options = {"source": source, "method": renderer.method, "model": renderer.model,
+               "version": renderer.version, "seed": seed, "n": n_per_row,
+               "shards": shard.count, "attributes": list(renderer.schema.names)}
+    if subjects is not None:  # only then, so that folders of earlier runs still resume
+        options["seeded_by"] = "subject"
+    check_run_options(out, options)
 
     journal = Journal(out / f"manifest{shard.tag}.jsonl")
     errors_path = out / f"errors{shard.tag}.csv"
@@ -239,7 +249,9 @@ def run_batch(
     n_rejected = len(error_rows)
     atomic_write_text(errors_path, _csv(error_rows, ERROR_COLUMNS))
 
-    items = plan_items(ids, source_rows, shard, seed, n_per_row)
+    if subjects is not None and len(subjects) != len(ids):
+        raise BatchError(f"{len(subjects)} subject numbers for {len(ids)} rows")
+    items = plan_items(ids, source_rows, shard, seed, n_per_row, subjects)
     _remove_stale_temp_files(out, items)
     todo = [item for item in items if not journal.done(item, out)]
     already = len(items) - len(todo)
@@ -314,22 +326,28 @@ def _render_isolating_failures(renderer: Renderer, values: np.ndarray, chunk: Se
 
 
 def embedded_renderer(method: str, *, repository: str | os.PathLike[str] | None = None,
-                      size: int | None = None) -> Renderer:
-    """``surrogate.synthesis.synthesize`` in this process (onnxruntime for gan, the 3-D renderer)."""
+                      size: int | None = None, rgb: bool = False) -> Renderer:
+    """``surrogate.synthesis.synthesize`` in this process (onnxruntime for gan, OpenVINO for photoreal, the
+    3-D renderer)."""
     from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION
-    from surrogate.synthesis import GAN_MODEL, default_repository, method_schema, synthesize
+    from surrogate.synthesis import GAN_MODEL, check_size, default_repository, method_schema, synthesize
 
+    check_size(method, size)
     schema = method_schema(method, repository)
     if method == "gan":
         from surrogate.model_repo import ModelRepository
 
         repo = ModelRepository(repository or default_repository())
         model, version = GAN_MODEL, str(repo.latest_version(GAN_MODEL))
+    elif method == "photoreal":
+        from surrogate.photoreal import PHOTOREAL_MODEL, PHOTOREAL_VERSION
+
+        model, version = PHOTOREAL_MODEL, str(PHOTOREAL_VERSION)
     else:
         model, version = FACE_MODEL_3D, RENDERER_VERSION
 
     def render(values: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
-        return synthesize(method, values, seeds, schema=schema, repository=repository, size=size)
+        return synthesize(method, values, seeds, schema=schema, repository=repository, size=size, rgb=rgb)
 
     return Renderer(render, schema, method, "embedded", model, version)
 

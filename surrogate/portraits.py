@@ -54,7 +54,8 @@ class PortraitGenerator:
         self.threads = int(threads)
         self.model_dir = model_dir
 
-    def _compile(self, stem: str, input_name: str, batch: int):
+    def _compile(self, stem: str, input_name: str, batch: int, cut=None):
+        """Read, reshape to ``batch`` and compile one network; ``cut(model)`` may return a part of it first."""
         try:
             import openvino as ov
         except ImportError as exc:
@@ -66,6 +67,8 @@ class PortraitGenerator:
         core = ov.Core()
         model = core.read_model(str(xml), str(weights))
         model.reshape({input_name: [batch, W_DIM]})
+        if cut is not None:
+            model = cut(model)
         config = {"INFERENCE_PRECISION_HINT": "f32"}  # bf16 would change pixels with the CPU's features
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads

@@ -34,6 +34,7 @@ import numpy as np
 
 from surrogate.model_repo import ModelRepository, ModelRepositoryError, TensorSpec, config_io
 from surrogate.noise import record_seeds, row_seed, z_batch
+from surrogate.portraits import z_for_seeds
 from surrogate.schema import AttributeSchema
 
 __all__ = [
@@ -61,9 +62,12 @@ __all__ = [
 GAN_MODEL = "gan_generator"
 RECON_MODEL = "recon"
 
-# z laws by name: seeds + width -> (N, width) float32. The project's generators draw U(-1, 1); a
-# StyleGAN-like generator would add "normal" here.
-NOISE: dict[str, Callable[[Sequence[int], int], np.ndarray]] = {"uniform": z_batch}
+# z laws by name: seeds + width -> (N, width) float32. The project's generators draw U(-1, 1); the portrait
+# generator of the photoreal method (surrogate.photoreal) draws its 512-d standard normal from its own stream.
+NOISE: dict[str, Callable[[Sequence[int], int], np.ndarray]] = {
+    "uniform": z_batch,
+    "portrait": lambda seeds, width: z_for_seeds(seeds),
+}
 
 
 def default_repository() -> Path:

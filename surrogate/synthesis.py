@@ -1,9 +1,10 @@
-"""Attributes + seeds -> surrogate images, by either method, torch-free.
+"""Attributes + seeds -> surrogate images, by any method, torch-free.
 
 The in-process entry point of the CLI, batch synthesis and the annotation exporter: it picks the method
-(the 3-D renderer, or the generator through ``surrogate.runtime``, where the seed becomes z) and the
-output size and colour. A surrogate depends only on (attributes, seed, model version): the 3-D path
-draws its identity from the seed, the GAN path its noise; no source image ever reaches this module.
+(the 3-D renderer; the GAN through ``surrogate.runtime``, where the seed becomes z; or the photoreal
+portraits, ``surrogate.photoreal``, through the same runtime) and the output size and colour. A surrogate
+depends only on (attributes, seed, model version): the 3-D path draws its identity from the seed, the GAN
+path its noise, the photoreal path its person; no source image ever reaches this module.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from surrogate.model_repo import ModelRepository
 from surrogate.runtime import GAN_MODEL, OnnxRuntimeBackend, default_repository, generate_images
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
-__all__ = ["DEFAULT_3D_SIZE", "GAN_MODEL", "METHODS", "default_repository", "method_schema", "reorder",
+__all__ = ["DEFAULT_3D_SIZE", "DEFAULT_PHOTOREAL_SIZE", "GAN_MODEL", "METHODS", "PHOTOREAL_SIZES", "check_size",
+           "default_repository", "method_schema", "photoreal_backend", "photoreal_images", "reorder",
            "resize_images", "synthesize"]
 
-Method = Literal["gan", "3d"]
-METHODS: tuple[str, ...] = ("gan", "3d")
+Method = Literal["gan", "3d", "photoreal"]
+METHODS: tuple[str, ...] = ("gan", "3d", "photoreal")
 DEFAULT_3D_SIZE = 64
+# The photoreal method's sizes (area-shrunk from its 256 px framing) and default (64 grey, as the GAN's,
+# which the annotation uses).
+PHOTOREAL_SIZES: tuple[int, ...] = (64, 128, 256)
+DEFAULT_PHOTOREAL_SIZE = 64
 
 
 @lru_cache(maxsize=4)
@@ -34,7 +40,7 @@ def _repository(path: str) -> ModelRepository:
 
 def method_schema(method: str, repository: str | os.PathLike[str] | None = None) -> AttributeSchema:
     """The attribute schema a method expects its values in."""
-    if method == "3d":
+    if method in ("3d", "photoreal"):
         return DEFAULT_SCHEMA
     if method == "gan":
         return _repository(str(repository or default_repository())).schema(GAN_MODEL)
@@ -68,6 +74,9 @@ def synthesize(
         from surrogate.synthesis_3d import render_surrogates_3d
 
         return render_surrogates_3d(target, values, list(seeds), size=size or DEFAULT_3D_SIZE, rgb=rgb)
+    if method == "photoreal":
+        return photoreal_images(generate_images(photoreal_backend(), values, seeds, batch_size=batch_size),
+                                size=size, rgb=rgb)
     # The repository object is cached, and with it the sessions; the backend is rebuilt per call so that
     # a version added since the last call is the one used (as the manifest of a batch run says).
     generator = OnnxRuntimeBackend(_repository(str(repository or default_repository())), recon_model=None)
@@ -77,6 +86,35 @@ def synthesize(
     if size is not None and images.shape[1] != size:
         images = resize_images(images, size)
     return np.ascontiguousarray(images)
+
+
+@lru_cache(maxsize=1)
+def photoreal_backend():
+    """One photoreal backend per process (compiling the networks and the mean w take seconds)."""
+    from surrogate.photoreal import PhotorealBackend
+
+    return PhotorealBackend()
+
+
+def check_size(method: str, size: int | None) -> None:
+    """A ValueError naming the sizes when ``method`` cannot render ``size`` (before any work starts)."""
+    if method == "photoreal" and size is not None and size not in PHOTOREAL_SIZES:
+        raise ValueError(f"size {size}: the photoreal method renders {list(PHOTOREAL_SIZES)} px")
+
+
+def photoreal_images(images: np.ndarray, *, size: int | None = None, rgb: bool = False) -> np.ndarray:
+    """The photoreal backend's (N, S, S, 3) colour framing -> (N, size, size)[, 3] (grey unless ``rgb``)."""
+    from surrogate.face_align import to_gray
+    from surrogate.portraits import downscale
+
+    size = size or DEFAULT_PHOTOREAL_SIZE
+    check_size("photoreal", size)
+    out = [downscale(image, size) for image in images]
+    if not rgb:
+        out = [to_gray(image) for image in out]
+    if not out:
+        return np.zeros((0, size, size, 3) if rgb else (0, size, size), np.uint8)
+    return np.ascontiguousarray(np.stack(out))
 
 
 def reorder(values: np.ndarray, source: AttributeSchema, target: AttributeSchema) -> np.ndarray:

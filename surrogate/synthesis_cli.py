@@ -25,13 +25,17 @@ from tqdm import tqdm
 from surrogate.imageio import atomic_write_text, safe_file_stem, save_png
 from surrogate.noise import MAX_SEED
 from surrogate.runtime import row_seed
-from surrogate.synthesis import METHODS, method_schema, synthesize
+from surrogate.synthesis import METHODS, check_size, method_schema, synthesize
 
 __all__ = ["synthesize_batch_command", "synthesize_command"]
 
 # The options both commands share, so that they mean the same in both.
 method_option = click.option("--method", type=click.Choice(METHODS), default="3d", show_default=True,
-                             help="3d: the parametric face model; gan: the conditional BEGAN-CS generator.")
+                             help="3d: the parametric face model; gan: the conditional BEGAN-CS generator; "
+                                  "photoreal: steered portraits of nobody (research / non-commercial use only; "
+                                  "--size 64, 128 or 256).")
+rgb_option = click.option("--rgb/--grey", default=False, show_default=True,
+                          help="Colour or grey output (the 3-D and photoreal methods; the GAN is grey).")
 seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
                            help="Base seed; surrogate k of row i uses seed + i*n + k (in both commands).")
 n_option = click.option("--n", "n_per_row", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -52,10 +56,11 @@ repository_option = click.option(
 @seed_option
 @n_option
 @size_option
+@rgb_option
 @format_option
 @repository_option
 def synthesize_command(attributes_path: str, out_dir: str, method: str, seed: int, n_per_row: int,
-                       size: int | None, file_format: str, repository: str | None) -> None:
+                       size: int | None, rgb: bool, file_format: str, repository: str | None) -> None:
     """Render surrogates for every valid row of an attribute file.
 
     Writes OUT/<id>_<k>.png, OUT/manifest.csv (id, k, seed, method, file, attributes used) and
@@ -64,6 +69,7 @@ def synthesize_command(attributes_path: str, out_dir: str, method: str, seed: in
     from surrogate.adapters import AttributeFileError, read_attributes
 
     try:
+        check_size(method, size)
         schema = method_schema(method, repository)
         table = read_attributes(attributes_path, format=file_format, schema=schema)
     except (AttributeFileError, ValueError, FileNotFoundError) as exc:
@@ -84,7 +90,7 @@ def synthesize_command(attributes_path: str, out_dir: str, method: str, seed: in
         for start in range(0, len(todo), 64):
             chunk = todo[start: start + 64]
             images = synthesize(method, table.values[[c[0] for c in chunk]], [c[2] for c in chunk],
-                                schema=schema, repository=repository, size=size)
+                                schema=schema, repository=repository, size=size, rgb=rgb)
             for (_, _, _, path), image in zip(chunk, images, strict=True):
                 save_png(path, image)
             bar.update(len(chunk))
@@ -103,6 +109,35 @@ def _csv(rows: list[dict[str, object]], columns: list[str] | None = None) -> str
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float | np.floating) else v) for k, v in row.items()})
     return buffer.getvalue()
+
+
+def read_column(path: str | Path, column: str, rows: list[int], option: str = "--subject-column") -> list[str]:
+    """The cells of one CSV column for the accepted rows (``rows``: 1-based source record numbers, as the
+    attribute reader numbers them); a missing column is a ValueError naming the option and the columns."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        first = handle.readline()
+        delimiter = "\t" if first.count("\t") > first.count(",") else ","
+        header = [name.strip() for name in next(csv.reader([first], delimiter=delimiter))]
+        if column not in header:
+            raise ValueError(f"{path}: {option} {column!r} is not a column (columns: {', '.join(header)})")
+        index = header.index(column)
+        records = list(csv.reader(handle, delimiter=delimiter))
+    return [records[row - 1][index].strip() if index < len(records[row - 1]) else "" for row in rows]
+
+
+def read_subjects(path: str, column: str, rows: list[int]) -> list[int]:
+    """The subject number (a non-negative integer) of each accepted row, from a CSV column."""
+    subjects = []
+    for row, cell in zip(rows, read_column(path, column, rows), strict=True):
+        try:
+            subject = int(cell)
+        except ValueError:
+            subject = -1
+        if not 0 <= subject <= MAX_SEED:
+            raise ValueError(f"{path}: row {row}: --subject-column {column!r} needs a non-negative integer, "
+                             f"got {cell!r}")
+        subjects.append(subject)
+    return subjects
 
 
 EXIT_BACKEND_UNAVAILABLE = 75
@@ -124,8 +159,12 @@ class BackendUnavailableExit(click.ClickException):
 @seed_option
 @n_option
 @size_option
+@rgb_option
 @format_option
 @repository_option
+@click.option("--subject-column", default=None, metavar="COLUMN",
+              help="A column of non-negative subject numbers (CSV files): every row of subject s is seeded as "
+                   "row s would be (seed + s*n + k), so one private person gets one surrogate person.")
 @click.option("--triton-url", envvar="SURROGATE_TRITON_URL", default="127.0.0.1:8001", show_default=True,
               help="Triton host:port for --backend triton ($SURROGATE_TRITON_URL).")
 @click.option("--triton-protocol", envvar="SURROGATE_TRITON_PROTOCOL", type=click.Choice(["grpc", "http"]),
@@ -133,9 +172,9 @@ class BackendUnavailableExit(click.ClickException):
 @click.option("--chunk-size", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Images per model call and per journal append (a kill redoes at most one chunk).")
 def synthesize_batch_command(attributes_file: str, out_dir: str, shard: str, method: str, backend: str,
-                             seed: int, n_per_row: int, size: int | None, file_format: str,
-                             repository: str | None, triton_url: str, triton_protocol: str,
-                             chunk_size: int) -> None:
+                             seed: int, n_per_row: int, size: int | None, rgb: bool, file_format: str,
+                             repository: str | None, subject_column: str | None, triton_url: str,
+                             triton_protocol: str, chunk_size: int) -> None:
     """Render surrogates for every valid row of ATTRIBUTES_FILE into OUT, resumably.
 
     Writes OUT/images/<id>_<k>.png, a manifest journal OUT/manifest[.shard-I-of-N].jsonl (one line
@@ -162,12 +201,14 @@ def synthesize_batch_command(attributes_file: str, out_dir: str, shard: str, met
             renderer = triton_renderer(url=triton_url, protocol=triton_protocol, repository=repository,
                                        size=size)
         else:
-            renderer = embedded_renderer(method, repository=repository, size=size)
+            renderer = embedded_renderer(method, repository=repository, size=size, rgb=rgb)
         table = read_attributes(attributes_file, format=file_format, schema=renderer.schema)
+        subjects = (None if subject_column is None
+                    else read_subjects(attributes_file, subject_column, table.rows or list(range(1, len(table) + 1))))
         rejected = [{"row": r.row, "id": r.id, "reason": r.reason} for r in table.rejected]
         result = run_batch(table.values, table.ids, out_dir, renderer, source_rows=table.rows or None,
                            rejected=rejected, shard=parsed_shard, seed=seed, n_per_row=n_per_row,
-                           chunk_size=chunk_size, source=str(attributes_file))
+                           chunk_size=chunk_size, source=str(attributes_file), subjects=subjects)
     except BackendUnavailableError as exc:
         raise BackendUnavailableExit(f"backend unavailable, nothing lost; rerun to continue: {exc}") from exc
     except (AttributeFileError, BatchError, ValueError, OSError) as exc:

@@ -345,3 +345,42 @@ def test_sessions_round_trip_through_both_platforms(tmp_path: Path) -> None:
         workers = [ids.get(w, w) for w in result.labels["worker"]]
         got = sorted(zip(workers, result.labels["task"], result.labels["label"], strict=True))
         assert got == sorted(zip(crowd.labels["worker"], crowd.labels["task"], crowd.labels["label"], strict=True))
+
+
+def test_subject_ids_give_one_seed_per_private_person(tmp_path: Path) -> None:
+    table = load_manifest(_wide_manifest(tmp_path, 6))
+    subjects = ["p1", "p2", "p1", "p3", "p2", "p1"]
+    summary = _export(table, tmp_path, "subjects", methods=("photoreal",), include_raw=False, size=64,
+                      subjects=subjects, gold_rules=[])
+    mapping = PrivateMapping.read(summary.mapping_path)
+    seed_of = {e.private_id: e.seed for e in mapping.items()}
+    by_subject: dict[str, set[int]] = {}
+    for row_id, subject in zip(table.ids, subjects, strict=True):
+        by_subject.setdefault(subject, set()).add(seed_of[row_id])
+    assert all(len(seeds) == 1 for seeds in by_subject.values())
+    assert len({next(iter(s)) for s in by_subject.values()}) == 3  # three people, three seeds
+    assert {e.method for e in mapping.items()} == {"photoreal"}
+    with pytest.raises(ExportError, match="renders"):
+        _export(table, tmp_path, "size", methods=("photoreal",), size=16)
+    with pytest.raises(ExportError, match="subject ids"):
+        _export(table, tmp_path, "short", subjects=subjects[:2])
+
+
+def test_export_command_reads_the_subject_column_and_names_a_missing_one(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from annotation.cli import annotate_group
+
+    manifest = _wide_manifest(tmp_path, 3)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(f"{line},{s}" for line, s in zip(lines, ["subject", "a", "b", "a"],
+                                                                     strict=True)) + "\n")
+    base = ["export", str(manifest), "--batch", str(tmp_path / "batch"), "--method", "3d", "--size", "32"]
+    missing = CliRunner().invoke(annotate_group, [*base, "--mapping", str(tmp_path / "m1.json"),
+                                                  "--subject-column", "person"])
+    assert missing.exit_code == 1 and "'person' is not a column" in missing.output
+    done = CliRunner().invoke(annotate_group, [*base, "--mapping", str(tmp_path / "m2.json"),
+                                               "--subject-column", "subject"])
+    assert done.exit_code == 0, done.output
+    seeds = {e.private_id: e.seed for e in PrivateMapping.read(tmp_path / "m2.json").items()}
+    assert seeds["patient0000"] == seeds["patient0002"] != seeds["patient0001"]

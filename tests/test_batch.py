@@ -207,3 +207,35 @@ def test_sigkill_mid_run_then_rerun_finishes_without_redoing(tmp_path: Path, rep
         np.testing.assert_array_equal(load_image(out / entry["file"], grayscale=True), image)
         assert hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
     assert len(read_csv(out / "manifest.csv")) == n
+
+
+def test_subject_column_gives_every_row_of_a_subject_one_seed(tmp_path: Path) -> None:
+    attributes = write_attributes(tmp_path / "attrs.csv", 4)
+    lines = attributes.read_text().splitlines()
+    subjects = ["subject", "7", "2", "7", "x"]
+    attributes.write_text("\n".join(f"{line},{s}" for line, s in zip(lines, subjects, strict=True)) + "\n")
+    base = [str(attributes), "--method", "3d", "--seed", "5", "--n", "2", "--size", "32"]
+    result = CliRunner().invoke(synthesize_batch_command, [*base, "--out", str(tmp_path / "bad"),
+                                                           "--subject-column", "subject"])
+    assert result.exit_code == 1 and "row 4" in result.output and "'x'" in result.output
+    attributes.write_text(attributes.read_text().replace(",x\n", ",3\n"))
+    result = CliRunner().invoke(synthesize_batch_command, [*base, "--out", str(tmp_path / "out"),
+                                                           "--subject-column", "subject"])
+    assert result.exit_code == 0, result.output
+    seeds = {(int(r["row"]), int(r["k"])): int(r["seed"]) for r in read_csv(tmp_path / "out" / "manifest.csv")}
+    # subject s's surrogate k has the seed row s would have had: seed + s*n + k
+    assert [seeds[(r, 0)] for r in range(4)] == [5 + 7 * 2, 5 + 2 * 2, 5 + 7 * 2, 5 + 3 * 2]
+    assert seeds[(0, 1)] == seeds[(2, 1)] == 5 + 7 * 2 + 1
+    missing = CliRunner().invoke(synthesize_batch_command, [*base, "--out", str(tmp_path / "m"),
+                                                            "--subject-column", "person"])
+    assert missing.exit_code == 1 and "'person' is not a column" in missing.output
+
+
+def test_photoreal_size_it_cannot_render_is_refused_before_any_work(tmp_path: Path) -> None:
+    attributes = write_attributes(tmp_path / "attrs.csv", 2)
+    for command, args in ((synthesize_command, ["--attributes", str(attributes)]), (synthesize_batch_command,
+                                                                                      [str(attributes)])):
+        result = CliRunner().invoke(command, [*args, "--out", str(tmp_path / "out"), "--method", "photoreal",
+                                              "--size", "100"])
+        assert result.exit_code == 1 and "64, 128, 256" in result.output, result.output
+        assert not (tmp_path / "out" / "manifest.csv").exists()

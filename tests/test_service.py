@@ -130,6 +130,21 @@ def test_json_response_carries_model_seed_attributes(server) -> None:
     }
 
 
+@pytest.mark.slow
+def test_photoreal_through_the_service_equals_in_process(server) -> None:
+    pytest.importorskip("openvino", reason="the portraits extra (openvino) is not installed")
+    from surrogate.synthesis import synthesize
+
+    url = server
+    body = {"records": [RECORD], "method": "photoreal", "seed": 5, "size": 128, "rgb": True}
+    response = httpx.post(url + "/synthesize", json=body, timeout=600)
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["x-surrogate-model"] == "photoreal"
+    image = decode_image(response.content)
+    expected = synthesize("photoreal", DEFAULT_SCHEMA.validate_records([RECORD]), [5], size=128, rgb=True)[0]
+    assert image.shape == (128, 128, 3) and np.array_equal(image, expected)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "field"),
     [
@@ -154,6 +169,9 @@ def test_json_response_carries_model_seed_attributes(server) -> None:
         ({"json": {"records": [RECORD] * 21}}, 413, "records"),
         ({"json": {"records": [RECORD], "seed": -1}}, 422, "seed"),
         ({"json": {"records": [RECORD], "method": "dream"}}, 422, "method"),
+        ({"json": {"records": [RECORD], "size": 128}}, 422, "size"),
+        ({"json": {"records": [RECORD], "method": "3d", "rgb": True}}, 422, "rgb"),
+        ({"json": {"records": [RECORD], "method": "photoreal", "size": 100}}, 422, "size"),
         ({"json": {"records": [RECORD], "n": 2, "format": "png"}}, 422, "format"),
         ({"json": [1, 2]}, 422, None),
         ({"content": b"x" * 300_000, "headers": {"content-type": "application/json"}}, 413, None),
@@ -245,7 +263,14 @@ def test_extract_and_anonymize(server) -> None:
 def test_models_health_metrics_and_no_third_party_scripts(server) -> None:
     url = server
     models = httpx.get(url + "/models").json()
-    assert {m["name"] for m in models["models"]} == {"gan_generator", "recon"}
+    from surrogate.photoreal import photoreal_available
+
+    photoreal = {"photoreal"} if photoreal_available() else set()
+    assert {m["name"] for m in models["models"]} == {"gan_generator", "recon"} | photoreal
+    assert set(models["methods"]) == {"gan", "3d"} | photoreal
+    for model in models["models"]:
+        if model["name"] == "photoreal":
+            assert "non-commercial" in model["licence"] and model["noise"] == "portrait"
     assert [a["name"] for a in models["models"][0]["attributes"]] == list(DEFAULT_SCHEMA.names)
     for probe in ("/readyz", "/livez", "/healthz"):
         assert httpx.get(url + probe).status_code == 200

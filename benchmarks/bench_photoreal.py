@@ -1,0 +1,121 @@
+"""The photoreal method measured: detection, r requested vs read, gender AUC, identity, speed.
+
+Attribute vectors are drawn from held-out rows of the natural portrait corpus (the calibration read the
+edited corpus; the directions were fitted on all of the natural corpus's w, but these rows' *readings* are
+only requests here). Each of n/2 fresh seeds renders two different vectors, so the same person is seen
+with two sets of attributes. Readers: MediaPipe for pose and AUs (on the 256 px colour framing and on the
+64 px grey default), the shipped recon network for gender on the 64 px grey crop (what ``surrogate
+attributes extract`` reads by default; the gender boundary's probability of the edited w would not be an
+independent reading and is printed only for comparison). Identity: dlib's descriptor distance.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_photoreal.py --attributes data/portraits_p1/attributes.csv \\
+        --rows 1024:2048 --n 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from surrogate.schema import DEFAULT_SCHEMA
+
+EVALUATION_SEED_BASE = 8_000_000_000  # fresh seeds, nowhere near the corpus's or the calibration's
+
+
+def read_rows(path: str, rows: str) -> np.ndarray:
+    """(N, A) DEFAULT_SCHEMA values of rows start:stop of a canonical attribute CSV."""
+    import csv
+
+    start, stop = (int(x) for x in rows.split(":"))
+    with open(path, newline="") as handle:
+        records = list(csv.DictReader(handle))[start:stop]
+    return np.array([[float(r[n]) for n in DEFAULT_SCHEMA.names] for r in records], np.float32)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--attributes", required=True)
+    parser.add_argument("--rows", default="1024:2048")
+    parser.add_argument("--n", type=int, default=120, help="surrogates (an even number: n/2 seeds, two each)")
+    parser.add_argument("--chunk", type=int, default=8)
+    args = parser.parse_args()
+
+    from surrogate.extract import OnnxEstimator
+    from surrogate.face_identity import DlibIdentity
+    from surrogate.landmarks import MediaPipeEstimator
+    from surrogate.photoreal import MODELS_DIR
+    from surrogate.portrait_directions import GenderBoundary, auc
+    from surrogate.runtime import default_repository, generator_noise
+    from surrogate.synthesis import photoreal_backend, photoreal_images, synthesize
+
+    pool = read_rows(args.attributes, args.rows)
+    rng = np.random.default_rng(1)
+    values = pool[rng.choice(len(pool), args.n, replace=False)]
+    seeds = [EVALUATION_SEED_BASE + i // 2 for i in range(args.n)]  # rows 2j and 2j+1 share a seed
+
+    backend = photoreal_backend()
+    synthesize("photoreal", values[:1], seeds[:1], size=128)  # compile and the mean w, outside the timing
+    started = time.perf_counter()
+    colour = np.concatenate([synthesize("photoreal", values[s:s + args.chunk], seeds[s:s + args.chunk],
+                                        size=256, rgb=True) for s in range(0, args.n, args.chunk)])
+    seconds = time.perf_counter() - started
+    grey64 = photoreal_images(colour, size=64)
+    small = time.perf_counter()
+    synthesize("photoreal", values[:8], seeds[:8], size=128)
+    per_128 = (time.perf_counter() - small) / 8
+
+    mediapipe = MediaPipeEstimator()
+    read = {"256 colour": mediapipe.predict(colour)}
+    found = {"256 colour": mediapipe.found.copy()}
+    read["64 grey"] = mediapipe.predict(grey64)
+    found["64 grey"] = mediapipe.found.copy()
+    recon = OnnxEstimator(str(default_repository()))
+    gender_read = recon.predict(list(grey64))[:, recon.schema.index("gender")]
+    requested_gender = values[:, DEFAULT_SCHEMA.index("gender")]
+
+    print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from rows {args.rows} of {args.attributes}")
+    print(f"speed: {args.n / seconds:.2f} surrogates/s at 256 px colour in chunks of {args.chunk} "
+          f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (1024 px render, shrink to 512, "
+          "rotate, MediaPipe framing, crop)")
+    for size, estimates in read.items():
+        hit = found[size]
+        print(f"\n{size}: MediaPipe found {hit.sum()}/{args.n} ({100 * hit.mean():.1f}%)")
+        for j, name in enumerate(mediapipe.schema.names):
+            k = DEFAULT_SCHEMA.index(name)
+            r = pearson(values[hit, k], estimates[hit, j])
+            note = ""
+            if name == "yaw":
+                inside = hit & (np.abs(values[:, k]) <= 30)
+                note = f"   (|requested yaw| <= 30: r {pearson(values[inside, k], estimates[inside, j]):.3f})"
+            if name == "AU06":
+                note = "   (no direction: MediaPipe's AU06 is a proxy of AU07 and AU12)"
+            print(f"  {name:6s} r {r:.3f}  requested mean {values[hit, k].mean():6.2f} sd {values[hit, k].std():5.2f}"
+                  f"  read mean {estimates[hit, j].mean():6.2f} sd {estimates[hit, j].std():5.2f}{note}")
+    labels = requested_gender > 0.5
+    print(f"\ngender (recon on the 64 px grey crop): AUC {auc(gender_read, labels):.3f} against requested > 0.5; "
+          f"r {pearson(requested_gender, gender_read):.3f}")
+    boundary = GenderBoundary.load(MODELS_DIR / "gender_boundary.npz")
+    w = backend.latents(values, generator_noise(seeds, backend.gan))
+    print(f"  for comparison only (not independent): the gender boundary on the edited w: AUC "
+          f"{auc(boundary.probability(w), labels):.3f}")
+
+    identity = DlibIdentity()
+    descriptors, _ = identity.describe(list(colour))
+    same = np.linalg.norm(descriptors[0::2] - descriptors[1::2], axis=1)
+    firsts = descriptors[0::2]
+    i, j = np.triu_indices(len(firsts), 1)
+    different = np.linalg.norm(firsts[i] - firsts[j], axis=1)
+    print(f"\nidentity (dlib, 256 px colour): same seed, different attributes: distance < 0.5 in "
+          f"{100 * (same < 0.5).mean():.1f}% of {len(same)} pairs (median {np.median(same):.3f}); different seeds: "
+          f"> 0.6 in {100 * (different > 0.6).mean():.1f}% of {len(different)} pairs (median "
+          f"{np.median(different):.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Photoreal surrogates: a portrait of nobody, steered in w so that MediaPipe reads the requested attributes.
+
+The third method beside the 3-D renderer and the GAN (``--method photoreal``). For one row of attributes and
+one seed:
+
+1. identity from the seed alone: seed -> z (``noise.STREAM_PORTRAIT_Z``) -> w0 (mapping network, truncation
+   psi around the fixed mean w; ``surrogate.portraits``);
+2. expression, pose and gender from the attributes alone: the closed-form edit of w0 along the conditioned
+   directions (``surrogate.portrait_directions``) that sets the read-out to a *calibrated* target. Moving w
+   moves MediaPipe's reading less than the read-out predicts (gains 0.1-0.7), so the target is the inverse of
+   a per-attribute linear model ``read = a + b * readout(w0) + c * target`` fitted on portraits that the
+   directions were not fitted on (``portrait_models/photoreal_calibration.npz``,
+   ``scripts/fit_photoreal_calibration.py``);
+   the step is clipped to what the generator can show without breaking the face;
+3. the 1024 px portrait, shrunk to 512, rotated in the image plane by the roll (FFHQ faces are
+   roll-normalised, so roll is not in w), framed by ``surrogate.face_align`` (MediaPipe landmarks: the
+   project's one framing; a fixed frame when no face is found) and cut at ``RENDER_SIDE`` px colour.
+   Callers shrink and grey it (``surrogate.synthesis``).
+
+Nothing else enters: a surrogate depends on (attributes, seed, model version) only. AU06 is ignored: it has
+no direction in w (MediaPipe's AU06 is a proxy of AU07 and AU12). The weights are distilled from NVIDIA
+StyleGAN2-FFHQ: research and non-commercial use only (``LICENCE``).
+
+``PhotorealBackend`` implements ``surrogate.runtime.Backend`` (``generate(attributes, z)``), so the runtime's
+seed rule and ``generate_images`` serve it as they serve the GAN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.assets import FACE_LANDMARKER, PORTRAIT_GENERATOR
+from surrogate.model_repo import TensorSpec
+from surrogate.portrait_directions import AttributeDirections
+from surrogate.portraits import FULL_SIDE, PortraitGenerator, PortraitModelError, downscale
+from surrogate.runtime import ModelInfo
+from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
+
+PHOTOREAL_MODEL = "photoreal"
+PHOTOREAL_VERSION = 1  # bump when the edit, the framing or a model file changes the pixels
+RENDER_SIDE = 256  # the backend's output; 64 and 128 are area-shrunk from it
+WORK_SIDE = 512  # the portrait is rotated and framed at this size (as the portrait corpus is)
+MODELS_DIR = Path(__file__).resolve().parent / "portrait_models"
+DIRECTIONS_FILE = "directions.npz"
+CALIBRATION_FILE = "photoreal_calibration.npz"  # an .npz: package data, like the other model files
+# Where the face sits in a roll-free 512 px portrait when MediaPipe finds none (the median landmark frame
+# of the calibration portraits): the output is then still a framed face, never an error.
+FALLBACK_FRAME = (256.0, 284.0, 330.0)
+LICENCE = PORTRAIT_GENERATOR.licence
+
+
+def photoreal_available() -> bool:
+    """OpenVINO and MediaPipe are installed and the portrait and landmark model files are fetched."""
+    from importlib.util import find_spec
+
+    return (find_spec("openvino") is not None and find_spec("mediapipe") is not None
+            and not PORTRAIT_GENERATOR.missing() and not FACE_LANDMARKER.missing())
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per direction: MediaPipe's reading ~ a + b * readout(w0) + c * target; |target - readout(w0)| <= limit."""
+
+    names: tuple[str, ...]
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    limit: np.ndarray
+
+    @classmethod
+    def identity(cls, names: tuple[str, ...], limit: np.ndarray) -> Calibration:
+        k = len(names)
+        return cls(names, np.zeros(k, np.float32), np.zeros(k, np.float32), np.ones(k, np.float32),
+                   np.asarray(limit, np.float32))
+
+    def target(self, requested: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """The read-out target that makes the reading ``requested`` (N, K), given the read-out of w0."""
+        raw = (requested - self.a - self.b * predicted) / self.c
+        return (predicted + np.clip(raw - predicted, -self.limit, self.limit)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: {"a": float(self.a[k]), "b": float(self.b[k]), "c": float(self.c[k]),
+                       "limit": float(self.limit[k])} for k, name in enumerate(self.names)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], names: tuple[str, ...]) -> Calibration:
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"calibration has no entry for {missing}")
+        columns = {key: np.array([float(data[n][key]) for n in names], np.float32) for key in ("a", "b", "c", "limit")}
+        if np.any(columns["c"] <= 0):
+            raise ValueError("calibration gains c must be positive")
+        return cls(names, columns["a"], columns["b"], columns["c"], columns["limit"])
+
+    @classmethod
+    def load(cls, path: str | Path, names: tuple[str, ...]) -> Calibration:
+        """Read a calibration file (its ``calibration`` entry: the JSON of ``to_dict``)."""
+        with np.load(path) as data:
+            return cls.from_dict(json.loads(str(data["calibration"])), names)
+
+    def save(self, path: str | Path, **info: object) -> None:
+        from surrogate.imageio import atomic_open
+
+        with atomic_open(path) as handle:
+            np.savez(handle, calibration=np.array(json.dumps(self.to_dict())),
+                     info=np.array(json.dumps(info, default=str)))
+
+
+class HalfResolutionGenerator(PortraitGenerator):
+    """The portrait generator stopped before its last step: the 512 px portrait straight from the last block.
+
+    MobileStyleGAN's last block outputs Haar wavelet bands at 512 px (12 channels: the low band of R, G, B,
+    then the detail bands) and the network ends with their inverse transform to 1024 px. The low band is
+    twice the mean of each 2x2 block, so ``0.5 * low`` IS the 1024 px portrait averaged down to 512 px (to
+    float rounding; the pixels differ by at most one level of quantisation), without the inverse transform:
+    0.39 instead of 0.51 CPU-seconds per portrait on these cores. Nothing cheaper exists in this network:
+    the earlier blocks (256 px and below) have no output layer of their own.
+    """
+
+    @cached_property
+    def _synthesis(self):
+        return self._compile("SynthesisNetwork", "style", self.batch, cut=self._cut)
+
+    def _cut(self, model):
+        import openvino as ov
+
+        side = model.outputs[0].get_partial_shape()[2].get_length()
+        bands = [op for op in model.get_ordered_ops() if op.get_output_size() == 1
+                 and op.get_output_partial_shape(0).rank.get_length() == 4
+                 and [d.get_length() for d in op.get_output_partial_shape(0)][1:] == [12, side // 2, side // 2]]
+        if not bands:
+            raise PortraitModelError("the portrait network is not the expected MobileStyleGAN (no wavelet output)")
+        # the last such op is the bands with their bias added, what the inverse transform reads
+        return ov.Model([bands[-1].output(0)], model.get_parameters(), "SynthesisNetworkHalf")
+
+    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2) -> np.ndarray:
+        """Portraits for w (N, 512): (N, side, side, 3) uint8 RGB, side <= 512."""
+        if side > FULL_SIDE // 2:
+            raise ValueError(f"the half-resolution path renders at most {FULL_SIDE // 2} px, not {side}")
+        images = []
+        w = np.asarray(w, np.float32)
+        compiled = self._synthesis
+        for start in range(0, len(w), self.batch):
+            bands = self._run(compiled, w[start:start + self.batch])
+            low = 0.5 * bands[:, :3]
+            pixels = np.clip(np.rint((low.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+            images.extend(downscale(p, side) for p in pixels)
+        return np.stack(images) if images else np.zeros((0, side, side, 3), np.uint8)
+
+
+def schema_columns(schema: AttributeSchema, names: tuple[str, ...]) -> list[int]:
+    """Index in ``schema`` of each direction name (every direction is a schema attribute)."""
+    return [schema.index(n) for n in names]
+
+
+class PhotorealBackend:
+    """The embedded OpenVINO backend of the photoreal method: attributes (N, A) + z (N, 512) -> (N, 3, S, S)."""
+
+    kind = "photoreal"
+    recon: ModelInfo | None = None
+
+    def __init__(self, *, psi: float = 0.7, batch: int = 4, threads: int = 0, model_dir: str | None = None,
+                 models: str | Path | None = None, calibrated: bool = True) -> None:
+        self.generator = HalfResolutionGenerator(psi=psi, batch=batch, threads=threads, model_dir=model_dir)
+        folder = Path(models or MODELS_DIR)
+        self.directions = AttributeDirections.load(folder / DIRECTIONS_FILE)
+        default_limit = np.where(self.directions.spread > 0, 3.0 * self.directions.spread, 1.0)
+        calibration_path = folder / CALIBRATION_FILE
+        if calibrated and calibration_path.exists():
+            self.calibration = Calibration.load(calibration_path, self.directions.names)
+        else:
+            self.calibration = Calibration.identity(self.directions.names, default_limit)
+        self.schema = DEFAULT_SCHEMA
+        self._columns = schema_columns(self.schema, self.directions.names)
+        self._roll = self.schema.index("roll")
+        self._lock = threading.Lock()  # OpenVINO infer requests and the MediaPipe reader are not shared
+        digest = hashlib.sha256()
+        for path in (folder / DIRECTIONS_FILE, calibration_path):
+            if path.exists():
+                digest.update(path.read_bytes())
+        side = RENDER_SIDE
+        self.gan = ModelInfo(
+            PHOTOREAL_MODEL, PHOTOREAL_VERSION, self.schema,
+            (TensorSpec("attributes", np.dtype(np.float32), (-1, len(self.schema))),
+             TensorSpec("z", np.dtype(np.float32), (-1, 512))),
+            (TensorSpec("image", np.dtype(np.uint8), (-1, 3, side, side)),),
+            {"licence": LICENCE, "psi": psi, "calibrated": bool(calibrated and calibration_path.exists()),
+             "models_sha256": digest.hexdigest()[:16], "backend": "openvino"},
+            noise="portrait",
+        )
+
+    @cached_property
+    def _reader(self):
+        from surrogate.landmarks import FaceLandmarks
+
+        return FaceLandmarks()
+
+    def latents(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The edited w (N, 512): w0 from z alone, moved so that the reading matches the attributes."""
+        generator = self.generator
+        w0 = generator.w_avg + np.float32(generator.psi) * (generator.map(z) - generator.w_avg)
+        requested = np.asarray(attributes, np.float32)[:, self._columns]
+        # One row at a time: a matrix product's rounding depends on how many rows it has (BLAS picks other
+        # kernels), and a surrogate must not depend on the other rows of its request.
+        rows = []
+        for i in range(len(w0)):
+            predicted = self.directions.predict(w0[i:i + 1])
+            target = self.calibration.target(requested[i:i + 1], predicted)
+            rows.append(self.directions.edit(w0[i:i + 1], target))
+        return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, w0.shape[1]), np.float32)
+
+    def frame(self, portrait: np.ndarray, roll: float) -> np.ndarray:
+        """A WORK_SIDE portrait -> the project's framing at RENDER_SIDE colour, rolled by ``roll`` degrees."""
+        from surrogate.face_align import crop_square, landmark_frame
+        from surrogate.portrait_corpus import rotate_frame
+
+        image = rotate_frame(portrait, float(roll))
+        reading = self._reader.read(image)
+        if reading is None:
+            centre_x, centre_y, side = FALLBACK_FRAME
+            angle = np.radians(roll)  # the fixed frame turns with the image around the image's centre
+            dx, dy = centre_x - WORK_SIDE / 2, centre_y - WORK_SIDE / 2
+            box = (WORK_SIDE / 2 + dx * np.cos(angle) - dy * np.sin(angle),
+                   WORK_SIDE / 2 + dx * np.sin(angle) + dy * np.cos(angle), side)
+        else:
+            box = landmark_frame(reading.landmarks)
+        return crop_square(image, *box, RENDER_SIDE)
+
+    def generate(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """(N, A) natural units (DEFAULT_SCHEMA order) + (N, 512) z -> (N, 3, RENDER_SIDE, RENDER_SIDE) uint8."""
+        attributes = np.asarray(attributes, np.float32)
+        with self._lock:
+            w = self.latents(attributes, np.asarray(z, np.float32))
+            portraits = self.generator.render(w, side=WORK_SIDE)
+            crops = [self.frame(p, float(a[self._roll])) for p, a in zip(portraits, attributes, strict=True)]
+        if not crops:
+            return np.zeros((0, 3, RENDER_SIDE, RENDER_SIDE), np.uint8)
+        return np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))
+
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        from surrogate.runtime import BackendError
+
+        raise BackendError("the photoreal backend has no reconstruction model")
+
+    def close(self) -> None:
+        if "_reader" in self.__dict__:
+            self.__dict__.pop("_reader").close()

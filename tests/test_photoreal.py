@@ -1,0 +1,113 @@
+"""The photoreal method: the calibrated edit, identity from the seed, attributes only, framing and roll."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from surrogate.photoreal import CALIBRATION_FILE, MODELS_DIR, Calibration
+from surrogate.schema import DEFAULT_SCHEMA
+
+
+def test_calibrated_target_inverts_the_fitted_gain_and_clips_the_step() -> None:
+    names = ("yaw", "AU12")
+    calibration = Calibration(names, np.array([1.0, 0.5], np.float32), np.array([0.5, 0.2], np.float32),
+                              np.array([0.3, 0.4], np.float32), np.array([100.0, 2.0], np.float32))
+    predicted = np.array([[4.0, 1.0]], np.float32)
+    requested = np.array([[10.0, 2.0]], np.float32)
+    target = calibration.target(requested, predicted)
+    # the yaw step is within its limit: the fitted model then reads exactly what was requested
+    assert np.isclose(calibration.a[0] + calibration.b[0] * predicted[0, 0] + calibration.c[0] * target[0, 0], 10.0)
+    # AU12 would need (2 - 0.5 - 0.2) / 0.4 - 1 = 2.25 read-out units: clipped to its limit of 2
+    assert np.isclose(target[0, 1], predicted[0, 1] + 2.0)
+
+
+def test_shipped_calibration_covers_every_direction() -> None:
+    from surrogate.portrait_directions import AttributeDirections
+
+    names = AttributeDirections.load(MODELS_DIR / "directions.npz").names
+    calibration = Calibration.load(MODELS_DIR / CALIBRATION_FILE, names)
+    assert np.all(calibration.c > 0) and np.all(calibration.limit > 0)
+    with pytest.raises(ValueError, match="no entry"):
+        Calibration.from_dict({}, names)
+
+
+openvino = pytest.importorskip("openvino", reason="the portraits extra (openvino) is not installed")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from surrogate.synthesis import photoreal_backend
+
+    return photoreal_backend()
+
+
+def row(**values: float) -> np.ndarray:
+    neutral = {"yaw": 0.0, "pitch": 0.0, "roll": 0.0, "AU04": 0.5, "AU05": 0.2, "AU06": 2.0, "AU07": 2.0,
+               "AU12": 2.0, "AU23": 0.5, "gender": 0.5}
+    return np.array([[{**neutral, **values}[n] for n in DEFAULT_SCHEMA.names]], np.float32)
+
+
+def test_edit_comes_from_the_attributes_and_the_person_from_the_seed(backend) -> None:
+    from surrogate.portraits import z_for_seeds
+    from surrogate.runtime import generator_noise
+
+    assert backend.gan.noise == "portrait"
+    z = generator_noise([3, 3, 4], backend.gan)
+    assert np.array_equal(z, z_for_seeds([3, 3, 4]))
+    values = np.concatenate([row(AU12=0.5), row(AU12=4.5), row(AU12=4.5)])
+    w = backend.latents(values, z)
+    generator = backend.generator
+    w0 = generator.w_avg + np.float32(generator.psi) * (generator.map(z) - generator.w_avg)
+    directions = backend.directions
+    # the change of w lies in the span of the directions: nothing but the attributes moves the face
+    change = (w - w0).astype(np.float64)
+    basis = directions.vectors.T.astype(np.float64)
+    coefficients = np.linalg.lstsq(basis, change.T, rcond=None)[0]
+    residual = change.T - basis @ coefficients
+    assert np.abs(residual).max() < 1e-3 * max(1.0, np.abs(change).max())
+    # and the read-out of the edited w is the calibrated target of the requested attributes
+    requested = values[:, backend._columns]
+    expected = backend.calibration.target(requested, directions.predict(w0))
+    assert np.allclose(directions.predict(w), expected, atol=1e-2)
+    smile = directions.names.index("AU12")
+    assert directions.predict(w)[1, smile] > directions.predict(w)[0, smile] + 1.0
+    # a row alone gives the same w as in a batch with others
+    assert np.array_equal(backend.latents(values[2:], z[2:]), w[2:])
+
+
+def test_half_resolution_path_is_the_full_render_averaged_down(backend) -> None:
+    from surrogate.portraits import PortraitGenerator
+
+    w = backend.generator.w([8])
+    half = backend.generator.render(w)
+    full = PortraitGenerator(batch=1).render(w, side=512)
+    difference = np.abs(half.astype(int) - full)
+    assert half.shape == (1, 512, 512, 3)
+    # quantisation before vs after the average, and clipping at 1024 px before it
+    assert difference.max() <= 2 and difference.mean() < 0.5, (difference.max(), difference.mean())
+    with pytest.raises(ValueError, match="at most 512"):
+        backend.generator.render(w, side=1024)
+
+
+@pytest.mark.slow
+def test_surrogates_are_framed_rolled_turned_and_deterministic() -> None:
+    pytest.importorskip("mediapipe", reason="the portraits extra (mediapipe) is not installed")
+    from surrogate.landmarks import MediaPipeEstimator
+    from surrogate.synthesis import photoreal_images, synthesize
+
+    values = np.concatenate([row(), row(roll=20.0), row(yaw=-25.0), row(yaw=25.0)])
+    colour = synthesize("photoreal", values, [21, 21, 21, 21], size=256, rgb=True)
+    assert colour.shape == (4, 256, 256, 3) and colour.dtype == np.uint8
+    reader = MediaPipeEstimator()
+    read = reader.predict(colour)
+    assert reader.found.all()
+    yaw, roll = reader.schema.index("yaw"), reader.schema.index("roll")
+    assert 14.0 < read[1, roll] - read[0, roll] < 26.0  # roll is an in-plane rotation of the portrait
+    assert read[3, yaw] - read[2, yaw] > 10.0  # yaw comes from the edit of w
+    # the default: 64 px grey, the same pixels whatever else shares the batch
+    alone = synthesize("photoreal", values[1:2], [21])
+    assert alone.shape == (1, 64, 64)
+    assert np.array_equal(alone[0], photoreal_images(colour[1:2])[0])
+    with pytest.raises(ValueError, match="photoreal method renders"):
+        photoreal_images(colour[:1], size=100)
