@@ -250,10 +250,14 @@ def extract_command(inputs: tuple[Path, ...], model: Path | None, extractor: str
     if not paths:
         raise click.ClickException("no image files found in " + ", ".join(map(str, inputs)))
     estimator = load_any_estimator(model or default_repository(), device=device)
+    from surrogate.face_align import release_reader
+
     try:
         rows = extract_attributes(paths, estimator, aligned=aligned, extractor=extractor)
     except (AssetMissingError, LandmarkerError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        release_reader()
     atomic_write_text(out, rows_to_csv(rows, estimator.schema))
     counts: dict[str, int] = {}
     for row in rows:

@@ -94,6 +94,14 @@ def default_reader() -> FaceLandmarks:
     return _READER
 
 
+def release_reader() -> None:
+    """Close the process's FaceLandmarker (MediaPipe complains when one is left to interpreter teardown)."""
+    global _READER
+    if _READER is not None:
+        _READER.close()
+        _READER = None
+
+
 def align_face(image: np.ndarray, size: int = 64, *, channels: int = 1,
                reader: FaceLandmarks | None = None) -> AlignedFace | None:
     """The largest face of a photo in the project's framing, or None when no face is found.
