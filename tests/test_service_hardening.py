@@ -16,6 +16,7 @@ import logging
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import zipfile
@@ -42,6 +43,7 @@ from surrogate.runtime import OnnxRuntimeBackend  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
 
 RECORD = EXAMPLE_RECORD
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +213,29 @@ def test_internal_errors_are_documented_500s_logged_without_request_bytes(backen
     assert secret not in response.text and "ValueError" in error["message"]
     assert "ValueError" in caplog.text and secret not in caplog.text
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_fuzz_sample_never_answers_5xx(backend) -> None:
+    """60 requests of benchmarks/service_fuzz.py's generator in-process (the script sends >= 10,000)."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("service_fuzz", ROOT / "benchmarks" / "service_fuzz.py")
+    fuzz = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules.setdefault("service_fuzz", fuzz)  # its dataclass looks its module up there
+    spec.loader.exec_module(fuzz)  # type: ignore[union-attr]
+    rng = random.Random(23)
+    seeds = fuzz.seed_images(rng)
+    with in_process(backend) as client:
+        for _ in range(60):
+            request = fuzz.generate(rng, seeds)
+            if request.parts is None:
+                response = client.request(request.method, request.path, content=request.body, headers=request.headers)
+            else:
+                files = [(name, (filename, data)) for name, filename, data in request.parts if filename is not None]
+                fields = {name: data.decode("latin-1") for name, filename, data in request.parts if filename is None}
+                response = client.request(request.method, request.path, files=files or None, data=fields)
+            assert response.status_code < 500, (request.kind, request.path, response.text[:300])
 
 
 # -- against the real service: metrics, /livez while decoding, slow clients ---------------------------------
