@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
+import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -74,8 +77,11 @@ async def closed_loop(session: Any, url: str, body: dict[str, Any], phase: Phase
         start = time.monotonic()
         try:
             async with session.post(url + "/synthesize", json=body, timeout=aiohttp.ClientTimeout(total=120)) as r:
-                await r.read()
+                answer = await r.read()
                 status: int | str = r.status
+                if r.status >= 500:  # which 503: the API's admission control or the worker's queue deadline
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        status = f"{r.status} {json.loads(answer)['error']['message'][:36]}"
         except TimeoutError:
             status = "timeout"
         except aiohttp.ClientError:
@@ -221,10 +227,11 @@ def main() -> int:
     parser.add_argument("--skip-probes", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-soak", action="store_true")
+    parser.add_argument("--log", help="keep the server's log here (default: a temporary file)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {"OMP_NUM_THREADS": "1", "BENTOML_HOME": str(Path(tmp) / "bentoml")}
-        service = ServiceProcess(env, repository=args.repository, log_path=Path(tmp) / "serve.log")
+        service = ServiceProcess(env, repository=args.repository, log_path=args.log or Path(tmp) / "serve.log")
         try:
             url = service.start().wait_ready()
             if not args.skip_probes:
@@ -234,7 +241,8 @@ def main() -> int:
             if not args.skip_soak:
                 asyncio.run(soak(url, service, args.records, args.soak_seconds))
             log = service.log_path.read_text(errors="replace")
-            print(f"server log: {log.count('Traceback')} tracebacks, {log.count(' 500 ')} lines with ' 500 '")
+            errors = Counter(re.findall(r"^(\w[\w.]*(?:Error|Exception|Unavailable)\b.{0,60})", log, re.M))
+            print(f"server log: {log.count('Traceback')} tracebacks; most common errors: {errors.most_common(4)}")
         finally:
             service.stop()
     return 0

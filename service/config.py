@@ -41,6 +41,7 @@ class Limits:
     max_upload_bytes: int = 8 * 1024 * 1024
     max_image_side: int = 4096  # uploaded images for /extract and /anonymize
     max_extract_images: int = 64  # images in one /extract request
+    max_request_pixels: int = 2**28  # decoded pixels of one request's images (16 x 4096 x 4096)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class ServiceConfig:
             max_upload_bytes=number("MAX_UPLOAD_BYTES", lim.max_upload_bytes),
             max_image_side=number("MAX_IMAGE_SIDE", lim.max_image_side),
             max_extract_images=number("MAX_EXTRACT_IMAGES", lim.max_extract_images),
+            max_request_pixels=number("MAX_REQUEST_PIXELS", lim.max_request_pixels),
         )
         return cls(
             backend=text("BACKEND", defaults.backend, BACKENDS),
@@ -143,5 +145,6 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "SURROGATE_MAX_UPLOAD_BYTES": "largest request body / uploaded file (default 8 MiB)",
     "SURROGATE_MAX_IMAGE_SIDE": "largest side of an uploaded image (default 4096)",
     "SURROGATE_MAX_EXTRACT_IMAGES": "images per /extract request (default 64)",
+    "SURROGATE_MAX_REQUEST_PIXELS": "decoded pixels of one request's images; the rest are 413 per item (2**28)",
     "BENTOML_DO_NOT_TRACK": "always true: `surrogate serve` sets it; set it yourself for `bentoml serve`",
 }

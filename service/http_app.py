@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -108,8 +109,6 @@ def timed_call(
     function: Callable[..., np.ndarray], model: str, backend: str, *arrays: np.ndarray
 ) -> np.ndarray:
     """Run one backend call and record its latency and batch size (the worker uses this too)."""
-    import time
-
     start = time.perf_counter()
     result = function(*arrays)
     metrics.BACKEND_LATENCY.labels(model=model, backend=backend).observe(time.perf_counter() - start)
@@ -152,7 +151,9 @@ class SurrogateAPI:
         self._engine_factory = engine_factory
         self.config = config
         self.limits = config.limits
-        self.admission = Admission(config.max_concurrency, config.max_queued_images)
+        self.admission = Admission(
+            config.max_concurrency, config.max_queued_images, target_s=config.max_latency_ms / 2000
+        )
         self._cpu: tuple[Any, anyio.CapacityLimiter] | None = None
 
     @property
@@ -495,9 +496,10 @@ class SurrogateAPI:
         recon = await self.recon_info()
         crops: list[np.ndarray] = []
         results: list[dict[str, Any]] = []
+        pixels = [self.limits.max_request_pixels]
         for index, (field, data) in enumerate(files):
             try:
-                crops.append(await self.prepare_crop(data, recon, field, aligned))
+                crops.append(await self.prepare_crop(data, recon, field, aligned, pixels))
                 results.append({"index": index, "status": "ok", "reason": None, "attributes": None})
             except RequestError as exc:
                 metrics.REJECTED.labels(endpoint="extract", reason="image").inc()
@@ -515,15 +517,19 @@ class SurrogateAPI:
         metrics.REQUEST_IMAGES.labels(endpoint="extract").observe(len(results))
         return JSONResponse({"model": {"name": recon.name, "version": recon.version}, "results": results})
 
-    async def prepare_crop(self, data: bytes, recon: ModelInfo, field: str, aligned: bool) -> np.ndarray:
+    async def prepare_crop(
+        self, data: bytes, recon: ModelInfo, field: str, aligned: bool, pixels: list[int] | None = None
+    ) -> np.ndarray:
         """Image bytes -> the face in the project's framing, (C, S, S) uint8 in the model's input size.
 
         Decoded in memory and in a worker thread (``crop_from_bytes``, at most CPU_THREADS at once), so
         the event loop keeps answering /livez and other requests while a large upload is decoded.
+        ``pixels`` is the request's remaining pixel budget, shared by its images.
         """
         _, channels, height, width = recon.input("image").shape
+        budget = pixels if pixels is not None else [self.limits.max_request_pixels]
         return await self.cpu(
-            crop_from_bytes, data, (channels, height, width), field, aligned, self.limits.max_image_side
+            crop_from_bytes, data, (channels, height, width), field, aligned, self.limits.max_image_side, budget
         )
 
     # -- /anonymize --------------------------------------------------------------------------------
@@ -598,19 +604,24 @@ def align_in_turn(image: np.ndarray, size: int, channels: int) -> np.ndarray | N
 
 
 def crop_from_bytes(
-    data: bytes, shape: tuple[int, int, int], field: str, aligned: bool, max_side: int
+    data: bytes, shape: tuple[int, int, int], field: str, aligned: bool, max_side: int, pixels: list[int]
 ) -> np.ndarray:
     """Image bytes -> (C, H, W) uint8 crop of ``shape``; any unreadable or hostile file is a 4xx naming
-    ``field``. Unless ``aligned``, the face is found and framed by ``surrogate.face_align``."""
+    ``field``. Unless ``aligned``, the face is found and framed by ``surrogate.face_align``. ``pixels``
+    holds the request's remaining pixel budget: it bounds the decoding work of one request."""
     channels, height, width = shape
     try:
         with Image.open(io.BytesIO(data)) as probe:
-            side = max(probe.size)
+            size = probe.size
     except Exception:  # noqa: BLE001 - PIL raises many types for garbage; decode_image names it below
-        side = 0
-    if side > max_side:
-        raise RequestError(413, f"{field}: image side {side} is larger than {max_side}",
+        size = (0, 0)
+    if max(size) > max_side:
+        raise RequestError(413, f"{field}: image side {max(size)} is larger than {max_side}",
                            [{"row": None, "field": field, "reason": f"side larger than {max_side}"}])
+    if size[0] * size[1] > pixels[0]:
+        raise RequestError(413, f"{field}: the request's images exceed its budget of decoded pixels",
+                           [{"row": None, "field": field, "reason": "over the request's pixel budget"}])
+    pixels[0] -= size[0] * size[1]
     try:
         image = decode_image(data, grayscale=channels == 1 and aligned, name=field)
     except ImageDecodeError as exc:
@@ -642,12 +653,19 @@ class OverloadedError(RequestError):
 
 class Admission:
     """Admission control ahead of the work: requests being worked on, and images queued for the model
-    worker. Beyond either limit a request is refused at once (``OverloadedError``) rather than queued past the
-    worker's deadline, so goodput under overload stays at the worker's saturation throughput. Plain
-    counters: they are only touched from the event loop's thread, between awaits."""
+    worker. Beyond either limit a request is refused at once (``OverloadedError``) rather than queued past
+    the worker's deadline, so goodput under overload stays at the worker's saturation throughput.
 
-    def __init__(self, max_requests: int, max_images: int) -> None:
+    The image limit adapts to the worker's real speed (AIMD, as TCP does): it shrinks by a fifth when a
+    model call took longer than ``target_s`` (half the worker's queue deadline) and halves when the
+    worker answered "overloaded"; each call in time adds a quarter of its images back, up to
+    ``max_images``. Plain counters: only the event loop's thread touches them, between awaits.
+    """
+
+    def __init__(self, max_requests: int, max_images: int, target_s: float = 2.5, min_images: int = 16) -> None:
         self.max_requests, self.max_images = max_requests, max_images
+        self.target_s, self.min_images = target_s, min(min_images, max_images)
+        self.image_limit = float(max_images)
         self.requests = self.queued_images = 0
 
     @contextmanager
@@ -662,12 +680,22 @@ class Admission:
 
     @contextmanager
     def images(self, count: int) -> Iterator[None]:
-        # A request larger than the whole budget still runs when nothing else is queued.
-        if self.queued_images and self.queued_images + count > self.max_images:
+        # A request larger than the whole limit still runs when nothing else is queued.
+        if self.queued_images and self.queued_images + count > self.image_limit:
             raise OverloadedError(f"{self.queued_images} images are queued for the models; retry later")
         self.queued_images += count
+        start = time.monotonic()
         try:
             yield
+        except Exception as exc:
+            if _is_unavailable(first_error(exc)):
+                self.image_limit = max(self.min_images, self.image_limit / 2)
+            raise
+        else:
+            if time.monotonic() - start > self.target_s:
+                self.image_limit = max(self.min_images, self.image_limit * 0.8)
+            else:
+                self.image_limit = min(self.max_images, self.image_limit + count / 4)
         finally:
             self.queued_images -= count
 

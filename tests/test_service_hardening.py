@@ -34,7 +34,7 @@ pytest.importorskip("bentoml")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from service.config import ServiceConfig  # noqa: E402
+from service.config import Limits, ServiceConfig  # noqa: E402
 from service.demo_models import write_demo_repository  # noqa: E402
 from service.http_app import LocalEngine, SurrogateAPI  # noqa: E402
 from service.testing import EXAMPLE_RECORD, running_service  # noqa: E402
@@ -106,6 +106,23 @@ def test_overload_is_503_with_retry_after_and_refused_ahead_of_the_work(backend)
         api.admission.requests = 0
 
 
+def test_the_image_limit_adapts_to_the_workers_speed() -> None:
+    from bentoml.exceptions import ServiceUnavailable
+
+    from service.http_app import Admission
+
+    admission = Admission(max_requests=4, max_images=512, target_s=0.05)
+    with admission.images(64):
+        time.sleep(0.06)  # slower than the target: the limit shrinks
+    assert admission.image_limit == pytest.approx(512 * 0.8)
+    with pytest.raises(ServiceUnavailable), admission.images(64):
+        raise ServiceUnavailable("process is overloaded")
+    assert admission.image_limit == pytest.approx(512 * 0.4)
+    with admission.images(64):
+        pass  # in time: a quarter of the images back
+    assert admission.image_limit == pytest.approx(512 * 0.4 + 16) and admission.queued_images == 0
+
+
 # -- 2. hostile images -----------------------------------------------------------------------------------
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -156,6 +173,12 @@ def test_hostile_images_are_4xx_per_item_on_every_body_kind(backend) -> None:
             ):
                 error = assert_documented_error(response, 422)
                 assert error["problems"][0]["field"] in ("image", "body"), (name, error)
+    # a request's decoding work is bounded: images past its pixel budget are rejected unread
+    with in_process(backend, limits=Limits(max_request_pixels=2 * 32 * 32)) as client:
+        files = [("image", (f"{i}.png", good)) for i in range(3)]
+        results = client.post("/extract?aligned=true", files=files).json()["results"]
+        assert [r["status"] for r in results] == ["ok", "ok", "rejected"]
+        assert "pixels" in results[2]["reason"]
 
 
 # -- 4. numbers, nesting and error sizes ---------------------------------------------------------------------
@@ -259,7 +282,7 @@ def test_unknown_paths_are_one_metrics_label_and_never_raw(server) -> None:
     url = server
     assert httpx.get(url + "/warm-up-path").status_code == 404
     before = series(httpx.get(url + "/metrics").text)
-    for i in range(40):
+    for i in range(10):
         response = httpx.get(f"{url}/PATIENT-Jane-Doe-{1985 + i}")
         assert response.status_code == 404
     assert_documented_error(httpx.post(url + "/PATIENT-Jane-Doe-1985/x"), 404)
