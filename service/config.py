@@ -41,6 +41,7 @@ class Limits:
     max_upload_bytes: int = 8 * 1024 * 1024
     max_image_side: int = 4096  # uploaded images for /extract and /anonymize
     max_extract_images: int = 64  # images in one /extract request
+    max_request_pixels: int = 2**28  # decoded pixels of one request's images (16 x 4096 x 4096)
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,14 @@ class ServiceConfig:
     # BentoML (requests waiting longer get 503), so it is sized well above the latency of a full batch.
     max_batch_size: int = 128
     max_latency_ms: int = 5000
-    # Concurrent requests per front-end process before BentoML answers 503 instead of queueing.
+    # Admission control (service.http_app): requests being worked on at once per front-end process,
+    # and images queued for the model worker; beyond either the answer is an immediate 503 with
+    # Retry-After, so the worker's queue stays shorter than its max_latency_ms deadline.
     max_concurrency: int = 64
+    max_queued_images: int = 512
     request_timeout_s: int = 60
+    # A request body must have arrived within this time (slow senders get 408, not a worker slot).
+    body_timeout_s: float = 20.0
     gan_model: str = "gan_generator"
     recon_model: str = "recon"
     limits: Limits = field(default_factory=Limits)
@@ -95,6 +101,7 @@ class ServiceConfig:
             max_upload_bytes=number("MAX_UPLOAD_BYTES", lim.max_upload_bytes),
             max_image_side=number("MAX_IMAGE_SIDE", lim.max_image_side),
             max_extract_images=number("MAX_EXTRACT_IMAGES", lim.max_extract_images),
+            max_request_pixels=number("MAX_REQUEST_PIXELS", lim.max_request_pixels),
         )
         return cls(
             backend=text("BACKEND", defaults.backend, BACKENDS),
@@ -106,7 +113,9 @@ class ServiceConfig:
             max_batch_size=number("MAX_BATCH_SIZE", defaults.max_batch_size),
             max_latency_ms=number("MAX_LATENCY_MS", defaults.max_latency_ms),
             max_concurrency=number("MAX_CONCURRENCY", defaults.max_concurrency),
+            max_queued_images=number("MAX_QUEUED_IMAGES", defaults.max_queued_images),
             request_timeout_s=number("REQUEST_TIMEOUT_S", defaults.request_timeout_s),
+            body_timeout_s=number("BODY_TIMEOUT_S", defaults.body_timeout_s, float, 0.1),
             gan_model=text("GAN_MODEL", defaults.gan_model),
             recon_model=text("RECON_MODEL", defaults.recon_model),
             limits=limits,
@@ -125,8 +134,10 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "SURROGATE_TRITON_TIMEOUT_S": "timeout of one Triton call (default 30)",
     "SURROGATE_MAX_BATCH_SIZE": "largest adaptive batch of generator/recon rows (default 128)",
     "SURROGATE_MAX_LATENCY_MS": "adaptive batching queue deadline; older requests get 503 (default 5000)",
-    "SURROGATE_MAX_CONCURRENCY": "concurrent requests before 503 (default 64)",
-    "SURROGATE_REQUEST_TIMEOUT_S": "BentoML request timeout (default 60)",
+    "SURROGATE_MAX_CONCURRENCY": "requests worked on at once before 503 + Retry-After (default 64)",
+    "SURROGATE_MAX_QUEUED_IMAGES": "images queued for the model worker before 503 + Retry-After (default 512)",
+    "SURROGATE_REQUEST_TIMEOUT_S": "time to answer a request once its body arrived, else 503 (default 60)",
+    "SURROGATE_BODY_TIMEOUT_S": "time for a request body to arrive, else 408 (default 20)",
     "SURROGATE_GAN_MODEL / SURROGATE_RECON_MODEL": "model names in the repository",
     "SURROGATE_MAX_RECORDS": "records per request or uploaded file (default 256)",
     "SURROGATE_MAX_N": "surrogates per record (default 16)",
@@ -134,5 +145,6 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "SURROGATE_MAX_UPLOAD_BYTES": "largest request body / uploaded file (default 8 MiB)",
     "SURROGATE_MAX_IMAGE_SIDE": "largest side of an uploaded image (default 4096)",
     "SURROGATE_MAX_EXTRACT_IMAGES": "images per /extract request (default 64)",
+    "SURROGATE_MAX_REQUEST_PIXELS": "decoded pixels of one request's images; the rest are 413 per item (2**28)",
     "BENTOML_DO_NOT_TRACK": "always true: `surrogate serve` sets it; set it yourself for `bentoml serve`",
 }

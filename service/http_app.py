@@ -12,20 +12,28 @@ content is logged or put in metrics, and /anonymize answers with the surrogate a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import logging
 import threading
-from collections.abc import Awaitable, Callable
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 import anyio
 import numpy as np
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.config import ServiceConfig
@@ -38,6 +46,7 @@ from service.request_parsing import (
     form_choice,
     form_int,
     media_type,
+    overloaded_response,
     parse_json,
     parse_multipart,
     problems_from_attributes,
@@ -53,6 +62,11 @@ from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema, AttributeValidatio
 from surrogate.synthesis import METHODS, reorder
 
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
+# Every route of the API (GET and POST); service.service labels any other path as UNKNOWN_PATH.
+API_PATHS = ("/", "/docs.json", "/models", "/synthesize", "/extract", "/anonymize")
+UNKNOWN_PATH = "/unknown-path"
+CPU_THREADS = 2  # decoding, alignment and packaging threads at once (the event loop keeps answering)
 
 
 class Engine(Protocol):
@@ -95,8 +109,6 @@ def timed_call(
     function: Callable[..., np.ndarray], model: str, backend: str, *arrays: np.ndarray
 ) -> np.ndarray:
     """Run one backend call and record its latency and batch size (the worker uses this too)."""
-    import time
-
     start = time.perf_counter()
     result = function(*arrays)
     metrics.BACKEND_LATENCY.labels(model=model, backend=backend).observe(time.perf_counter() - start)
@@ -139,6 +151,10 @@ class SurrogateAPI:
         self._engine_factory = engine_factory
         self.config = config
         self.limits = config.limits
+        self.admission = Admission(
+            config.max_concurrency, config.max_queued_images, target_s=config.max_latency_ms / 2000
+        )
+        self._cpu: tuple[Any, anyio.CapacityLimiter] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -148,34 +164,79 @@ class SurrogateAPI:
         routes = [
             Route("/", self.index, methods=["GET"]),
             Route("/docs.json", self.openapi, methods=["GET"]),
-            Route("/models", self.wrap("models", self.models), methods=["GET"]),
+            Route("/models", self.wrap("models", self.models, work=False), methods=["GET"]),
             Route("/synthesize", self.wrap("synthesize", self.synthesize), methods=["POST"]),
             Route("/extract", self.wrap("extract", self.extract), methods=["POST"]),
             Route("/anonymize", self.wrap("anonymize", self.anonymize), methods=["POST"]),
+            Route(UNKNOWN_PATH, self.not_found, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
         ]
-        return Starlette(routes=routes)
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(SecurityHeaders)],
+            exception_handlers={404: self.not_found, 405: self.not_allowed},
+        )
 
-    def wrap(self, endpoint: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable:
+    def wrap(
+        self, endpoint: str, handler: Callable[[Request], Awaitable[Response]], work: bool = True
+    ) -> Callable:
+        """The handler behind admission control, with every failure mapped to the documented errors.
+
+        A work request's body is read first (with the body timeout), and only then does the request take
+        one of the ``max_concurrency`` slots: a slow sender holds a connection, never a slot. Beyond the
+        slots, or past the request deadline, the answer is a 503 with Retry-After at once.
+        """
+
         async def guarded(request: Request) -> Response:
             try:
-                return await handler(request)
-            except RequestError as exc:
-                metrics.REJECTED.labels(endpoint=endpoint, reason=exc.reason).inc()
-                return error_response(exc.status, exc.message, exc.problems)
-            except BackendError as exc:
-                metrics.REJECTED.labels(endpoint=endpoint, reason="unavailable").inc()
-                return error_response(503, str(exc))
-            except Exception as exc:
-                if _is_unavailable(exc):
-                    overloaded = "overload" in str(exc).lower() or not str(exc)
-                    reason = "overloaded" if overloaded else "unavailable"
-                    metrics.REJECTED.labels(endpoint=endpoint, reason=reason).inc()
-                    if overloaded:
-                        return error_response(503, "the model worker is overloaded; retry later")
-                    return error_response(503, f"model backend unavailable: {exc}")
-                raise
+                if not work:
+                    return await handler(request)
+                # Starlette's Request.stream() replays a cached _body, so handlers read it unchanged.
+                request._body = await read_body(request, self.limits.max_upload_bytes, self.config.body_timeout_s)
+                with self.admission.request():
+                    with anyio.move_on_after(self.config.request_timeout_s):
+                        return await handler(request)
+                    raise OverloadedError(f"the request was not finished within {self.config.request_timeout_s} s")
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a documented answer
+                return self.error_answer(endpoint, exc)
 
         return guarded
+
+    def error_answer(self, endpoint: str, exc: BaseException) -> Response:
+        """The documented error for ``exc`` (a task group's ExceptionGroup answers as its first error)."""
+        exc = first_error(exc)
+        if isinstance(exc, RequestError):
+            metrics.REJECTED.labels(endpoint=endpoint, reason=exc.reason).inc()
+            if exc.status == 503:
+                return overloaded_response(exc.message)
+            headers = {"Connection": "close"} if exc.status == 408 else None
+            return error_response(exc.status, exc.message, exc.problems, headers=headers)
+        if isinstance(exc, BackendError):
+            metrics.REJECTED.labels(endpoint=endpoint, reason="unavailable").inc()
+            return overloaded_response(f"model backend unavailable: {exc}")
+        if _is_unavailable(exc):
+            overloaded = "overload" in str(exc).lower() or not str(exc)
+            metrics.REJECTED.labels(endpoint=endpoint, reason="overloaded" if overloaded else "unavailable").inc()
+            if overloaded:
+                return overloaded_response("the model worker is overloaded; retry later")
+            return overloaded_response(f"model backend unavailable: {exc}")
+        metrics.REJECTED.labels(endpoint=endpoint, reason="internal").inc()
+        # Type and frames only: an exception's message or locals can quote request bytes.
+        frames = "; ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__))
+        logger.error("internal error in /%s: %s at %s", endpoint, type(exc).__name__, frames)
+        return error_response(500, f"internal error ({type(exc).__name__}); it was logged without request data")
+
+    async def not_found(self, request: Request, exc: Exception | None = None) -> Response:
+        return error_response(404, "no such endpoint; see /docs.json")
+
+    async def not_allowed(self, request: Request, exc: Exception) -> Response:
+        return error_response(405, f"method {request.method} is not allowed here; see /docs.json")
+
+    async def cpu(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run CPU work (decoding, alignment, packaging) in a worker thread, at most CPU_THREADS at once."""
+        loop = asyncio.get_running_loop()
+        if self._cpu is None or self._cpu[0] is not loop:  # a limiter belongs to one event loop
+            self._cpu = (loop, anyio.CapacityLimiter(CPU_THREADS))
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._cpu[1])
 
     # -- static ------------------------------------------------------------------------------------
     async def index(self, request: Request) -> Response:
@@ -252,6 +313,10 @@ class SurrogateAPI:
 
     def check_counts(self, records: int, n: int) -> None:
         lim = self.limits
+        if n < 1:
+            raise RequestError(
+                422, f"n={n}; it must be at least 1", [{"row": None, "field": "n", "reason": "at least 1"}]
+            )
         if records > lim.max_records:
             raise RequestError(
                 413,
@@ -298,7 +363,8 @@ class SurrogateAPI:
                 f"format 'png' returns one image, but this request makes {total}",
                 [{"row": None, "field": "format", "reason": "use 'json' for several images"}],
             )
-        images = await self.render(req.method, schema, rows, seeds, req.size, req.rgb)
+        with self.admission.images(total):
+            images = await self.render(req.method, schema, rows, seeds, req.size, req.rgb)
         metrics.IMAGES.labels(
             endpoint="synthesize", method=req.method, backend=self.backend_label(req.method)
         ).inc(total)
@@ -311,6 +377,7 @@ class SurrogateAPI:
             )
         model = producing_model(req.method, gan)
         used = schema.to_records(rows)
+        pngs = await self.cpu(encode_pngs, images)
         items = [
             {
                 "record": i // req.n,
@@ -320,9 +387,9 @@ class SurrogateAPI:
                 "backend": self.backend_label(req.method),
                 "model": model,
                 "attributes": used[i],
-                "png_base64": base64.b64encode(encode_png(image)).decode("ascii"),
+                "png_base64": base64.b64encode(png).decode("ascii"),
             }
-            for i, (seed, image) in enumerate(zip(seeds, images, strict=True))
+            for i, (seed, png) in enumerate(zip(seeds, pngs, strict=True))
         ]
         return JSONResponse({"images": items})
 
@@ -380,18 +447,19 @@ class SurrogateAPI:
         table = await anyio.to_thread.run_sync(read_attribute_upload, upload, file_format, schema)
         self.check_counts(len(table.ids), n)
         seeds = self.checked(record_seeds, seed, len(table.ids), n)
-        images = (
-            await self.render(method, schema, np.repeat(table.values, n, axis=0), seeds)
-            if seeds
-            else np.zeros((0, 1, 1), np.uint8)
-        )
+        with self.admission.images(len(seeds)):
+            images = (
+                await self.render(method, schema, np.repeat(table.values, n, axis=0), seeds)
+                if seeds
+                else np.zeros((0, 1, 1), np.uint8)
+            )
         metrics.IMAGES.labels(endpoint="synthesize", method=method, backend=self.backend_label(method)).inc(
             len(seeds)
         )
         metrics.REQUEST_IMAGES.labels(endpoint="synthesize").observe(len(seeds))
         if table.rejected:
             metrics.REJECTED.labels(endpoint="synthesize", reason="row").inc(len(table.rejected))
-        archive = build_zip(table, images, seeds, n, method, gan)
+        archive = await self.cpu(build_zip, table, images, seeds, n, method, gan)
         return Response(
             archive,
             media_type="application/zip",
@@ -448,9 +516,10 @@ class SurrogateAPI:
         recon = await self.recon_info()
         crops: list[np.ndarray] = []
         results: list[dict[str, Any]] = []
+        pixels = [self.limits.max_request_pixels]
         for index, (field, data) in enumerate(files):
             try:
-                crops.append(await self.prepare_crop(data, recon, field, aligned))
+                crops.append(await self.prepare_crop(data, recon, field, aligned, pixels))
                 results.append({"index": index, "status": "ok", "reason": None, "attributes": None})
             except RequestError as exc:
                 metrics.REJECTED.labels(endpoint="extract", reason="image").inc()
@@ -459,7 +528,8 @@ class SurrogateAPI:
                 )
         del files
         if crops:
-            values = await self.engine.reconstruct(np.stack(crops))
+            with self.admission.images(len(crops)):
+                values = await self.engine.reconstruct(np.stack(crops))
             records = iter(recon.schema.to_records(values))
             for result in results:
                 if result["status"] == "ok":
@@ -467,36 +537,20 @@ class SurrogateAPI:
         metrics.REQUEST_IMAGES.labels(endpoint="extract").observe(len(results))
         return JSONResponse({"model": {"name": recon.name, "version": recon.version}, "results": results})
 
-    async def prepare_crop(self, data: bytes, recon: ModelInfo, field: str, aligned: bool) -> np.ndarray:
+    async def prepare_crop(
+        self, data: bytes, recon: ModelInfo, field: str, aligned: bool, pixels: list[int] | None = None
+    ) -> np.ndarray:
         """Image bytes -> the face in the project's framing, (C, S, S) uint8 in the model's input size.
 
-        Decoded in memory; unless ``aligned``, the face is found and framed by ``surrogate.face_align``
-        (MediaPipe landmarks) in a worker thread, so the event loop keeps answering meanwhile.
+        Decoded in memory and in a worker thread (``crop_from_bytes``, at most CPU_THREADS at once), so
+        the event loop keeps answering /livez and other requests while a large upload is decoded.
+        ``pixels`` is the request's remaining pixel budget, shared by its images.
         """
         _, channels, height, width = recon.input("image").shape
-        try:
-            with Image.open(io.BytesIO(data)) as probe:
-                side = max(probe.size)
-        except Exception:  # noqa: BLE001 - PIL raises many types for garbage
-            side = 0
-        if side > self.limits.max_image_side:
-            raise RequestError(413, f"{field}: image side {side} is larger than {self.limits.max_image_side}")
-        try:
-            image = decode_image(data, grayscale=channels == 1 and aligned, name=field)
-        except ImageDecodeError as exc:
-            raise RequestError(
-                422, str(exc), [{"row": None, "field": field, "reason": "not a readable image"}]
-            ) from None
-        if not aligned:
-            face = await anyio.to_thread.run_sync(align_in_turn, image, height, channels)
-            if face is None:
-                raise RequestError(
-                    422, f"{field}: no face found", [{"row": None, "field": field, "reason": "no face found"}]
-                )
-            image = face
-        if image.shape[:2] != (height, width):
-            image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-        return image[None] if image.ndim == 2 else np.transpose(image, (2, 0, 1))
+        budget = pixels if pixels is not None else [self.limits.max_request_pixels]
+        return await self.cpu(
+            crop_from_bytes, data, (channels, height, width), field, aligned, self.limits.max_image_side, budget
+        )
 
     # -- /anonymize --------------------------------------------------------------------------------
     async def anonymize(self, request: Request) -> Response:
@@ -526,12 +580,14 @@ class SurrogateAPI:
         schema, gan = await self.target_schema(method)
         crop = await self.prepare_crop(data, recon, "image", aligned)
         del data  # the raw image goes no further than this function
-        estimated = await self.engine.reconstruct(crop[None])
+        with self.admission.images(1):
+            estimated = await self.engine.reconstruct(crop[None])
         try:
             values = schema.clip(reorder(estimated, recon.schema, schema))
         except ValueError as exc:
             raise RequestError(503, f"the served models do not fit together: {exc}") from None
-        image = (await self.render(method, schema, values, [seed], size, rgb))[0]
+        with self.admission.images(1):
+            image = (await self.render(method, schema, values, [seed], size, rgb))[0]
         metrics.IMAGES.labels(endpoint="anonymize", method=method, backend=self.backend_label(method)).inc()
         attributes = schema.to_records(values)[0]
         png = encode_png(image)
@@ -568,7 +624,126 @@ def align_in_turn(image: np.ndarray, size: int, channels: int) -> np.ndarray | N
     return None if face is None else face.crop
 
 
-def _is_unavailable(exc: Exception) -> bool:
+def crop_from_bytes(
+    data: bytes, shape: tuple[int, int, int], field: str, aligned: bool, max_side: int, pixels: list[int]
+) -> np.ndarray:
+    """Image bytes -> (C, H, W) uint8 crop of ``shape``; any unreadable or hostile file is a 4xx naming
+    ``field``. Unless ``aligned``, the face is found and framed by ``surrogate.face_align``. ``pixels``
+    holds the request's remaining pixel budget: it bounds the decoding work of one request."""
+    channels, height, width = shape
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            size = probe.size
+    except Exception:  # noqa: BLE001 - PIL raises many types for garbage; decode_image names it below
+        size = (0, 0)
+    if max(size) > max_side:
+        raise RequestError(413, f"{field}: image side {max(size)} is larger than {max_side}",
+                           [{"row": None, "field": field, "reason": f"side larger than {max_side}"}])
+    if size[0] * size[1] > pixels[0]:
+        raise RequestError(413, f"{field}: the request's images exceed its budget of decoded pixels",
+                           [{"row": None, "field": field, "reason": "over the request's pixel budget"}])
+    pixels[0] -= size[0] * size[1]
+    try:
+        image = decode_image(data, grayscale=channels == 1 and aligned, name=field)
+    except ImageDecodeError as exc:
+        raise RequestError(
+            422, str(exc), [{"row": None, "field": field, "reason": "not a readable image"}]
+        ) from None
+    if not aligned:
+        face = align_in_turn(image, height, channels)
+        if face is None:
+            raise RequestError(
+                422, f"{field}: no face found", [{"row": None, "field": field, "reason": "no face found"}]
+            )
+        image = face
+    if image.shape[:2] != (height, width):
+        image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    return image[None] if image.ndim == 2 else np.transpose(image, (2, 0, 1))
+
+
+def encode_pngs(images: np.ndarray) -> list[bytes]:
+    return [encode_png(image) for image in images]
+
+
+class OverloadedError(RequestError):
+    """A request the service sheds (503 + Retry-After) instead of queueing it behind the work."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message, reason="overloaded")
+
+
+class Admission:
+    """Admission control ahead of the work: requests being worked on, and images queued for the model
+    worker. Beyond either limit a request is refused at once (``OverloadedError``) rather than queued past
+    the worker's deadline, so goodput under overload stays at the worker's saturation throughput.
+
+    The image limit adapts to the worker's real speed (AIMD, as TCP does): it shrinks by a fifth when a
+    model call took longer than ``target_s`` (half the worker's queue deadline) and halves when the
+    worker answered "overloaded"; each call in time adds a quarter of its images back, up to
+    ``max_images``. Plain counters: only the event loop's thread touches them, between awaits.
+    """
+
+    def __init__(self, max_requests: int, max_images: int, target_s: float = 2.5, min_images: int = 16) -> None:
+        self.max_requests, self.max_images = max_requests, max_images
+        self.target_s, self.min_images = target_s, min(min_images, max_images)
+        self.image_limit = float(max_images)
+        self.requests = self.queued_images = 0
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        if self.requests >= self.max_requests:
+            raise OverloadedError(f"{self.requests} requests are being worked on; retry later")
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.requests -= 1
+
+    @contextmanager
+    def images(self, count: int) -> Iterator[None]:
+        # A request larger than the whole limit still runs when nothing else is queued.
+        if self.queued_images and self.queued_images + count > self.image_limit:
+            raise OverloadedError(f"{self.queued_images} images are queued for the models; retry later")
+        self.queued_images += count
+        start = time.monotonic()
+        try:
+            yield
+        except Exception as exc:
+            if _is_unavailable(first_error(exc)):
+                self.image_limit = max(self.min_images, self.image_limit / 2)
+            raise
+        else:
+            if time.monotonic() - start > self.target_s:
+                self.image_limit = max(self.min_images, self.image_limit * 0.8)
+            else:
+                self.image_limit = min(self.max_images, self.image_limit + count / 4)
+        finally:
+            self.queued_images -= count
+
+
+class SecurityHeaders:
+    """``X-Content-Type-Options: nosniff`` on every answer of the API (pure ASGI: no body buffering)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The first leaf of an ExceptionGroup (anyio task groups wrap even a single failure), else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _is_unavailable(exc: BaseException) -> bool:
     """BentoML's 'process is overloaded' / service-unavailable errors from the worker proxy."""
     try:
         from bentoml.exceptions import BentoMLException, ServiceUnavailable

@@ -32,6 +32,16 @@ def model_headers(method: str, gan: ModelInfo | None) -> dict[str, str]:
     return {"X-Surrogate-Model": made_by["name"], "X-Surrogate-Model-Version": str(made_by["version"])}
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: object) -> str:
+    """A text cell that a spreadsheet will not run: ids and reasons come from the uploader, and a cell
+    starting with ``= + - @``, tab or CR is a formula in Excel/LibreOffice, so it gets a leading ``'``."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
 def build_zip(
     table: Any, images: np.ndarray, seeds: list[int], n: int, method: str, gan: ModelInfo | None
 ) -> bytes:
@@ -62,7 +72,7 @@ def build_zip(
                     source_row,
                     [
                         source_row,
-                        row_id,
+                        csv_text(row_id),
                         "ok",
                         "",
                         seeds[r * n],
@@ -79,9 +89,9 @@ def build_zip(
                     rejected.row,
                     [
                         rejected.row,
-                        rejected.id,
+                        csv_text(rejected.id),
                         "rejected",
-                        rejected.reason,
+                        csv_text(rejected.reason),
                         "",
                         "",
                         method,

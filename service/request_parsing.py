@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -39,6 +40,7 @@ class RequestError(Exception):
         self.reason = reason or {
             400: "malformed",
             404: "not_found",
+            408: "slow_client",
             413: "too_large",
             415: "media_type",
             422: "invalid",
@@ -46,10 +48,34 @@ class RequestError(Exception):
         }.get(status, "other")
 
 
-def error_response(status: int, message: str, problems: Sequence[dict[str, Any]] = ()) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"status": status, "message": message, "problems": list(problems)}}, status_code=status
-    )
+MAX_PROBLEMS = 100  # problems listed in one error body; the rest are only counted
+MAX_TEXT = 300  # characters of one message, field or reason (they may echo request content)
+
+
+def _clip(text: object) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
+
+
+def error_response(
+    status: int, message: str, problems: Sequence[dict[str, Any]] = (), headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The documented error body, bounded whatever the request: the first ``MAX_PROBLEMS`` problems plus
+    their total count, and every text clipped (a body of 250,000 unknown keys answers in kilobytes)."""
+    shown = [
+        {key: (_clip(value) if isinstance(value, str) else value) for key, value in problem.items()}
+        for problem in problems[:MAX_PROBLEMS]
+    ]
+    error: dict[str, Any] = {"status": status, "message": _clip(message), "problems": shown}
+    if len(problems) > MAX_PROBLEMS:
+        error["problems_total"] = len(problems)
+        error["message"] = _clip(message) + f" ({len(problems)} problems; the first {MAX_PROBLEMS} are listed)"
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def overloaded_response(message: str, retry_after_s: int = 1) -> JSONResponse:
+    """503 with ``Retry-After``: the documented answer whenever the service sheds load."""
+    return error_response(503, message, headers={"Retry-After": str(retry_after_s)})
 
 
 def problems_from_pydantic(exc: ValidationError) -> list[dict[str, Any]]:
@@ -86,26 +112,41 @@ class Part:
             raise RequestError(400, f"form field '{self.name}' is not UTF-8 text") from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) more than ``limit`` bytes before reading them all."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, refusing (413) more than ``limit`` bytes before reading them all, and (408)
+    a body that has not fully arrived within ``timeout_s`` (a slow or stalled sender)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"request body of {declared} bytes is larger than the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    with anyio.move_on_after(timeout_s) as scope:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"request body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        raise RequestError(408, f"the request body did not arrive within {timeout_s:g} s", reason="slow_client")
     return b"".join(chunks)
+
+
+MAX_INT_DIGITS = 40  # no number of the API has more digits (seeds are < 2**64)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
 
 
 def parse_json(body: bytes) -> Any:
     if not body:
         raise RequestError(400, "empty request body; expected JSON")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return json.loads(body, parse_int=_bounded_int)
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and over-long integers
         raise RequestError(400, f"malformed JSON: {exc}") from None
 
 
@@ -222,7 +263,7 @@ def read_attribute_upload(upload: Part, file_format: str, schema: AttributeSchem
     name = safe_file_stem(Path(upload.filename or "upload.csv").name, fallback="upload.csv", max_length=100)
     try:
         return read_attributes(InMemoryFile(name, upload.data), format=file_format, schema=schema)
-    except (AttributeFileError, ValueError, UnicodeDecodeError) as exc:
+    except (AttributeFileError, ValueError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
         message = str(exc)
         if message.startswith(f"{name}: "):
             message = f"file '{name}': " + message[len(name) + 2:]

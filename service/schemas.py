@@ -129,10 +129,11 @@ ERRORS = {
     for code, text in (
         (400, "malformed request"),
         (404, "no such model"),
+        (408, "the request body did not arrive in time (SURROGATE_BODY_TIMEOUT_S)"),
         (413, "request too large"),
         (415, "unsupported content type"),
         (422, "invalid values; problems name row and field"),
-        (503, "overloaded or models not loaded"),
+        (503, "overloaded or models not loaded; retry after the Retry-After header's seconds"),
     )
 }
 

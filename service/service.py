@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from service.backends import BackendError, ModelInfo, create_backend  # noqa: E402
 from service.config import ServiceConfig  # noqa: E402
-from service.http_app import SurrogateAPI, timed_call  # noqa: E402
+from service.http_app import API_PATHS, UNKNOWN_PATH, SurrogateAPI, timed_call  # noqa: E402
 
 CONFIG = ServiceConfig.from_env()
 TRITON_WAIT_S = 60.0
@@ -135,10 +135,46 @@ def _engine() -> WorkerEngine:
 API = SurrogateAPI(_engine, CONFIG)
 
 
-@bentoml.service(
-    name="surrogate_faces",
-    traffic={"timeout": CONFIG.request_timeout_s, "max_concurrency": CONFIG.max_concurrency},
-)
+# BentoML's own limits answer in their own format (429 {"error": "Too many requests"}, 504), and its
+# concurrency limit counts requests whose body is still arriving, so slow senders could take every slot.
+# The API's admission control (service.http_app.Admission) replaces it; BentoML's timeout stays only as a
+# backstop behind the API's own body and request deadlines.
+BACKSTOP_TIMEOUT_S = CONFIG.request_timeout_s + CONFIG.body_timeout_s + 15
+
+
+def _label_unknown_paths() -> None:
+    """Make BentoML's HTTP metrics (and everything after them: access log, routing) see any path outside
+    the route table as ``UNKNOWN_PATH``, so /metrics holds one series per route, never a raw path (one
+    could be /PATIENT-Jane-Doe-1985), and BentoML's Swagger bundle under /static_content is not served.
+
+    BentoML 1.4 builds its metrics middleware, the outermost of the app, from this module attribute each
+    time it builds an app; tests/test_service_hardening.py checks that the patch still takes effect.
+    """
+    from bentoml._internal.server.http import instruments
+
+    base = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(base, "bounded_paths", False):
+        return
+    known = frozenset(
+        {*API_PATHS, UNKNOWN_PATH, "/livez", "/healthz", "/readyz", "/metrics"}
+        | {api.route for api in ModelWorker.apis.values()}
+    )
+
+    class BoundedPathMetrics(base):  # type: ignore[misc, valid-type]
+        bounded_paths = True
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] in ("http", "websocket") and scope.get("path") not in known:
+                scope = {**scope, "path": UNKNOWN_PATH, "raw_path": UNKNOWN_PATH.encode()}
+            await super().__call__(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = BoundedPathMetrics
+
+
+_label_unknown_paths()
+
+
+@bentoml.service(name="surrogate_faces", traffic={"timeout": BACKSTOP_TIMEOUT_S})
 @bentoml.asgi_app(API.app(), path="/")
 class SurrogateService:
     """Public API: /synthesize, /extract, /anonymize, /models (+ BentoML's /readyz, /livez, /metrics)."""

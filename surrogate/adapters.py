@@ -213,7 +213,7 @@ def _parse_column(name: str, cells: Sequence[Any], *, strict_types: bool = False
                 if isinstance(cell, bool) or cell is None:
                     raise TypeError
                 values[i] = float(cell)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float's range
                 values[i] = np.nan
                 bad[i] = cell
     if values.ndim != 1:
@@ -712,6 +712,10 @@ def _read_json(path: Source, schema: AttributeSchema, fill: Mapping[str, float])
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise AttributeFileError(path, f"not valid JSON ({where}: {exc.msg})") from exc
+    except RecursionError:
+        raise AttributeFileError(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # Python's limit on the digits of an integer literal
+        raise AttributeFileError(path, f"not valid JSON ({str(exc)[:120]})") from None
     except OSError as exc:
         raise AttributeFileError(path, f"cannot read ({exc.strerror or exc})") from exc
     if isinstance(data, Mapping):

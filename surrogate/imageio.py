@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 MAX_IMAGE_PIXELS = 40_000_000
+# What Pillow's plug-ins raise for hostile or corrupt files (a LAB TIFF, a bad PPM header, a corrupt IHDR).
+_UNREADABLE = (
+    UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, TypeError, SyntaxError, EOFError,
+    IndexError, KeyError, struct.error, ZeroDivisionError, OverflowError, AttributeError, MemoryError,
+)
 
 
 class ImageDecodeError(ValueError):
@@ -109,8 +115,11 @@ def decode_image(data: bytes, *, grayscale: bool = False, name: str = "image") -
                 raise ImageDecodeError(f"{name}: {img.width}x{img.height} is larger than {MAX_IMAGE_PIXELS} pixels")
             img = img.convert("L" if grayscale else "RGB")
             return np.asarray(img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{name}: not a readable image ({exc.__class__.__name__})") from exc
+    except ImageDecodeError:
+        raise
+    except _UNREADABLE as exc:
+        # Not `from exc`: the cause's message can quote bytes of the file and would follow it into logs.
+        raise ImageDecodeError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
 
 
 def load_image(path: str | os.PathLike[str], *, grayscale: bool = False) -> np.ndarray:
