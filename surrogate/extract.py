@@ -86,6 +86,21 @@ class OnnxEstimator:
         return self.predict_with_confidence(images)[0]
 
 
+# Torch checkpoint loaders register under this entry-point group (pyproject.toml: training.recon.estimator),
+# so the torch-free core reads a checkpoint without importing the training code above it.
+CHECKPOINT_ESTIMATORS = "surrogate.checkpoint_estimators"
+
+
+def checkpoint_loader():  # noqa: ANN201 - (path, device) -> Estimator, from whichever package registered one
+    """The registered torch-checkpoint estimator loader; ImportError when none is installed (or no torch)."""
+    from importlib.metadata import entry_points
+
+    found = sorted(entry_points(group=CHECKPOINT_ESTIMATORS), key=lambda point: point.name)
+    if not found:
+        raise ImportError(f"no package registers a '{CHECKPOINT_ESTIMATORS}' entry point")
+    return found[0].load()
+
+
 def load_any_estimator(model: str | os.PathLike[str], *, device: str = "cpu", option: str = "--model") -> Estimator:
     """A torch checkpoint file (lazy torch import) or a model repository folder (onnxruntime); errors
     name ``option``, the command-line option the path came from."""
@@ -94,7 +109,7 @@ def load_any_estimator(model: str | os.PathLike[str], *, device: str = "cpu", op
         return OnnxEstimator(path)
     if path.is_file():
         try:
-            from training.recon.estimator import load_estimator
+            load_estimator = checkpoint_loader()
         except ImportError as exc:
             raise click.ClickException(
                 f"{path}: reading a torch checkpoint needs torch (pip install 'surrogate-faces[train]'); "
