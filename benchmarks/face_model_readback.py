@@ -105,37 +105,26 @@ class DlibReader:
 
 
 class MediaPipeReader:
-    """MediaPipe FaceLandmarker blendshapes and pose; NaN rows where no face is found."""
+    """The project's MediaPipe reader (surrogate.landmarks: pose in the schema's convention, calibrated AUs);
+    NaN rows where no face is found."""
 
     names = ("yaw", "pitch", "roll", "AU04", "AU05", "AU07", "AU12", "AU23")
-    shapes = {"AU04": "browDown", "AU05": "eyeWide", "AU07": "eyeSquint", "AU12": "mouthSmile", "AU23": "mouthPress"}
 
     def __init__(self, model: Path, size: int) -> None:
-        import mediapipe as mp
-        from mediapipe.tasks import python as tasks
-        from mediapipe.tasks.python import vision
+        from surrogate.landmarks import FaceLandmarks
 
-        options = vision.FaceLandmarkerOptions(
-            base_options=tasks.BaseOptions(model_asset_path=str(model)), running_mode=vision.RunningMode.IMAGE,
-            num_faces=1, output_face_blendshapes=True, output_facial_transformation_matrixes=True)
-        self.mp = mp
+        self.reader = FaceLandmarks(model)
         self.size = size
-        self.landmarker = vision.FaceLandmarker.create_from_options(options)
 
     def read(self, faces: np.ndarray) -> dict[str, np.ndarray]:
         out = {name: np.full(len(faces), np.nan) for name in self.names}
         for i, face in enumerate(faces):
-            image = self.mp.Image(image_format=self.mp.ImageFormat.SRGB, data=upscale(face, self.size))
-            result = self.landmarker.detect(image)
-            if not result.face_landmarks:
+            reading = self.reader.read(upscale(face, self.size))
+            if reading is None:
                 continue
-            scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
-            for au, shape in self.shapes.items():
-                out[au][i] = (scores.get(f"{shape}Left", 0.0) + scores.get(f"{shape}Right", 0.0)) / 2.0
-            r = np.asarray(result.facial_transformation_matrixes[0])[:3, :3]
-            out["pitch"][i] = math.degrees(math.atan2(r[2, 1], r[2, 2]))
-            out["yaw"][i] = math.degrees(math.asin(float(np.clip(-r[2, 0], -1.0, 1.0))))
-            out["roll"][i] = math.degrees(math.atan2(r[1, 0], r[0, 0]))
+            values = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
+            for name in self.names:
+                out[name][i] = values[name]
         return out
 
 
