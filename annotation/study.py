@@ -27,6 +27,8 @@ import numpy as np
 
 from surrogate.schema import DEFAULT_SCHEMA
 
+RENDER_RECON_VERSION = 2  # the recon version trained on the parametric renderer's faces
+
 EVIDENCE_AUS: dict[str, tuple[str, ...]] = {"joy": ("AU06", "AU12"), "anger": ("AU04", "AU05", "AU07", "AU23")}
 EVIDENCE_MIDPOINT = 1.5  # AU intensity of a slight expression: evidence 0
 
@@ -106,12 +108,14 @@ def run_study(
     true_values = np.asarray([[float(r[n]) for n in DEFAULT_SCHEMA.names] for r in rows], np.float32)
     lap("render photos")
 
-    # 2. attributes and evidence read off the photos by the shipped recon network
-    estimator = OnnxEstimator(repository or default_repository())
+    # 2. attributes and evidence read off the photos by the recon network trained on the renderer's faces (v2;
+    # v3 learned photoreal portraits, and these "photos" are renders of the parametric face model)
+    estimator = OnnxEstimator(repository or default_repository(), RENDER_RECON_VERSION)
     images = [load_image(photos / r["file"]) for r in rows]
     estimated = DEFAULT_SCHEMA.clip(_reorder(estimator.predict(images), estimator.schema.names))
     evidence = emotion_evidence(estimated, emotion)
-    result.evidence_source = f"shipped recon network, mean of {'+'.join(EVIDENCE_AUS[emotion])} - {EVIDENCE_MIDPOINT}"
+    aus = "+".join(EVIDENCE_AUS[emotion])
+    result.evidence_source = f"recon v{RENDER_RECON_VERSION} (trained on renders), mean of {aus} - {EVIDENCE_MIDPOINT}"
     # validation: the photos' true expression is known, so the estimated evidence can be checked
     result.evidence_r = float(np.corrcoef(evidence, emotion_evidence(true_values, emotion))[0, 1])
     keep = pick_evenly(evidence, faces)
