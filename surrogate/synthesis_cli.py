@@ -48,17 +48,19 @@ repository_option = click.option(
     help="Model repository for --method gan (default: $SURROGATE_MODEL_REPOSITORY or ./model_repository).")
 
 
+def image_options(command):  # noqa: ANN001, ANN201 - a click decorator
+    """The options both synthesis commands share: seed, copies per row, size, colour, file format, models."""
+    for option in reversed((seed_option, n_option, size_option, rgb_option, format_option, repository_option)):
+        command = option(command)
+    return command
+
+
 @click.command(name="synthesize")
 @click.option("--attributes", "attributes_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Attribute file: OpenFace / py-feat / LibreFace CSV, canonical CSV or JSON.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @method_option
-@seed_option
-@n_option
-@size_option
-@rgb_option
-@format_option
-@repository_option
+@image_options
 def synthesize_command(attributes_path: str, out_dir: str, method: str, seed: int, n_per_row: int,
                        size: int | None, rgb: bool, file_format: str, repository: str | None) -> None:
     """Render surrogates for every valid row of an attribute file.
@@ -156,12 +158,7 @@ class BackendUnavailableExit(click.ClickException):
 @method_option
 @click.option("--backend", type=click.Choice(["embedded", "triton"]), default="embedded", show_default=True,
               help="embedded: in this process (onnxruntime, 3-D renderer); triton: the GAN on Triton.")
-@seed_option
-@n_option
-@size_option
-@rgb_option
-@format_option
-@repository_option
+@image_options
 @click.option("--subject-column", default=None, metavar="COLUMN",
               help="A column of non-negative subject numbers (CSV files): every row of subject s is seeded as "
                    "row s would be (seed + s*n + k), so one private person gets one surrogate person.")
