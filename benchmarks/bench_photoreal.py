@@ -34,10 +34,6 @@ def read_rows(path: str, rows: str) -> np.ndarray:
     return np.array([[float(r[n]) for n in DEFAULT_SCHEMA.names] for r in records], np.float32)
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--attributes", required=True)
@@ -50,8 +46,9 @@ def main() -> None:
     from surrogate.face_identity import DlibIdentity
     from surrogate.landmarks import MediaPipeEstimator
     from surrogate.photoreal import MODELS_DIR
-    from surrogate.portrait_directions import GenderBoundary, auc
+    from surrogate.portrait_directions import GenderBoundary
     from surrogate.runtime import default_repository, generator_noise
+    from surrogate.stats import auc, pearson
     from surrogate.synthesis import photoreal_backend, photoreal_images, synthesize
 
     pool = read_rows(args.attributes, args.rows)

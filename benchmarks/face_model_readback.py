@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from surrogate.stats import pearson
+
 AUS = ("AU04", "AU05", "AU06", "AU07", "AU12", "AU23")
 DEFAULT_TASK = Path.home() / ".cache" / "surrogate-faces" / "face-landmarker-0.1.1" / "face_landmarker.task"
 
@@ -41,13 +43,6 @@ def draw_rows(n: int, rng: np.random.Generator, yaw: float, pitch: float, roll: 
     for au in AUS:
         rows[au] = np.where(rng.uniform(size=n) < 0.4, 0.0, rng.uniform(0.0, 5.0, n))
     return rows
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 def upscale(face: np.ndarray, size: int) -> np.ndarray:

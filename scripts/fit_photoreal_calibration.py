@@ -8,7 +8,7 @@ attribute, ``read ~ a + b * readout(w0) + c * readout(w)`` is fitted by least sq
 the surrogate inverts it. No rendering: reading ~1,000 frames takes a minute or two.
 
     PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 --n 1000 \
-        --cache /tmp/calibration_readings.npz --out surrogate/portrait_models/photoreal_calibration.npz
+        --cache runs/calibration_readings.npz --out surrogate/portrait_models/photoreal_calibration.npz
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import click
 import numpy as np
@@ -36,6 +36,9 @@ from surrogate.face_align import (
 )
 from surrogate.imageio import ImageDecodeError, atomic_write_text, load_image
 from surrogate.schema import AttributeSchema
+
+if TYPE_CHECKING:
+    from surrogate.landmarks import FaceReading
 
 EXTRACTORS = ("recon", "mediapipe")
 
@@ -162,23 +165,25 @@ class MediaPipeExtractor:
         self.schema = recon.schema
         self.reader = default_reader()
 
-    def read(self, image: np.ndarray) -> np.ndarray | None:
-        """Schema-ordered values of MediaPipe's reading (gender NaN), or None without a face."""
-        reading = self.reader.read(image)
+    def values(self, reading: FaceReading | None) -> np.ndarray:
+        """Schema-ordered values of one MediaPipe reading (gender NaN); all NaN without a face."""
         if reading is None:
-            return None
-        pose = dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True))
-        readings = {**pose, **{k: float(v) for k, v in reading.aus().items()}}
+            return np.full(len(self.schema), np.nan, np.float32)
+        readings = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
         return np.array([readings.get(name, np.nan) for name in self.schema.names], np.float32)
 
-    def estimate(self, images: Sequence[np.ndarray], crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        values = np.stack([self.read(image) for image in images]).astype(np.float32)
-        mirrored = np.stack([self.read(np.ascontiguousarray(np.asarray(image)[:, ::-1])) for image in images])
+    def estimate(self, images: Sequence[np.ndarray], readings: Sequence[FaceReading],
+                 crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Values and mirror-agreement confidence from each image's reading (made once, by the alignment)."""
+        values = np.stack([self.values(reading) for reading in readings])
+        mirrored = np.stack([self.values(self.reader.read(np.ascontiguousarray(np.asarray(image)[:, ::-1])))
+                             for image in images])
+        unread = np.isnan(mirrored[:, 0])  # no face in the mirror image: no agreement to speak of
         gender, _ = self.recon.predict_with_confidence(list(crops))
         missing = np.isnan(values)
         values[missing] = gender[missing]  # the attributes MediaPipe does not read (gender)
-        mirrored = np.where(np.isnan(mirrored), mirror_attributes(self.schema, gender), mirrored)
-        confidence = agreement_confidence(self.schema, values, mirrored)
+        mirrored = np.where(np.isnan(mirrored), mirror_attributes(self.schema, values), mirrored)
+        confidence = np.where(unread, 0.0, agreement_confidence(self.schema, values, mirrored)).astype(np.float32)
         return self.schema.clip((values + mirror_attributes(self.schema, mirrored)) / 2), confidence
 
 
@@ -193,6 +198,7 @@ def extract_attributes(paths: Sequence[Path], estimator: Estimator, *, aligned: 
     rows: list[ExtractionRow] = []
     crops: list[np.ndarray] = []
     faces: list[np.ndarray] = []  # what MediaPipe reads: the whole image (or the given crop)
+    readings: list[FaceReading | None] = []
     crop_rows: list[int] = []
     for path, image_id in tqdm(list(zip(paths, unique_ids(paths), strict=True)), desc="detect faces",
                                unit="img", disable=not show_progress):
@@ -205,21 +211,23 @@ def extract_attributes(paths: Sequence[Path], estimator: Estimator, *, aligned: 
             continue
         if aligned:
             crop = to_gray(image) if channels == 1 else image
+            reading = mediapipe.reader.read(image) if mediapipe is not None else None
+            if mediapipe is not None and reading is None:
+                row.status = STATUS_NO_FACE
+                continue
         else:
             face = align_face(image, size, channels=channels)
             if face is None or face.frame[2] < MIN_FACE_PIXELS:
                 row.status = STATUS_NO_FACE if face is None else STATUS_TOO_SMALL
                 continue
-            crop = face.crop
-        if mediapipe is not None and mediapipe.reader.read(image) is None:
-            row.status = STATUS_NO_FACE
-            continue
+            crop, reading = face.crop, face.reading
         crops.append(crop)
         faces.append(image)
+        readings.append(reading)
         crop_rows.append(len(rows) - 1)
     if crops:
         if mediapipe is not None:
-            values, confidence = mediapipe.estimate(faces, crops)
+            values, confidence = mediapipe.estimate(faces, readings, crops)
         else:
             values, confidence = estimator.predict_with_confidence(crops)
         for i, row_index in enumerate(crop_rows):

@@ -21,13 +21,12 @@ run continues where it stopped and the result does not depend on W or on interru
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from surrogate.imageio import atomic_open, atomic_write_bytes, atomic_write_text
+from surrogate.imageio import atomic_open, atomic_write_text
 from surrogate.noise import indexed_rng
 from surrogate.portrait_directions import AttributeDirections
 
@@ -139,15 +138,6 @@ def render_stage(out: Path, options: CorpusOptions, directions: AttributeDirecti
             done += len(chunk)
             bar.update(len(chunk))
     return done
-
-
-def write_bytes_if_absent(path: Path, data: bytes) -> None:
-    if not path.exists():
-        atomic_write_bytes(path, data)
-
-
-def rendered_rows(out: Path) -> Sequence[int]:
-    return sorted(int(p.stem) for p in (out / "frames").glob("*.jpg"))
 
 
 def images_dir(size: int, channels: int) -> str:

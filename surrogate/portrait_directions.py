@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from surrogate.imageio import atomic_open
+from surrogate.stats import auc
 
 
 class DirectionsError(ValueError):
@@ -46,16 +46,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
         if np.abs(step).max() < 1e-8:
             break
     return theta[:-1].astype(np.float32), float(theta[-1])
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (ties counted half)."""
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
-    pos, neg = scores[labels], scores[~labels]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
 
 
 @dataclass(frozen=True)
@@ -175,7 +165,3 @@ def held_out_r(w: np.ndarray, y: np.ndarray, l2: float = 10.0, fraction: float =
     readout, intercept = fit_readout(w[train], y[train], l2)
     predicted = w[test] @ readout.T + intercept
     return np.array([np.corrcoef(predicted[:, k], y[test, k])[0, 1] for k in range(y.shape[1])])
-
-
-def default_path(folder: str | os.PathLike[str], name: str) -> Path:
-    return Path(folder) / name

@@ -11,15 +11,14 @@ from click.testing import CliRunner
 
 from surrogate.cli import cli
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
+from surrogate.stats import auc, pearson
 from training.gan.evaluate import (
     CachedDescriber,
     RidgePixelEstimator,
-    binary_auc,
     evaluate_generator,
     frechet_distance,
     identity_diversity,
     mean_pairwise_l1,
-    pearson,
     snapshot_ranking_key,
     target_attainment,
     z_variance_shares,
@@ -166,9 +165,9 @@ def test_frechet_distance_and_auc_by_hand() -> None:
     assert frechet_distance(a + [2, 0, 0], a) == pytest.approx(4.0, abs=1e-6)
     expected = float(a.mean(0) @ a.mean(0) + np.trace(np.cov(a, rowvar=False)))
     assert frechet_distance(2 * a, a) == pytest.approx(expected, rel=1e-6)
-    assert binary_auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
-    assert binary_auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
-    assert np.isnan(binary_auc(np.array([0.5]), np.array([1])))
+    assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    assert np.isnan(auc(np.array([0.5]), np.array([1])))
     # pearson skips the rows an estimator could not read (NaN)
     assert pearson(np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, np.nan, 6.0, 8.0])) == pytest.approx(1.0)
 

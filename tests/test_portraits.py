@@ -15,12 +15,12 @@ from surrogate.cli import cli
 from surrogate.portrait_directions import (
     AttributeDirections,
     DirectionsError,
-    auc,
     conditioned_directions,
     fit_directions,
     fit_logistic,
     read_gender_labels,
 )
+from surrogate.stats import auc
 
 
 def test_conditioned_directions_move_one_readout_each() -> None:

@@ -32,6 +32,7 @@ from surrogate.imageio import atomic_write_bytes, atomic_write_text, image_grid,
 from surrogate.noise import z_batch
 from surrogate.runtime import GAN_MODEL, OnnxRuntimeBackend, require, run_generator, to_hwc
 from surrogate.schema import AttributeSchema
+from surrogate.stats import auc, pearson
 
 # The issue's targets: r >= 0.8 for these, >= 0.6 for every other attribute; diversity ratio >= 0.5.
 STRICT_TARGETS = {"AU12": 0.8, "AU06": 0.8, "yaw": 0.8}
@@ -128,16 +129,6 @@ class RidgePixelEstimator:
         x = _as_features(images, self.size)
         xs = np.hstack([(x - self.mean) / self.std, np.ones((len(x), 1), np.float32)])
         return self.schema.denormalise(np.clip(xs @ self.weights, 0.0, 1.0))
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r over the pairs where both are finite (an estimator reads NaN where it finds no face)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    finite = np.isfinite(a) & np.isfinite(b)
-    a, b = a[finite], b[finite]
-    if len(a) < 3 or a.std() < 1e-12 or b.std() < 1e-12:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -344,7 +335,7 @@ def evaluate_generator(
             entry["estimator_r_on_real"] = pearson(held_pick[: len(ceiling_est), i], ceiling_est[:, j])
         if name == "gender":
             finite = np.isfinite(estimated[:, j])
-            entry["auc"] = binary_auc(estimated[finite, j], requested[finite, i] > 0.5)
+            entry["auc"] = auc(estimated[finite, j], requested[finite, i] > 0.5)
         entry["meets_target"] = bool(not math.isnan(entry["pearson_r"]) and entry["pearson_r"] >= entry["target_r"])
         fidelity[name] = entry
 
@@ -395,22 +386,6 @@ def evaluate_generator(
             real_a, real_b = realism_images
             report["realism"] = realism_distance(generated, to_hwc(real_a), to_hwc(real_b), describer)
     return EvaluationResult(report, samples, sweep, real_groups)
-
-
-def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of scores for boolean labels (ties count half); NaN with one class."""
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
-    pos, neg = scores[labels], scores[~labels]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    merged = np.concatenate([pos, neg])
-    for value in np.unique(merged):  # average ranks of ties
-        tied = merged == value
-        ranks[tied] = ranks[tied].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def markdown_summary(report: dict[str, Any], source: str, estimator: str) -> str:

@@ -28,8 +28,8 @@ from typing import Any
 import click
 import numpy as np
 
-from surrogate.portrait_directions import auc
 from surrogate.schema import AttributeSchema
+from surrogate.stats import auc
 
 TARGET_POSE_MAE_DEG = 3.0
 TARGET_AU_R = 0.85
