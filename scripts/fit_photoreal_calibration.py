@@ -5,15 +5,23 @@ The data are portraits that the directions were not fitted on: the edited corpus
 edited w, and whose 512 px frames (rolled) are read here, read-only: MediaPipe for pose and AUs, the shipped
 recon network for gender on the aligned 64 px grey crop (as ``surrogate attributes extract`` reads it). Per
 attribute, ``read ~ a + b * readout(w0) + c * readout(w)`` is fitted by least squares over the faces found;
-the surrogate inverts it. No rendering: reading ~1,000 frames takes a minute or two.
+the surrogate inverts it. No rendering: reading ~1,000 frames takes a few minutes.
 
-    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 --n 1000 \
+The corpus may have been edited along other directions than the shipped ones (the shipped ones may since
+have been refitted on the corpus itself): ``--corpus-directions`` names the file it was edited with (checked
+against the corpus's ``options.json``), which gives each face's w0; the read-outs are the shipped
+directions'. ``--rows`` picks corpus rows the shipped directions were not fitted on.
+
+    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \
+        --rows 8032:10032 --corpus-directions data/directions_p2.npz \
         --cache runs/calibration_readings.npz --out surrogate/portrait_models/photoreal_calibration.npz
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -26,17 +34,20 @@ from surrogate.schema import DEFAULT_SCHEMA
 LIMIT_SPREADS = 3.0
 
 
-def readings(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, A) attributes read from frames (MediaPipe pose and AUs, recon gender; NaN rows: no face), found."""
+def readings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, A) attributes read from frame files one by one (MediaPipe pose and AUs, recon gender; NaN: no face)."""
+    from PIL import Image
+
     from surrogate.extract import OnnxEstimator
     from surrogate.face_align import align_face
     from surrogate.runtime import default_repository
 
     recon = OnnxEstimator(str(default_repository()))
-    out = np.full((len(frames), len(DEFAULT_SCHEMA)), np.nan, np.float32)
+    out = np.full((len(paths), len(DEFAULT_SCHEMA)), np.nan, np.float32)
     crops, where = [], []
-    for i, frame in enumerate(frames):
-        aligned = align_face(frame, 64)
+    for i, path in enumerate(paths):
+        with Image.open(path) as image:
+            aligned = align_face(np.asarray(image.convert("RGB")), 64)
         if aligned is None:
             continue
         values = {**dict(zip(("yaw", "pitch", "roll"), aligned.reading.pose, strict=True)), **aligned.reading.aus()}
@@ -52,29 +63,46 @@ def readings(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", required=True, help="an edited portrait corpus folder (read only)")
-    parser.add_argument("--n", type=int, default=1000, help="rows to read (the first chunks)")
+    parser.add_argument("--rows", default="0:1000", help="corpus rows START:STOP to read (rows not rendered yet are "
+                        "skipped)")
+    parser.add_argument("--corpus-directions", default=None,
+                        help="the directions file the corpus was edited with (default: the shipped one)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--cache", default=None, help="an .npz to keep the readings in (refits skip reading)")
     args = parser.parse_args()
-
-    from PIL import Image
 
     from surrogate.portrait_directions import AttributeDirections
 
     corpus = Path(args.corpus)
     directions = AttributeDirections.load(MODELS_DIR / DIRECTIONS_FILE)
     names = directions.names
+    edited_with_path = Path(args.corpus_directions) if args.corpus_directions else MODELS_DIR / DIRECTIONS_FILE
+    edited_with = AttributeDirections.load(edited_with_path)
+    options = json.loads((corpus / "options.json").read_text())
+    if options.get("directions_sha256") != hashlib.sha256(edited_with_path.read_bytes()).hexdigest():
+        raise SystemExit(f"{corpus} was not edited with {edited_with_path} (options.json's directions_sha256 differs)")
+    start, stop = (int(x) for x in args.rows.split(":"))
     w, w0, rows = [], [], []
     for path in sorted((corpus / "latents").glob("*.npz")):
         with np.load(path) as latent:
-            if tuple(str(n) for n in latent["direction_names"]) != names:
-                raise SystemExit(f"{path}: edited along other directions than {names}")
-            w.append(latent["w"])
-            w0.append(latent["w"] - latent["coefficients"] @ directions.vectors)
-            rows.append(latent["rows"])
-        if sum(len(r) for r in rows) >= args.n:
-            break
-    w, w0, rows = np.concatenate(w)[: args.n], np.concatenate(w0)[: args.n], np.concatenate(rows)[: args.n]
+            keep = (latent["rows"] >= start) & (latent["rows"] < stop)
+            if not keep.any():
+                continue
+            if tuple(str(n) for n in latent["direction_names"]) != edited_with.names:
+                raise SystemExit(f"{path}: edited along other directions than {edited_with.names}")
+            w.append(latent["w"][keep])
+            w0.append(latent["w"][keep] - latent["coefficients"][keep] @ edited_with.vectors)
+            rows.append(latent["rows"][keep])
+    if not rows:
+        raise SystemExit(f"{corpus}: no rendered rows in {args.rows}")
+    w, w0, rows = np.concatenate(w), np.concatenate(w0), np.concatenate(rows)
+
+    def frame_path(row: int) -> Path:
+        return corpus / "frames" / f"{int(row):06d}.jpg"
+
+    # the render may be writing the last chunk: keep the rows whose frame is on disk
+    done = np.array([frame_path(r).exists() for r in rows], bool)
+    w, w0, rows = w[done], w0[done], rows[done]
     started = time.perf_counter()
     if args.cache and Path(args.cache).exists():
         with np.load(args.cache) as cached:
@@ -82,8 +110,7 @@ def main() -> None:
                 raise SystemExit(f"{args.cache} holds other rows")
             read, found = cached["read"], cached["found"]
     else:
-        frames = [np.asarray(Image.open(corpus / "frames" / f"{int(r):06d}.jpg").convert("RGB")) for r in rows]
-        read, found = readings(frames)
+        read, found = readings([frame_path(r) for r in rows])
         if args.cache:
             np.savez_compressed(args.cache, rows=rows, read=read, found=found)
     seconds = time.perf_counter() - started
@@ -110,8 +137,10 @@ def main() -> None:
     print(f"{found.sum()}/{len(rows)} faces found; read in {seconds:.1f} s")
     calibration = Calibration.from_dict(fitted, names)
     calibration.save(args.out, model="read ~ a + b * readout(w0) + c * readout(w)", corpus=corpus.name,
-                     rows=[int(rows[0]), int(rows[-1])], n=int(len(rows)), found=int(found.sum()),
-                     readers="MediaPipe pose and AUs, recon gender",
+                     rows=[int(rows[0]), int(rows[-1])], directions_sha256=hashlib.sha256(
+                         (MODELS_DIR / DIRECTIONS_FILE).read_bytes()).hexdigest(),
+                     n=int(len(rows)), found=int(found.sum()),
+                     readers="MediaPipe pose and AUs, recon gender (the default repository's latest version)",
                      fit_r={n: round(v["fit_r"], 4) for n, v in fitted.items()})
     print(f"wrote {args.out}")
 

@@ -45,7 +45,7 @@ from surrogate.runtime import ModelInfo
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
 PHOTOREAL_MODEL = "photoreal"
-PHOTOREAL_VERSION = 1  # bump when the edit, the framing or a model file changes the pixels
+PHOTOREAL_VERSION = 2  # bump when the edit, the framing or a model file changes the pixels
 RENDER_SIDE = 256  # the backend's output; 64 and 128 are area-shrunk from it
 WORK_SIDE = 512  # the portrait is rotated and framed at this size (as the portrait corpus is)
 MODELS_DIR = Path(__file__).resolve().parent / "portrait_models"
