@@ -25,7 +25,12 @@ EVALUATION_SEED_BASE = 8_000_000_000  # fresh seeds, nowhere near the corpus's o
 
 
 def read_rows(path: str, rows: str) -> np.ndarray:
-    """(N, A) DEFAULT_SCHEMA values of rows start:stop of a canonical attribute CSV."""
+    """(N, A) DEFAULT_SCHEMA values of rows start:stop of a canonical attribute CSV, or of the faces found in
+    an .npz of corpus readings (``scripts/fit_photoreal_calibration.py --cache``: all its rows), clipped to
+    the schema's range (AU06, which no direction moves, is kept as read)."""
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            return DEFAULT_SCHEMA.clip(data["read"][data["found"]])
     import csv
 
     start, stop = (int(x) for x in rows.split(":"))
