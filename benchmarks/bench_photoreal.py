@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--rows", default="1024:2048")
     parser.add_argument("--n", type=int, default=120, help="surrogates (an even number: n/2 seeds, two each)")
     parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--save", default=None, help="a folder for the 256 px renders and the requested values "
+                        "(attributes.csv, for benchmarks/dlib_agreement.py: a reader independent of MediaPipe)")
     args = parser.parse_args()
 
     from surrogate.extract import OnnxEstimator
@@ -67,6 +69,8 @@ def main() -> None:
     colour = np.concatenate([synthesize("photoreal", values[s:s + args.chunk], seeds[s:s + args.chunk],
                                         size=256, rgb=True) for s in range(0, args.n, args.chunk)])
     seconds = time.perf_counter() - started
+    if args.save:
+        save(args.save, colour, values)
     grey64 = photoreal_images(colour, size=64)
     small = time.perf_counter()
     synthesize("photoreal", values[:8], seeds[:8], size=128)
@@ -117,6 +121,37 @@ def main() -> None:
           f"{100 * (same < 0.5).mean():.1f}% of {len(same)} pairs (median {np.median(same):.3f}); different seeds: "
           f"> 0.6 in {100 * (different > 0.6).mean():.1f}% of {len(different)} pairs (median "
           f"{np.median(different):.3f})")
+    # One private person's photos share a gender: the pairs whose requested genders agree, and by how far
+    # apart the two renders' yaw is read (photos of one real person at two poses move the descriptor too).
+    gender_k = DEFAULT_SCHEMA.index("gender")
+    agree = (values[0::2, gender_k] > 0.5) == (values[1::2, gender_k] > 0.5)
+    print(f"  pairs requesting the same gender side: < 0.5 in {100 * (same[agree] < 0.5).mean():.1f}% of "
+          f"{agree.sum()} (median {np.median(same[agree]):.3f})")
+    yaw_j = mediapipe.schema.index("yaw")
+    both = found["256 colour"][0::2] & found["256 colour"][1::2]
+    gap = np.abs(read["256 colour"][0::2, yaw_j] - read["256 colour"][1::2, yaw_j])
+    for low, high in ((0, 10), (10, 20), (20, 30), (30, 90)):
+        inside = both & (gap >= low) & (gap < high)
+        if inside.any():
+            print(f"  |yaw read difference| {low}-{high} deg: {inside.sum()} pairs, < 0.5 in "
+                  f"{100 * (same[inside] < 0.5).mean():.0f}% (median {np.median(same[inside]):.3f})")
+
+
+def save(folder: str, colour: np.ndarray, values: np.ndarray) -> None:
+    """The renders as PNGs and the requested values as a canonical attribute CSV beside them."""
+    import csv
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "attributes.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "file", *DEFAULT_SCHEMA.names])
+        for i, (image, row) in enumerate(zip(colour, values, strict=True)):
+            Image.fromarray(image).save(out / f"{i:04d}.png")
+            writer.writerow([f"{i:04d}", f"{i:04d}.png", *(f"{v:.4f}" for v in row)])
 
 
 if __name__ == "__main__":
