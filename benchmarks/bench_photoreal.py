@@ -1,15 +1,16 @@
 """The photoreal method measured: detection, r requested vs read, gender AUC, identity, speed.
 
-Attribute vectors are drawn from held-out rows of the natural portrait corpus (the calibration read the
-edited corpus; the directions were fitted on all of the natural corpus's w, but these rows' *readings* are
-only requests here). Each of n/2 fresh seeds renders two different vectors, so the same person is seen
-with two sets of attributes. Readers: MediaPipe for pose and AUs (on the 256 px colour framing and on the
-64 px grey default), the shipped recon network for gender on the 64 px grey crop (what ``surrogate
-attributes extract`` reads by default; the gender boundary's probability of the edited w would not be an
-independent reading and is printed only for comparison). Identity: dlib's descriptor distance.
+Attribute vectors are drawn from corpus rows that neither the directions nor the calibration used (for
+version 2: the readings of rows 9232-9831 of the edited corpus, ``scripts/fit_photoreal_calibration.py
+--cache``; the readings are only requests here). Each of n/2 fresh seeds renders two different vectors,
+so the same person is seen with two sets of attributes. Readers: MediaPipe for pose and AUs (on the 256 px
+colour framing and on the 64 px grey default), the shipped recon network for gender on the 64 px grey crop
+(what ``surrogate attributes extract`` reads by default; the gender boundary's probability of the edited w
+would not be an independent reading and is printed only for comparison). Identity: dlib's descriptor distance.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_photoreal.py --attributes data/portraits_p1/attributes.csv \\
-        --rows 1024:2048 --n 120
+    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \\
+        --rows 9232:9832 --corpus-directions data/directions_p2.npz --cache POOL.npz --out /tmp/unused.npz
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_photoreal.py --attributes POOL.npz --n 500 --save DIR
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ def main() -> None:
     gender_read = recon.predict(list(grey64))[:, recon.schema.index("gender")]
     requested_gender = values[:, DEFAULT_SCHEMA.index("gender")]
 
-    print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from rows {args.rows} of {args.attributes}")
+    where = "the faces found" if args.attributes.endswith(".npz") else f"rows {args.rows}"
+    print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from {where} of {args.attributes}")
     print(f"speed: {args.n / seconds:.2f} surrogates/s at 256 px colour in chunks of {args.chunk} "
-          f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (1024 px render, shrink to 512, "
+          f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (512 px wavelet-band path, "
           "rotate, MediaPipe framing, crop)")
     for size, estimates in read.items():
         hit = found[size]
