@@ -252,6 +252,22 @@ def load_table(out: Path) -> CorpusTable:
                        cat["blendshapes"], cat["pose"], names)
 
 
+def concat_tables(tables: list[CorpusTable]) -> CorpusTable:
+    """Several corpora's tables as one (e.g. the natural and the edited part); rows keep their part's ids."""
+    if len(tables) == 1:
+        return tables[0]
+    width = max(t.coefficients.shape[1] for t in tables)
+    coefficients = np.concatenate([np.pad(t.coefficients, ((0, 0), (0, width - t.coefficients.shape[1])))
+                                   for t in tables])
+    names = max((t.direction_names for t in tables), key=len)
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([getattr(t, key) for t in tables])
+
+    return CorpusTable(cat("rows"), cat("seeds"), cat("w"), coefficients, cat("roll_edit"), cat("found"),
+                       cat("blendshapes"), cat("pose"), names)
+
+
 def table_attributes(table: CorpusTable, schema, gender: np.ndarray | None) -> np.ndarray:
     """(N, A) natural-unit attributes: MediaPipe's pose and AUs, the gender model's probability (0.5 without)."""
     from surrogate.landmarks import aus_from_blendshapes
@@ -270,11 +286,19 @@ def table_attributes(table: CorpusTable, schema, gender: np.ndarray | None) -> n
     return values
 
 
+def attributes_file(crops: str) -> str:
+    """The attribute CSV of one crops folder: attributes.csv for the 64 px grey default, else named after it.
+
+    One corpus may hold several crop sizes (all cut from the same frames and labels); each keeps its own CSV.
+    """
+    return "attributes.csv" if crops == images_dir(64, 1) else f"attributes_{crops}.csv"
+
+
 def write_attributes(out: Path, table: CorpusTable, values: np.ndarray, schema, size: int, channels: int) -> Path:
     """The canonical attribute CSV of the found rows (ids = file stems of the crops)."""
     import csv
 
-    path = out / "attributes.csv"
+    path = out / attributes_file(images_dir(size, channels))
     with atomic_open(path, "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["id", "file", *schema.names])

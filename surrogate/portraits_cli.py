@@ -10,12 +10,13 @@ import click
 import numpy as np
 
 from surrogate.assets import PORTRAIT_GENERATOR, sha256
-from surrogate.imageio import atomic_write_text
+from surrogate.imageio import atomic_open, atomic_write_text
 from surrogate.portrait_corpus import (
     CorpusError,
     CorpusOptions,
+    attributes_file,
     check_options,
-    images_dir,
+    concat_tables,
     label_stage,
     load_table,
     render_stage,
@@ -78,8 +79,10 @@ def portraits_command(n: int, out: Path, seed: int, size: int, channels: str, ps
     """Render, label (MediaPipe) and crop N portraits of nobody into OUT; resumable and deterministic.
 
     Writes OUT/attributes.csv (canonical; 'surrogate train gan --data OUT --attributes OUT/attributes.csv'),
-    OUT/images<size><g|c>/ (aligned crops), OUT/latents.npz (every face's seed, w, edits, roll) and
-    OUT/corpus.json (counts, coverage). The weights are research / non-commercial only.
+    OUT/images<size><g|c>/ (aligned crops; a size other than 64 grey gets its own OUT/attributes_images<size><g|c>.csv
+    and reuses the frames and labels: adding a size to a finished corpus only cuts crops), OUT/latents.npz
+    (every face's seed, w, edits, roll) and OUT/corpus.json (counts, coverage).
+    The weights are research / non-commercial only.
     """
     options = CorpusOptions(seed=seed, n=n, psi=psi, roll_sd=roll_sd, edit_scale=edit_scale,
                             directions_sha256=sha256(directions) if directions else "")
@@ -109,8 +112,7 @@ def portraits_command(n: int, out: Path, seed: int, size: int, channels: str, ps
 
 def finish_corpus(out: Path, options: CorpusOptions, gender: GenderBoundary | None, size: int,
                   channels: int) -> dict:
-    """Write attributes.csv, latents.npz and corpus.json from every labelled chunk."""
-    from surrogate.imageio import atomic_open
+    """Write the crops' attribute CSV, latents.npz and corpus.json from every labelled chunk."""
 
     table = load_table(out)
     p_male = gender.probability(table.w) if gender is not None else None
@@ -140,7 +142,7 @@ def finish_corpus(out: Path, options: CorpusOptions, gender: GenderBoundary | No
                        for j, name in enumerate(s.names)},
         "options": options.__dict__,
         "gender": "boundary" if gender is not None else "none (0.5)",
-        "crops": images_dir(size, channels),
+        "crops": sorted(p.name for p in out.glob("images*") if p.is_dir()),
         "licence": PORTRAIT_GENERATOR.licence,
     }
     atomic_write_text(out / "corpus.json", json.dumps(summary, indent=2) + "\n")
@@ -176,15 +178,18 @@ def portrait_gender_command(corpus: Path, labels: Path, out: Path, l2: float) ->
 
 
 @click.command("portrait-directions")
-@click.argument("corpus", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("corpora", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--gender", "gender_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               required=True, help="Gender boundary ('surrogate data portrait-gender').")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Directions (.npz).")
 @click.option("--l2", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True)
-def portrait_directions_command(corpus: Path, gender_path: Path, out: Path, l2: float) -> None:
-    """Fit the read-out of the attributes from w over CORPUS and the conditioned directions; prints held-out r."""
+def portrait_directions_command(corpora: tuple[Path, ...], gender_path: Path, out: Path, l2: float) -> None:
+    """Fit the read-out of the attributes from w over CORPORA and the conditioned directions; prints held-out r.
+
+    Pass the natural and the edited part together: the edits widen the spread the read-out is fitted on.
+    """
     try:
-        table = load_table(corpus)
+        table = concat_tables([load_table(corpus) for corpus in corpora])
         gender = GenderBoundary.load(gender_path)
     except (CorpusError, DirectionsError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -206,22 +211,33 @@ def portrait_directions_command(corpus: Path, gender_path: Path, out: Path, l2: 
 @click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Merged folder.")
 @click.option("--crops", default="images64g", show_default=True, help="Crops folder of each part to merge.")
-def portraits_merge_command(parts: tuple[Path, ...], out: Path, crops: str) -> None:
+@click.option("--encode", type=click.Choice(["jpeg", "webp"]), default=None,
+              help="Re-encode the crops (lossy) instead of linking the PNGs: a corpus sized for a 64 MiB GPU carry "
+                   "(128 px colour at quality 85: about 4.6 KB a face as JPEG, 3.3 KB as WebP).")
+@click.option("--quality", type=click.IntRange(50, 100), default=85, show_default=True, help="With --encode.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many faces, parts in order.")
+def portraits_merge_command(parts: tuple[Path, ...], out: Path, crops: str, encode: str | None, quality: int,
+                            limit: int | None) -> None:
     """Merge corpus PARTS (e.g. the natural and the edited part) into one training folder.
 
-    OUT/<crops>/ holds every part's crops, named PART_ID.png (hard links where the file system allows),
-    and OUT/attributes.csv the parts' rows with those names; the parts stay as they are.
+    OUT/<crops>/ holds every part's crops, named PART_ID.png (hard links where the file system allows;
+    PART_ID.jpg or .webp with --encode), and OUT/attributes.csv the parts' rows with those names; the parts stay
+    as they are.
     """
     import csv
     import shutil
 
+    from PIL import Image
+
     out.mkdir(parents=True, exist_ok=True)
     rows: list[list[str]] = []
     header: list[str] | None = None
+    suffix = {None: ".png", "jpeg": ".jpg", "webp": ".webp"}[encode]
     for part in parts:
-        source = part / "attributes.csv"
+        source = part / attributes_file(crops)
         if not source.is_file():
-            raise click.ClickException(f"{part}: no attributes.csv (run 'surrogate data portraits' to finish it)")
+            raise click.ClickException(f"{part}: no {source.name} (run 'surrogate data portraits' on it with the "
+                                       f"size and channels of {crops})")
         with open(source, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             part_header = next(reader)
@@ -229,19 +245,24 @@ def portraits_merge_command(parts: tuple[Path, ...], out: Path, crops: str) -> N
                 raise click.ClickException(f"{source}: columns {part_header} differ from {header}")
             header = part_header
             for record in reader:
+                if limit is not None and len(rows) >= limit:
+                    break
                 image = part / record[1]
                 if Path(record[1]).parent.name != crops or not image.is_file():
                     raise click.ClickException(f"{source}: row {record[0]}: no crop {image} in {crops}/")
                 name = f"{part.name}_{record[0]}"
-                target = out / crops / f"{name}.png"
+                target = out / crops / f"{name}{suffix}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not target.exists():
-                    try:
-                        os.link(image, target)
-                    except OSError:
-                        shutil.copyfile(image, target)
-                rows.append([name, f"{crops}/{name}.png", *record[2:]])
-    from surrogate.imageio import atomic_open
+                    if encode is not None:
+                        with Image.open(image) as crop, atomic_open(target) as handle:
+                            crop.save(handle, format=encode.upper(), quality=quality)
+                    else:
+                        try:
+                            os.link(image, target)
+                        except OSError:
+                            shutil.copyfile(image, target)
+                rows.append([name, f"{crops}/{name}{suffix}", *record[2:]])
 
     with atomic_open(out / "attributes.csv", "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
