@@ -19,25 +19,25 @@ Command = tuple[str, str, str]
 
 COMMANDS: dict[str, dict[str, Command] | Command] = {
     "data": {
-        "synth": ("surrogate.training_data:synth_command", "Render a synthetic labelled face dataset.", ""),
-        "sheet": ("surrogate.sheet:sheet_command", "Draw a contact sheet of a dataset with captions.", ""),
+        "synth": ("surrogate.data_cli:synth_command", "Render a synthetic labelled face dataset.", ""),
+        "sheet": ("surrogate.data_cli:sheet_command", "Draw a contact sheet of a dataset with captions.", ""),
         "portraits": (
-            "surrogate.portraits_cli:portraits_command",
+            "surrogate.data_cli:portraits_command",
             "Render, label (MediaPipe) and crop a corpus of photoreal portraits of nobody.",
             "portraits",
         ),
         "portraits-merge": (
-            "surrogate.portraits_cli:portraits_merge_command",
+            "surrogate.data_cli:portraits_merge_command",
             "Merge portrait corpus parts into one training folder.",
             "",
         ),
         "portrait-gender": (
-            "surrogate.portraits_cli:portrait_gender_command",
+            "surrogate.data_cli:portrait_gender_command",
             "Fit the portraits' gender boundary in w to hand labels.",
             "portraits",
         ),
         "portrait-directions": (
-            "surrogate.portraits_cli:portrait_directions_command",
+            "surrogate.data_cli:portrait_directions_command",
             "Fit attribute directions in the portrait generator's w space.",
             "portraits",
         ),
