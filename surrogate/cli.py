@@ -44,16 +44,16 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
     },
     "attributes": {
         "convert": (
-            "surrogate.adapters_cli:convert_command",
+            "surrogate.attributes_cli:convert_command",
             "Convert OpenFace / py-feat / LibreFace / schema files to the canonical CSV.",
             "",
         ),
         "extract": (
-            "surrogate.extract:extract_command",
+            "surrogate.attributes_cli:extract_command",
             "Estimate attributes from face images with the reconstruction network.",
             "serve",
         ),
-        "schema": ("surrogate.adapters_cli:schema_command", "Print an attribute schema as JSON.", ""),
+        "schema": ("surrogate.attributes_cli:schema_command", "Print an attribute schema as JSON.", ""),
     },
     "train": {
         "gan": ("training.gan.cli:train_gan_command", "Train the conditional BEGAN-CS generator.", "train"),
