@@ -1,29 +1,37 @@
-"""``surrogate data portraits | portrait-gender | portrait-directions``: the portrait corpus commands."""
+"""``surrogate data``: the commands that make and inspect training data, in one place.
+
+``synth`` renders the synthetic labelled set (``surrogate.training_data``), ``sheet`` draws a captioned
+contact sheet of any such set (``surrogate.sheet``), and ``portraits`` / ``portraits-merge`` /
+``portrait-gender`` / ``portrait-directions`` build the photoreal portrait corpus
+(``surrogate.portrait_corpus``, ``surrogate.portrait_directions``). The library modules hold the work;
+this module only parses options and turns their errors into messages.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 
-from surrogate.assets import PORTRAIT_GENERATOR, sha256
-from surrogate.imageio import atomic_open, atomic_write_text
+from surrogate.assets import sha256
+from surrogate.imageio import ImageDecodeError, save_png
 from surrogate.portrait_corpus import (
     CorpusError,
     CorpusOptions,
-    attributes_file,
     check_options,
     concat_tables,
-    label_stage,
+    finish_corpus,
     load_table,
-    render_stage,
+    merge_parts,
+    render_and_label,
     table_attributes,
-    write_attributes,
 )
 from surrogate.portrait_directions import (
+    DIRECTION_NAMES,
+    EDIT_SHIFT,
+    EDIT_SPREAD,
     AttributeDirections,
     DirectionsError,
     GenderBoundary,
@@ -33,25 +41,68 @@ from surrogate.portrait_directions import (
     held_out_r,
     read_gender_labels,
 )
-from surrogate.schema import DEFAULT_SCHEMA
-
-# The corpus's edits, in read-out units per standard-normal draw (spread) plus a mean (shift). A step of 1
-# moves MediaPipe's reading by only 0.3 (yaw) to 0.6 (AU12) of a unit (the gain, measured by
-# benchmarks/portrait_directions.py), so the spreads are wide: about 12 degrees of real yaw, 1.4 AU of brow
-# lowering (shifted up, since natural faces rarely frown) and 1.7 AU of smile per draw.
-EDIT_SPREAD = {"yaw": 40.0, "pitch": 12.0, "AU04": 3.0, "AU05": 1.0, "AU07": 1.5, "AU12": 3.0, "AU23": 1.5,
-               "gender": 0.0}
-EDIT_SHIFT = {"AU04": 1.5}
-# AU06 has no direction of its own: MediaPipe's AU06 is a function of AU07 and AU12 (surrogate.landmarks).
-DIRECTION_NAMES = ("yaw", "pitch", "AU04", "AU05", "AU07", "AU12", "AU23", "gender")
+from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
+from surrogate.sheet import caption, contact_sheet
+from surrogate.training_data import DatasetError, SynthDistribution, load_dataset, synthesize_dataset
 
 
-def _worker(args: tuple) -> int:
-    out, options, directions_path, size, channels, worker, workers, threads, batch = args
-    directions = AttributeDirections.load(directions_path) if directions_path else None
-    rendered = render_stage(out, options, directions, worker=worker, workers=workers, batch=batch,
-                            threads=threads)
-    return rendered + label_stage(out, options, size=size, channels=channels, worker=worker, workers=workers)
+@click.command(name="synth")
+@click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of faces.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Row i depends only on (seed, i): a larger --n extends the same dataset.")
+@click.option("--size", type=click.IntRange(8, 1024), default=64, show_default=True, help="Image size in pixels.")
+@click.option("--rgb", is_flag=True, help="Write RGB images instead of greyscale.")
+@click.option("--distribution", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML or JSON file overriding the attribute distribution (see docs/face_model.md).")
+@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Attribute schema JSON (default: the paper's ten attributes).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Faces rendered per batch.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Rendering processes (images are identical for any number).")
+@click.option("--face-model", type=click.Choice(["parametric", "ict"]), default="parametric", show_default=True,
+              help="3-D face model: the project's parametric mesh or the scanned ICT-FaceKit head.")
+def synth_command(n: int, out: Path, seed: int, size: int, rgb: bool, distribution: Path | None,
+                  schema_file: Path | None, batch_size: int, workers: int, face_model: str) -> None:
+    """Render a synthetic labelled face dataset: images, attributes.csv, identities, params.npz.
+
+    Deterministic for a seed and resumable: rerunning skips the images that already exist.
+    """
+    try:
+        dist = SynthDistribution.from_file(distribution) if distribution else SynthDistribution()
+        schema = DEFAULT_SCHEMA
+        if schema_file:
+            schema = AttributeSchema.from_json(schema_file.read_text(encoding="utf-8"))
+        rendered, skipped = synthesize_dataset(out, n, seed=seed, size=size, rgb=rgb, schema=schema,
+                                               distribution=dist, batch_size=batch_size, workers=workers,
+                                               face_model=face_model)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{out}: {n} faces ({rendered} rendered, {skipped} already there); "
+               f"attributes in {out / 'attributes.csv'}")
+
+
+@click.command(name="sheet")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=32, show_default=True, help="Faces on the sheet.")
+@click.option("--columns", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--cell", type=click.IntRange(16, 512), default=None,
+              help="Tile size in pixels (default max(size, 128)).")
+def sheet_command(dataset: Path, out: Path, n: int, columns: int, cell: int | None) -> None:
+    """Draw a contact sheet of DATASET's first N faces with pose / AU / gender captions."""
+    try:
+        data = load_dataset(dataset)
+        count = min(n, len(data))
+        if count == 0:
+            raise click.ClickException(f"{dataset}: the dataset has no rows")
+        images = data.load_images(range(count))
+    except (DatasetError, ImageDecodeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    captions = [caption(data.schema, data.values[i]) for i in range(count)]
+    save_png(out, contact_sheet(list(images), captions, columns=columns, cell=cell))
+    click.echo(f"{out}: {count} faces from {dataset}")
 
 
 @click.command("portraits")
@@ -96,57 +147,9 @@ def portraits_command(n: int, out: Path, seed: int, size: int, channels: str, ps
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"out": str(out), "size": size, "channels": int(channels), "workers": workers,
                            "directions": str(directions or ""), **options.__dict__}, indent=2))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [(out, options, str(directions) if directions else "", size, int(channels), i, workers, threads, batch)
-            for i in range(workers)]
-    if workers == 1:
-        _worker(jobs[0])
-    else:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            pool.map(_worker, jobs)
+    render_and_label(out, options, directions, size=size, channels=int(channels), workers=workers, batch=batch)
     summary = finish_corpus(out, options, gender, size, int(channels))
     click.echo(json.dumps(summary["counts"], indent=2))
-
-
-def finish_corpus(out: Path, options: CorpusOptions, gender: GenderBoundary | None, size: int,
-                  channels: int) -> dict:
-    """Write the crops' attribute CSV, latents.npz and corpus.json from every labelled chunk."""
-
-    table = load_table(out)
-    p_male = gender.probability(table.w) if gender is not None else None
-    values = table_attributes(table, DEFAULT_SCHEMA, p_male)
-    write_attributes(out, table, values, DEFAULT_SCHEMA, size, channels)
-    with atomic_open(out / "latents.npz") as handle:
-        np.savez(handle, rows=table.rows, seeds=table.seeds, w=table.w, coefficients=table.coefficients,
-                 roll=table.roll_edit, found=table.found, blendshapes=table.blendshapes, pose=table.pose,
-                 direction_names=np.array(table.direction_names, dtype=str))
-    found = values[table.found]
-    s = DEFAULT_SCHEMA
-    summary = {
-        "counts": {
-            "rendered": int(len(table.rows)),
-            "face_found": int(table.found.sum()),
-            "found_rate": round(float(table.found.mean()), 4),
-            "AU12>=2": round(float((found[:, s.index("AU12")] >= 2).mean()), 4),
-            "AU04>=2": round(float((found[:, s.index("AU04")] >= 2).mean()), 4),
-            "yaw<=-30": int((found[:, s.index("yaw")] <= -30).sum()),
-            "yaw>=30": int((found[:, s.index("yaw")] >= 30).sum()),
-            "yaw_range": [round(float(found[:, s.index("yaw")].min()), 1),
-                          round(float(found[:, s.index("yaw")].max()), 1)],
-        },
-        "attributes": {name: {"mean": round(float(found[:, j].mean()), 3), "sd": round(float(found[:, j].std()), 3),
-                              "histogram": np.histogram(found[:, j], bins=10,
-                                                        range=(s.spec(name).low, s.spec(name).high))[0].tolist()}
-                       for j, name in enumerate(s.names)},
-        "options": options.__dict__,
-        "gender": "boundary" if gender is not None else "none (0.5)",
-        "crops": sorted(p.name for p in out.glob("images*") if p.is_dir()),
-        "licence": PORTRAIT_GENERATOR.licence,
-    }
-    atomic_write_text(out / "corpus.json", json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 @click.command("portrait-gender")
@@ -224,48 +227,8 @@ def portraits_merge_command(parts: tuple[Path, ...], out: Path, crops: str, enco
     PART_ID.jpg or .webp with --encode), and OUT/attributes.csv the parts' rows with those names; the parts stay
     as they are.
     """
-    import csv
-    import shutil
-
-    from PIL import Image
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[list[str]] = []
-    header: list[str] | None = None
-    suffix = {None: ".png", "jpeg": ".jpg", "webp": ".webp"}[encode]
-    for part in parts:
-        source = part / attributes_file(crops)
-        if not source.is_file():
-            raise click.ClickException(f"{part}: no {source.name} (run 'surrogate data portraits' on it with the "
-                                       f"size and channels of {crops})")
-        with open(source, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            part_header = next(reader)
-            if header is not None and part_header != header:
-                raise click.ClickException(f"{source}: columns {part_header} differ from {header}")
-            header = part_header
-            for record in reader:
-                if limit is not None and len(rows) >= limit:
-                    break
-                image = part / record[1]
-                if Path(record[1]).parent.name != crops or not image.is_file():
-                    raise click.ClickException(f"{source}: row {record[0]}: no crop {image} in {crops}/")
-                name = f"{part.name}_{record[0]}"
-                target = out / crops / f"{name}{suffix}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.exists():
-                    if encode is not None:
-                        with Image.open(image) as crop, atomic_open(target) as handle:
-                            crop.save(handle, format=encode.upper(), quality=quality)
-                    else:
-                        try:
-                            os.link(image, target)
-                        except OSError:
-                            shutil.copyfile(image, target)
-                rows.append([name, f"{crops}/{name}{suffix}", *record[2:]])
-
-    with atomic_open(out / "attributes.csv", "w") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    click.echo(f"merged {len(rows)} faces from {len(parts)} parts into {out}")
+    try:
+        rows = merge_parts(parts, out, crops, encode=encode, quality=quality, limit=limit)
+    except CorpusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"merged {rows} faces from {len(parts)} parts into {out}")
