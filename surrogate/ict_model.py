@@ -1,7 +1,7 @@
 """A scanned, FACS-based face model for the 3-D path: ICT-FaceKit Light (USC ICT, MIT licence).
 
 The mesh, its identity PCA shapes and its ARKit-style expression blendshapes come from light-stage scans
-(``third_party/ict_facekit/``, packed by ``scripts/pack_ict_facekit.py``; the kit's LICENSE is beside
+(``surrogate/third_party/ict_facekit/``, packed by ``scripts/pack_ict_facekit.py``; the kit's LICENSE is beside
 the data). This module adds what the kit lacks and renders with the project's rasteriser
 (``surrogate.render.rasterize``); see docs/face_model.md:
 
@@ -45,7 +45,9 @@ from surrogate.render import light_direction, rasterize, render_batch
 from surrogate.render import project as _project
 
 ICT_DATA_ENV = "SURROGATE_ICT_DATA"
-ICT_DATA_DIR = Path(__file__).resolve().parent.parent / "third_party" / "ict_facekit"
+# Inside the package (not beside it in the checkout), so the wheel and the Bento carry it
+# (pyproject.toml package-data, bentofile.yaml include).
+ICT_DATA_DIR = Path(__file__).resolve().parent / "third_party" / "ict_facekit"
 # Version of what this model draws: a 3-D surrogate depends only on (attributes, seed, model, this).
 ICT_MODEL_VERSION = "2"
 FACE_MODEL_ICT = "face_model_3d_ict"
@@ -221,7 +223,7 @@ def long_hair(gender: float) -> float:
 
 
 def data_dir() -> Path:
-    """Folder of the packed kit: ``$SURROGATE_ICT_DATA`` or ``third_party/ict_facekit`` of this checkout."""
+    """Folder of the packed kit: ``$SURROGATE_ICT_DATA``, else ``third_party/ict_facekit`` in this package."""
     return Path(os.environ.get(ICT_DATA_ENV) or ICT_DATA_DIR)
 
 
