@@ -111,9 +111,9 @@ _HAIR_LIGHT = np.array([0.72, 0.56, 0.32], np.float32)
 # The sclera is kept below the skin's brightest tones: a white one reads as a staring eye at 64 px.
 _SCLERA = np.array([0.72, 0.70, 0.68], np.float32)
 # Iris and pupil edges, degrees off the eyeball's gaze axis. An iris of 40 degrees (1.5 cm across on the
-# 1.2 cm eyeball) is wider than the relaxed lid opening, so the lids cover its top and bottom as in a
-# resting eye and only AU05 bares the sclera above it; at 31 degrees the whole iris showed, ringed by
-# sclera, and MediaPipe read every neutral face as wide-eyed (eyeWide 0.04, its AU05 2.2 of 5).
+# 1.2 cm eyeball) fills about 80 % of the relaxed opening, the lids covering its top and bottom, so only
+# AU05 bares sclera above it; with 31 degrees (65 %) and a brighter sclera, MediaPipe read resting faces
+# as wide-eyed (eyeWide 0.04, its AU05 2.2 of 5; now 0.01 and 0.5).
 IRIS_DEG = 40.0
 PUPIL_DEG = 15.0
 EYE_RINGS = 16  # eyeball rings over 80 degrees: 5 degrees apart, so the iris and pupil edges stay round
