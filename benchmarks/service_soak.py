@@ -204,11 +204,18 @@ async def light(url: str, clients: int, count: int, records: int, slow_s: float)
 
 
 def rss_mb(service: ServiceProcess) -> dict[str, float]:
+    """RSS (MiB) of every process of the server, keyed ``pid:role`` (BentoML names each service's process
+    with --service-name; the remaining one is the `bentoml serve` supervisor). A restarted process shows
+    up under a new pid."""
     import psutil
 
     root = psutil.Process(service.process.pid)  # type: ignore[union-attr]
-    processes = [root, *root.children(recursive=True)]
-    return {f"{p.pid}:{' '.join(p.cmdline()[-3:])[-40:]}": p.memory_info().rss / 2**20 for p in processes}
+    rss = {}
+    for process in [root, *root.children(recursive=True)]:
+        command = process.cmdline()
+        role = command[command.index("--service-name") + 1] if "--service-name" in command else "supervisor"
+        rss[f"{process.pid}:{role}"] = process.memory_info().rss / 2**20
+    return rss
 
 
 async def soak(url: str, service: ServiceProcess, records: int, seconds: float, warmup_s: float) -> None:
