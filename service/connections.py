@@ -12,7 +12,7 @@ the body has its own deadline there (``SURROGATE_BODY_TIMEOUT_S``).
 
 BentoML builds ``uvicorn.Config`` itself without an ``http`` argument, so the protocol is installed by
 pointing uvicorn's ``"auto"`` entry at it (``install``), from ``service.service`` before the server
-starts; tests/test_service_connections.py checks on a real server that it takes effect.
+starts; tests/test_service_hardening.py checks on a real server that it takes effect.
 """
 
 from __future__ import annotations
