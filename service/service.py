@@ -40,9 +40,9 @@ WORKER_RETRIES = 2
 # BentoML's proxy to a service (proxy2.SessionManager, 1.4.31+) replaces its aiohttp session every
 # runner_connection.max_requests requests (100) or max_age seconds (300) and closes the old one with every
 # connection still carrying a request: those calls fail with "Server disconnected" / "Can not write
-# request body", possibly after the worker answered them (measured with BentoML's SessionManager against
-# uvicorn on 127.0.0.1, 6 concurrent callers for 60 s: 194 of 8,437 calls; 0 with this setting; BentoML
-# issue #5540 reports the "Session is closed" variant), and concurrent refreshes leak sessions. The
+# request body", possibly after the worker answered them (benchmarks/worker_session_refresh.py, 6 callers
+# for 60 s: 310 of 11,751 calls; 0 of 12,954 with this setting; BentoML issue #5540 reports the "Session
+# is closed" variant), and concurrent refreshes leak sessions. The
 # worker's address is fixed for the life of the front end, so one session is enough.
 ONE_SESSION = {"max_requests": 2**62, "max_age": 1e12}
 
