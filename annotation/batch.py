@@ -1,8 +1,9 @@
-"""Export: a manifest of private faces -> a crowd batch of surrogates + a private mapping.
+"""Publish (``surrogate annotate publish``): a manifest of private faces -> a crowd batch of surrogates +
+a private mapping. (Not ``surrogate export``, which writes trained networks as ONNX.)
 
 The batch folder is what goes to the crowd platform; it holds only opaque tokens, images, the
 question and the platform files. Everything that links a task to a private face (id, file, attribute
-values, seed) goes to the private mapping, which the exporter refuses to write inside the batch.
+values, seed) goes to the private mapping, which publishing refuses to write inside the batch.
 
 Batch folder layout::
 
@@ -64,18 +65,18 @@ MTURK_TEMPLATE = "mturk_template.html"
 QUESTION_FILE = "question.json"
 IMAGES_DIR = "images"
 TEXTS_DIR = "texts"
-# Everything an export writes into a batch folder (--overwrite replaces only these).
+# Everything publishing writes into a batch folder (--overwrite replaces only these).
 BATCH_NAMES = frozenset(
     {IMAGES_DIR, TEXTS_DIR, LABELSTUDIO_TASKS, LABELSTUDIO_CONFIG, MTURK_INPUT, MTURK_TEMPLATE, QUESTION_FILE}
 )
 
 
-class ExportError(ValueError):
+class PublishError(ValueError):
     """The batch cannot be written as asked (bad option, unreadable photo, unsafe paths)."""
 
 
 class AttributeRows(Protocol):
-    """What the exporter needs from a manifest (``surrogate.adapters.AttributeTable`` has it)."""
+    """What publishing needs from a manifest (``surrogate.adapters.AttributeTable`` has it)."""
 
     schema: AttributeSchema
     ids: list[str]
@@ -112,7 +113,7 @@ def load_manifest(
 
 
 @dataclass
-class ExportSummary:
+class PublishSummary:
     """What was written, for the CLI and the caller."""
 
     batch_dir: Path
@@ -133,23 +134,23 @@ class ExportSummary:
 def _check_paths(batch_dir: Path, mapping_path: Path, overwrite: bool) -> None:
     batch_abs, mapping_abs = batch_dir.resolve(), mapping_path.resolve()
     if mapping_abs == batch_abs or batch_abs in mapping_abs.parents:
-        raise ExportError(
+        raise PublishError(
             f"the private mapping {mapping_path} must not be inside the crowd batch folder {batch_dir}"
         )
     if batch_dir.exists() and not batch_dir.is_dir():
-        raise ExportError(f"{batch_dir} exists and is not a folder")
+        raise PublishError(f"{batch_dir} exists and is not a folder")
     if batch_dir.exists() and any(batch_dir.iterdir()):
         if not overwrite:
-            raise ExportError(f"batch folder {batch_dir} is not empty; choose a new folder (or pass --overwrite)")
+            raise PublishError(f"batch folder {batch_dir} is not empty; choose a new folder (or pass --overwrite)")
         # --overwrite replaces a batch, never anything else a user put there
         foreign = sorted(p.name for p in batch_dir.iterdir() if p.name not in BATCH_NAMES)
         if foreign:
-            raise ExportError(
-                f"--overwrite: {batch_dir} holds files an export does not write ({', '.join(foreign[:5])}); "
+            raise PublishError(
+                f"--overwrite: {batch_dir} holds files publishing does not write ({', '.join(foreign[:5])}); "
                 "it replaces only a previous batch, so move them away or choose a new folder"
             )
     if mapping_path.exists() and not overwrite:
-        raise ExportError(f"mapping {mapping_path} already exists; choose a new path (or pass --overwrite)")
+        raise PublishError(f"mapping {mapping_path} already exists; choose a new path (or pass --overwrite)")
 
 
 def check_url_prefix(url_prefix: str) -> str | None:
@@ -191,16 +192,16 @@ def _secret_rng() -> np.random.Generator:
 
 def _resolve_photo(file: str | None, image_root: Path | None, private_id: str) -> Path:
     if not file:
-        raise ExportError(f"--include-raw: manifest row {private_id!r} has no image file")
+        raise PublishError(f"--include-raw: manifest row {private_id!r} has no image file")
     path = Path(file)
     if not path.is_absolute() and image_root is not None:
         path = image_root / path
     if not path.is_file():
-        raise ExportError(f"--include-raw: image of {private_id!r} not found: {path}")
+        raise PublishError(f"--include-raw: image of {private_id!r} not found: {path}")
     return path
 
 
-def export_batch(
+def publish_batch(
     table: AttributeRows,
     batch_dir: str | os.PathLike[str],
     mapping_path: str | os.PathLike[str],
@@ -222,13 +223,13 @@ def export_batch(
     session_faces: int | None = None,
     texts: Mapping[str, str | os.PathLike[str] | None] | None = None,
     subjects: Sequence[str] | None = None,
-) -> ExportSummary:
+) -> PublishSummary:
     """Render surrogates of every manifest row by every method and write the crowd batch + mapping.
 
     Seeds: the rows and gold items share the seeds ``image_seeds(seed, n_rows + n_gold)``, dealt out
     in a secret random order (the same seed for a row's gan and 3d surrogate; the methods draw from
     independent noise streams) and recorded in the mapping. The crowd order is a secret random
-    permutation too: two exports with the same arguments publish different orders. The images are
+    permutation too: two batches published with the same arguments publish different orders. The images are
     written in that order and every published file gets the same fixed time, so neither file times
     nor inode numbers follow the manifest. The batch is assembled beside ``batch_dir`` and swapped in
     at the end, so ``overwrite`` leaves exactly the new batch.
@@ -245,38 +246,39 @@ def export_batch(
     methods = list(dict.fromkeys(methods))
     unknown = [m for m in methods if m not in SURROGATE_METHODS]
     if unknown:
-        raise ExportError(f"unknown surrogate method(s) {unknown}; choose from {list(SURROGATE_METHODS)}")
+        raise PublishError(f"unknown surrogate method(s) {unknown}; choose from {list(SURROGATE_METHODS)}")
     if not methods and not include_raw:
-        raise ExportError("nothing to export: give at least one surrogate method or --include-raw")
+        raise PublishError("nothing to publish: give at least one surrogate method or --include-raw")
     if size < 16 or size > 1024:
-        raise ExportError(f"--size {size} must be between 16 and 1024 pixels")
+        raise PublishError(f"--size {size} must be between 16 and 1024 pixels")
     if gold_per_rule < 0:
-        raise ExportError("--gold-per-rule must be >= 0")
+        raise PublishError("--gold-per-rule must be >= 0")
     if session_faces is not None and session_faces < 1:
-        raise ExportError(f"--session-faces {session_faces} must be >= 1")
+        raise PublishError(f"--session-faces {session_faces} must be >= 1")
     if "photoreal" in methods:
         from surrogate.synthesis import PHOTOREAL_SIZES
 
         if size not in PHOTOREAL_SIZES:
-            raise ExportError(f"--size {size}: the photoreal method renders {list(PHOTOREAL_SIZES)} px")
+            raise PublishError(f"--size {size}: the photoreal method renders {list(PHOTOREAL_SIZES)} px")
     if gold_rules and not methods:
-        raise ExportError("gold items are surrogates: give a surrogate method (--method) to use --gold")
+        raise PublishError("gold items are surrogates: give a surrogate method (--method) to use --gold")
     gold_methods = list(methods) if gold_methods is None else list(dict.fromkeys(gold_methods))
     if set(gold_methods) - set(methods):
-        raise ExportError(f"--gold-method {sorted(set(gold_methods) - set(methods))} is not an exported --method")
+        raise PublishError(f"--gold-method {sorted(set(gold_methods) - set(methods))} is not one of the --method "
+                           "values")
     schema = table.schema
     for rule in gold_rules:
         try:
             rule.check(question, schema)
         except ValueError as exc:
-            raise ExportError(str(exc)) from exc
+            raise PublishError(str(exc)) from exc
     ids = [str(i) for i in table.ids]
     if not ids:
-        raise ExportError("the manifest has no valid rows")
+        raise PublishError("the manifest has no valid rows")
     try:
         check_unique(ids, what="private id")
     except MappingError as exc:
-        raise ExportError(str(exc)) from exc
+        raise PublishError(str(exc)) from exc
     _check_paths(batch_dir, mapping_path, overwrite)
     values = np.asarray(table.values, dtype=np.float32)
     files = list(table.files) if getattr(table, "files", None) is not None else [None] * len(ids)
@@ -291,7 +293,7 @@ def export_batch(
     gold_values = [rule.values(schema, k) for rule in gold_rules for k in range(gold_per_rule)]
     gold_labels = [rule.label for rule in gold_rules for _ in range(gold_per_rule)]
     if subjects is not None and len(subjects) != len(ids):
-        raise ExportError(f"{len(subjects)} subject ids for {len(ids)} manifest rows")
+        raise PublishError(f"{len(subjects)} subject ids for {len(ids)} manifest rows")
     people = list(dict.fromkeys(subjects)) if subjects is not None else ids
     seeds = [int(s) for s in secret.permutation(image_seeds(seed, len(people) + len(gold_values)))]
     if subjects is None:
@@ -305,7 +307,7 @@ def export_batch(
     tokens = iter(_new_tokens(n_tasks))
     # Encoded PNGs wait in memory so that they reach the disk in crowd order, not in manifest order.
     rendered: list[tuple[MappingEntry, bytes]] = []
-    bar = tqdm(total=n_tasks, desc="export", unit="img", disable=not progress)
+    bar = tqdm(total=n_tasks, desc="publish", unit="img", disable=not progress)
 
     def render(
         method: str,
@@ -355,7 +357,7 @@ def export_batch(
                 # Decoded and re-encoded: EXIF (camera, GPS, names) and the file name never leave.
                 image = load_image(photo)
             except ImageDecodeError as exc:
-                raise ExportError(f"--include-raw: {ids[i]!r}: {exc}") from exc
+                raise PublishError(f"--include-raw: {ids[i]!r}: {exc}") from exc
             entry = MappingEntry(
                 token=next(tokens),
                 kind=KIND_ITEM,
@@ -386,7 +388,7 @@ def export_batch(
             else {}
         )
     except ValueError as exc:
-        raise ExportError(str(exc)) from exc
+        raise PublishError(str(exc)) from exc
     mapping = PrivateMapping(
         question=question,
         schema=schema,
@@ -415,7 +417,7 @@ def export_batch(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return ExportSummary(
+    return PublishSummary(
         batch_dir=batch_dir,
         mapping_path=mapping_path,
         n_private=len(ids),
@@ -454,7 +456,7 @@ def _fix_times(folder: Path) -> None:
 def _swap_in(staging: Path, batch_dir: Path) -> None:
     """Replace ``batch_dir`` (absent, empty or a previous batch, see ``_check_paths``) by ``staging``.
 
-    The previous batch is moved aside first and put back if the swap fails, so a failed export never
+    The previous batch is moved aside first and put back if the swap fails, so a failed publish never
     leaves the user with neither batch.
     """
     previous = batch_dir.parent / f".{batch_dir.name}.previous-{secrets.token_hex(4)}"

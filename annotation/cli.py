@@ -2,7 +2,7 @@
 
 The round trip::
 
-    surrogate annotate export faces.csv --batch crowd/ --mapping private/mapping.json --method 3d
+    surrogate annotate publish faces.csv --batch crowd/ --mapping private/mapping.json --method 3d
     (post crowd/ to Label Studio or MTurk; download the results)
     surrogate annotate import results.csv --mapping private/mapping.json --out private/labels.csv
     surrogate annotate aggregate private/labels.csv --mapping private/mapping.json --out private/agg.csv
@@ -22,7 +22,7 @@ _MAPPING = click.option(
     "mapping_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The PRIVATE mapping written by 'export' (token -> private id, method, seed).",
+    help="The PRIVATE mapping written by 'publish' (token -> private id, method, seed).",
 )
 
 
@@ -64,12 +64,12 @@ def _read_labels(path: Path) -> Any:
 def annotate_group() -> None:
     """Crowd batches out, labels back, the paper's analyses.
 
-    export -> (crowd platform) -> import -> aggregate -> transfer, and report / simulate.
+    publish -> (crowd platform) -> import -> aggregate -> transfer, and report / simulate.
     Everything that links a crowd task to a private face stays in the private --mapping file.
     """
 
 
-@annotate_group.command(name="export")
+@annotate_group.command(name="publish")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_folder_option("--batch", "batch_dir", "Crowd batch folder to create (images + platform files; nothing private).")
 @click.option(
@@ -173,7 +173,7 @@ def annotate_group() -> None:
     "surrogate person (method photoreal keeps the person across attributes).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a previous batch in --batch / an existing mapping.")
-def export_command(
+def publish_command(
     manifest: Path,
     batch_dir: Path,
     mapping_path: Path,
@@ -199,8 +199,11 @@ def export_command(
     subject_column: str | None,
     overwrite: bool,
 ) -> None:
-    """Write a crowd batch of surrogates for the faces in MANIFEST (any attribute adapter format)."""
-    from annotation.batch import export_batch, load_manifest
+    """Write a crowd batch of surrogates for the faces in MANIFEST (any attribute adapter format).
+
+    The batch folder is what you post to Label Studio or MTurk; the private mapping stays with you.
+    """
+    from annotation.batch import load_manifest, publish_batch
     from annotation.question import Question, parse_gold_rules
     from surrogate.synthesis_cli import read_column
 
@@ -223,7 +226,7 @@ def export_command(
     if len(table.rejected) > 10:
         click.echo(f"... and {len(table.rejected) - 10} more rejected manifest rows", err=True)
     try:
-        summary = export_batch(
+        summary = publish_batch(
             table,
             batch_dir,
             mapping_path,
@@ -243,7 +246,7 @@ def export_command(
             texts={"instructions": instructions_path, "consent": consent_path, "qualification": qualification_path},
             subjects=subjects,
         )
-    except ValueError as exc:  # ExportError, MappingError, attribute validation
+    except ValueError as exc:  # PublishError, MappingError, attribute validation
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"batch {summary.batch_dir}: {summary.n_tasks} tasks ({summary.n_items} items of "
@@ -253,6 +256,21 @@ def export_command(
     click.echo(f"private mapping: {summary.mapping_path}  (keep it private; never upload it)")
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+def _renamed(command: click.Command, old_name: str) -> click.Command:
+    """``old_name`` as a hidden alias of ``command`` that says, in one line on stderr, to use the new name."""
+
+    def callback(**kwargs: Any) -> Any:
+        click.echo(f"note: 'surrogate annotate {old_name}' is now 'surrogate annotate {command.name}' "
+                   "(same options); the old name is deprecated.", err=True)
+        return click.get_current_context().invoke(command, **kwargs)
+
+    return click.Command(old_name, params=command.params, callback=callback, help=command.help, hidden=True)
+
+
+# 'publish' was called 'export', which also names ONNX export (`surrogate export`); old scripts keep working.
+annotate_group.add_command(_renamed(publish_command, "export"))
 
 
 @annotate_group.command(name="import")
@@ -663,7 +681,7 @@ def study_command(
     """A simulated run of the paper's study: FACES x raw/GAN/3-D x WORKERS in sessions, end to end.
 
     Synthetic "private" photos, attributes and emotion evidence read by the shipped recon network,
-    a session export, a simulated crowd in MTurk's results format, import, per-face labels and the
+    a published session batch, a simulated crowd in MTurk's results format, import, per-face labels and the
     report (Table 1, t-tests, Figures 5-10) in OUT/private/report/.
     """
     from annotation.report import _pct

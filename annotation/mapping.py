@@ -1,7 +1,7 @@
 """The private mapping: which crowd task token stands for which private face.
 
 This file is the ONLY link between what the crowd sees (opaque tokens) and the private data (ids,
-image files, attribute values, seeds). The exporter writes it outside the batch folder; the importer,
+image files, attribute values, seeds). Publishing writes it outside the batch folder; the importer,
 ``transfer`` and ``report`` read it. Keep it with the private data, never with the crowd batch.
 """
 
@@ -162,7 +162,7 @@ class PrivateMapping:
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "mapping") -> PrivateMapping:
         if not isinstance(data, dict) or data.get("format") != MAPPING_FORMAT:
-            raise MappingError(f"{source}: not a private mapping written by 'surrogate annotate export'")
+            raise MappingError(f"{source}: not a private mapping written by 'surrogate annotate publish'")
         try:
             schema = AttributeSchema.from_dict(data["schema"])
             question = Question.from_dict(data["question"])

@@ -293,7 +293,7 @@ def _add_answer(
 def _labelstudio_slots(data: dict[str, Any], question: Question) -> dict[str, str]:
     """Answer name -> task token: one image (``question.name``) or a session's ``<question>_<index>``."""
     images = data.get("images")
-    if isinstance(images, list):  # a session task (export --session-faces): Label Studio's Repeater
+    if isinstance(images, list):  # a session task (publish --session-faces): Label Studio's Repeater
         out = {}
         for k, image in enumerate(images):
             image = image if isinstance(image, dict) else {"image": image}

@@ -1,6 +1,6 @@
 """The crowd question and its answer choices, and known-answer (gold) item rules.
 
-One ``Question`` travels with a batch: the exporter writes it into the Label Studio config and the
+One ``Question`` travels with a batch: publishing writes it into the Label Studio config and the
 MTurk template, the importer uses it to decode answers (MTurk radio buttons arrive as
 ``Answer.<name>.option_<N>`` booleans, so the choice order matters) and to reject labels that are
 not one of the choices.

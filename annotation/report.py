@@ -109,7 +109,7 @@ def ground_truth(
     raw = labels[labels["method"] == "raw"]
     if raw.empty:
         raise ReportError(
-            "no ground truth: the batch has no raw images (export with --include-raw for a "
+            "no ground truth: the batch has no raw images (publish with --include-raw for a "
             "consenting pilot) and no --truth file was given"
         )
     per_task = aggregate(raw, "mv").set_index("task")

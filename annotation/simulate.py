@@ -1,6 +1,6 @@
 """A crowd simulator: labellers with per-version accuracy, item difficulty and spammers.
 
-It exists to test the round trip without a real crowd: it answers a real exported batch (through its
+It exists to test the round trip without a real crowd: it answers a real published batch (through its
 private mapping), writes the answers in the platforms' own result formats (an MTurk batch results CSV
 or a Label Studio export JSON), and knows the accuracy it simulated, so a test can check that
 ``report`` recovers it and that Dawid-Skene beats majority vote when spammers are present.
@@ -234,7 +234,7 @@ def _radio_answer(q: Question, name: str, label: str) -> dict[str, str]:
 
 def write_mturk_results(crowd: SimulatedCrowd, mapping: PrivateMapping, path: str | os.PathLike[str]) -> None:
     """An MTurk batch results CSV as the requester site gives it, passed once through pandas (so it
-    has the leading unnamed index column), with the answer as MTurk writes the exported template's
+    has the leading unnamed index column), with the answer as MTurk writes the published template's
     ``<crowd-radio-group>`` under ``answer-format="flatten-objects"``: AWS's documented output
     ``{"<q>.option_N": {"<choice>": true|false}}`` as one ``Answer.<q>.option_N.<choice>`` column per
     button. A session batch has one row per worker and session, with every slot's input and answer.

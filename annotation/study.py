@@ -8,7 +8,7 @@ expression (``surrogate.training_data``). Everything after that is what a team w
    AU12 estimates minus 1.5 (anger: AU04, AU05, AU07, AU23), so 0 is a slight expression;
 2. ``faces`` photos are picked evenly over the evidence range, as the paper sampled GENKI-4K by
    evidence bins;
-3. export in the paper's design: one session holding every face as raw photo, GAN and 3-D surrogate,
+3. publish in the paper's design: one session holding every face as raw photo, GAN and 3-D surrogate,
    plus 3-D gold items (the GAN's gold faces look alike), in a secret order;
 4. a simulated crowd (``workers`` per session) answers in MTurk's real results format;
 5. import, per-face labels combining the surrogate versions, and the report: Table 1, t-tests,
@@ -78,7 +78,7 @@ def run_study(
 ) -> StudyResult:
     """Run the simulated study into ``out`` (private/ and crowd/); see the module docstring."""
     from annotation.aggregate import face_labels, item_labels, screen_workers, write_csv
-    from annotation.batch import export_batch, load_manifest
+    from annotation.batch import load_manifest, publish_batch
     from annotation.mapping import PrivateMapping
     from annotation.platforms import read_labels, write_labels
     from annotation.question import GoldRule, Question
@@ -131,10 +131,10 @@ def run_study(
         writer.writerows([rows[i]["id"], f"{evidence[i]:.3f}"] for i in keep)
     lap("extract attributes + evidence")
 
-    # 3. export in the paper's design
+    # 3. publish in the paper's design
     yes, no = emotion, f"not {emotion}"
     gold_au = "AU12:5,AU06:4" if emotion == "joy" else "AU04:5,AU07:4,AU23:4"
-    summary = export_batch(
+    summary = publish_batch(
         load_manifest(manifest),
         batch,
         private / "mapping.json",
@@ -153,7 +153,7 @@ def run_study(
         progress=False,
     )
     mapping = PrivateMapping.read(summary.mapping_path)
-    lap("export (render surrogates)")
+    lap("publish (render surrogates)")
 
     # 4. the simulated crowd, in MTurk's results format; truth from the photos' true expression
     true_score = {rows[i]["id"]: float(emotion_evidence(true_values[i : i + 1], emotion)[0]) for i in keep}

@@ -1,10 +1,10 @@
 """Editable texts for a crowd study: instructions, consent and a qualification note.
 
-``export --sessions`` writes them into ``BATCH/texts/`` (they are public: the crowd reads them) and
+``publish --session-faces`` writes them into ``BATCH/texts/`` (they are public: the crowd reads them) and
 puts the instructions and the consent statement into the MTurk template. A team replaces them with
 its own (``--instructions FILE``, ``--consent FILE``, ``--qualification FILE``) after its ethics
 board has approved the wording; ``{question}``, ``{choices}``, ``{n_images}`` and ``{minutes}`` are
-filled in at export.
+filled in at publishing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ Suggested worker requirements (MTurk: "Workers" tab of the project; Label Studio
 annotators who pass):
 
 - HIT approval rate >= 95% and >= 500 approved HITs (MTurk system qualifications).
-- A short practice round: the gold items of this batch (export --gold) answered correctly at least
+- A short practice round: the gold items of this batch (publish --gold) answered correctly at least
   75% of the time; workers below that are screened out by `report/aggregate --min-gold-accuracy 0.75`.
 - One session per worker (MTurk: set "Maximum assignments per worker" by using one HIT per session and
   MaxAssignments = the number of workers wanted; Label Studio: overlap = the number of annotators).

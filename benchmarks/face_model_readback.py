@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/face_model_readback.py [--n 300] [--size 64] [--reader dlib|mediapipe]
         [--mediapipe-model ~/.cache/surrogate-faces/face-landmarker-0.1.1/face_landmarker.task] [--reader-size 256]
+    .venv/bin/python benchmarks/face_model_readback.py --reader recon [--recon-version 3] --no-emotion
 
 Draws N attribute rows (yaw, pitch, roll uniform in +-``--yaw``/``--pitch``/``--roll`` degrees; each of the
 six AUs 0 with probability 0.4, else uniform 0..5, independently; gender uniform), renders each row with
@@ -17,6 +18,10 @@ its seed by every ``--face-models`` model, and reads the faces back with a reade
 * ``mediapipe``: MediaPipe's FaceLandmarker (``mediapipe`` must be importable; give the ``.task`` model):
   its own blendshapes (AU04 browDown, AU05 eyeWide, AU07 eyeSquint, AU12 mouthSmile, AU23 mouthPress,
   mean of left and right) and the pose of its facial transformation matrix.
+* ``recon``: gender only, as P(male) of the project's reconstruction network ``--recon-version`` of
+  ``model_repository`` (version 3 was trained on photoreal portraits only, never on these renders), on the
+  face found and framed by the project's alignment (``surrogate.face_align.align_face``, MediaPipe) in
+  the upscaled image. Reported as ROC AUC for requested P(male) > 0.5 (and r against it).
 
 Prints, per face model: the share of faces found and Pearson r (requested vs read) per attribute over the
 faces found. Pose signs follow each reader's own convention, so compare |r|.
@@ -31,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surrogate.stats import pearson
+from surrogate.stats import auc, pearson
 
 AUS = ("AU04", "AU05", "AU06", "AU07", "AU12", "AU23")
 DEFAULT_TASK = Path.home() / ".cache" / "surrogate-faces" / "face-landmarker-0.1.1" / "face_landmarker.task"
@@ -123,6 +128,35 @@ class MediaPipeReader:
         return out
 
 
+class ReconReader:
+    """P(male) of a reconstruction network of the model repository on the aligned face; NaN where no face
+    is found."""
+
+    names = ("gender",)
+
+    def __init__(self, version: int, size: int) -> None:
+        from surrogate.extract import OnnxEstimator
+        from surrogate.runtime import default_repository
+
+        self.estimator = OnnxEstimator(default_repository(), version)
+        self.size = size
+
+    def read(self, faces: np.ndarray) -> dict[str, np.ndarray]:
+        from surrogate.face_align import align_face
+
+        out = np.full(len(faces), np.nan)
+        crops, found = [], []
+        for i, face in enumerate(faces):
+            aligned = align_face(upscale(face, self.size), self.estimator.image_size, channels=self.estimator.channels)
+            if aligned is not None:
+                crops.append(aligned.crop)
+                found.append(i)
+        if crops:
+            values = self.estimator.predict(crops)
+            out[found] = values[:, self.estimator.schema.index("gender")]
+        return {"gender": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300)
@@ -131,7 +165,8 @@ def main() -> None:
     parser.add_argument("--yaw", type=float, default=35.0)
     parser.add_argument("--pitch", type=float, default=20.0)
     parser.add_argument("--roll", type=float, default=20.0)
-    parser.add_argument("--reader", choices=("dlib", "mediapipe"), default="dlib")
+    parser.add_argument("--reader", choices=("dlib", "mediapipe", "recon"), default="dlib")
+    parser.add_argument("--recon-version", type=int, default=3, help="recon version read by --reader recon")
     parser.add_argument("--mediapipe-model", type=Path, default=DEFAULT_TASK)
     parser.add_argument("--face-models", nargs="+", default=["parametric", "ict"])
     parser.add_argument("--no-emotion", action="store_true", help="skip the fer joy classifier")
@@ -145,8 +180,11 @@ def main() -> None:
     rows = draw_rows(args.n, np.random.default_rng(args.seed), args.yaw, args.pitch, args.roll)
     values = np.stack([rows[name] for name in DEFAULT_SCHEMA.names], axis=1).astype(np.float32)
     seeds = [args.seed * 100_000 + i for i in range(args.n)]
+    reader: DlibReader | MediaPipeReader | ReconReader
     if args.reader == "dlib":
-        reader: DlibReader | MediaPipeReader = DlibReader(args.reader_size)
+        reader = DlibReader(args.reader_size)
+    elif args.reader == "recon":
+        reader = ReconReader(args.recon_version, args.reader_size)
     else:
         reader = MediaPipeReader(args.mediapipe_model, args.reader_size)
     emotion = None
@@ -157,16 +195,19 @@ def main() -> None:
     print(f"{args.n} faces at {args.size} px, reader {args.reader} (at {args.reader_size or args.size} px); "
           f"yaw/pitch/roll uniform in "
           f"+-{args.yaw:g}/{args.pitch:g}/{args.roll:g} deg; AUs 0 (p 0.4) or uniform 0..5")
-    header = ["model", "found", *reader.names] + (["joy"] if emotion else [])
+    gender_auc = "gender" in reader.names
+    header = ["model", "found", *reader.names] + (["gender AUC"] if gender_auc else []) + (["joy"] if emotion else [])
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model in args.face_models:
         start = time.perf_counter()
         faces = render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=args.size, model=model)
         read = reader.read(faces)
-        found = np.isfinite(read["roll"])
+        found = np.isfinite(read[reader.names[0]])
         cells = [model, f"{found.mean():.1%}"]
-        cells += [f"{pearson(rows[name], read[name]):.2f}" for name in reader.names]
+        cells += [f"{pearson(rows[name][found], read[name][found]):.2f}" for name in reader.names]
+        if gender_auc:
+            cells.append(f"{auc(read['gender'][found], rows['gender'][found] > 0.5):.3f}")
         if emotion:
             joy = emotion.probabilities(list(faces))[:, JOY]
             cells.append(f"{pearson(rows['AU12'], joy):.2f}")

@@ -99,6 +99,7 @@ def main() -> int:
             cos = [float(v @ theirs / np.linalg.norm(v) / np.linalg.norm(theirs))
                    for v in (directions.vectors[k], directions.readout[k])]
             lines.append(f"| {name} | {THIRD_PARTY[name]} | {cos[0]:+.2f} | {cos[1]:+.2f} |")
+    reader.close()  # before interpreter shutdown, which MediaPipe's finaliser does not survive
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

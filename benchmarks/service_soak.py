@@ -1,8 +1,12 @@
 """Overload burst, worst-case probes and a bounded soak of the service on 127.0.0.1 (issue 23's targets).
 
 Run:  .venv/bin/python benchmarks/service_soak.py [--repository model_repository] [--records 64]
-      [--phase-seconds 20] [--soak-seconds 600] [--skip-soak]
+      [--phase-seconds 20] [--warmup-seconds 90] [--soak-seconds 600] [--skip-soak]
+      [--light-requests 4000 --light-clients 2 --light-records 8]
 It starts `bentoml serve` (the shipped models by default) on a free 127.0.0.1 port and prints:
+
+0. light load (only with --light-requests): that many small requests from 2 clients, far below
+   saturation; statuses, p50/p99 and every request slower than 5 s (issue 23 point 8: 4 of ~4,160 hung);
 
 1. probes: /livez latency (p50/p99/max) while the worst decode request of the issue runs (64 zero-filled
    4096x4096 16-bit PNGs to /extract), and the /metrics series count and size before and after 5,000
@@ -11,9 +15,11 @@ It starts `bentoml serve` (the shipped models by default) on a free 127.0.0.1 po
    128, then 8 again, --phase-seconds each: statuses (a connection reset or timeout counts as such),
    goodput (images/s of 200 answers), p50/p99, goodput at 128 as % of 8, and the seconds after the burst
    until the per-second p50 is back within 1.5x the first 8-client p50;
-3. soak (--soak-seconds, bounded): 8 valid clients, 2 clients of invalid and hostile requests (the
-   fuzz generator of benchmarks/service_fuzz.py) and, every 60 s, a 10 s burst of 64 more clients;
-   statuses, goodput, p50/p99 of valid requests, and the RSS of every server process at start and end.
+3. soak (--warmup-seconds, then --soak-seconds, bounded): 8 valid clients, 2 clients of invalid and
+   hostile requests (the fuzz generator of benchmarks/service_fuzz.py) and, every 60 s, a 10 s burst of
+   64 more clients; statuses (a dropped connection as `reset <aiohttp error>`), goodput, p50/p99 of
+   valid requests, and the RSS of every server process cold, after the warm-up and at the end (the
+   growth target, <= 10 %, is warm -> end), with the total every 30 s.
 
 Clients ignore Retry-After (the worst case for the server). Every phase is bounded in time and the
 server is stopped at the end.
@@ -69,11 +75,14 @@ class Phase:
         return good * self.images_per_request / max(self.ended - self.started, 1e-9)
 
 
-async def closed_loop(session: Any, url: str, body: dict[str, Any], phase: Phase, until: float) -> None:
-    """One client: the next request as soon as the last one was answered, until ``until``."""
+async def closed_loop(
+    session: Any, url: str, body: dict[str, Any], phase: Phase, until: float, count: int | None = None
+) -> None:
+    """One client: the next request as soon as the last one was answered, until ``until`` (or until the
+    phase holds ``count`` results)."""
     import aiohttp
 
-    while time.monotonic() < until:
+    while time.monotonic() < until and (count is None or len(phase.results) < count):
         start = time.monotonic()
         try:
             async with session.post(url + "/synthesize", json=body, timeout=aiohttp.ClientTimeout(total=120)) as r:
@@ -84,8 +93,8 @@ async def closed_loop(session: Any, url: str, body: dict[str, Any], phase: Phase
                         status = f"{r.status} {json.loads(answer)['error']['message'][:36]}"
         except TimeoutError:
             status = "timeout"
-        except aiohttp.ClientError:
-            status = "reset"
+        except aiohttp.ClientError as exc:  # the type tells a reset (ClientOSError) from a clean close
+            status = f"reset {type(exc).__name__}"
         phase.results.append((start, time.monotonic(), status))
 
 
@@ -174,25 +183,56 @@ async def burst(url: str, records: int, seconds: float) -> None:
           f"back to normal p50 (<= 1.5 x {normal_p50 * 1000:.0f} ms) after {recovery_seconds(after, normal_p50)} s")
 
 
+async def light(url: str, clients: int, count: int, records: int, slow_s: float) -> None:
+    """``count`` requests of ``records`` images from ``clients`` closed-loop clients (far below
+    saturation): issue 23 point 8 saw 4 of ~4,160 such requests hang 60 s. Prints the statuses, p50/p99,
+    the slowest request, and every request slower than ``slow_s`` with its start (seconds into the run)."""
+    import aiohttp
+
+    phase = Phase(f"light {clients} clients", records)
+    body = {"records": [RECORD] * records, "seed": 1, "format": "json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        phase.started = time.monotonic()
+        await asyncio.gather(*(closed_loop(session, url, body, phase, float("inf"), count) for _ in range(clients)))
+        phase.ended = time.monotonic()
+    print(phase.line())
+    slow = [(start - phase.started, end - start, status) for start, end, status in phase.results
+            if end - start > slow_s]
+    longest = max(end - start for start, end, _ in phase.results)
+    print(f"light load: {len(slow)} of {len(phase.results)} requests slower than {slow_s:g} s "
+          f"(slowest {longest:.2f} s): {[(round(a, 1), round(b, 1), c) for a, b, c in slow][:20]}")
+
+
 def rss_mb(service: ServiceProcess) -> dict[str, float]:
+    """RSS (MiB) of every process of the server, keyed ``pid:role`` (BentoML names each service's process
+    with --service-name; the remaining one is the `bentoml serve` supervisor). A restarted process shows
+    up under a new pid."""
     import psutil
 
     root = psutil.Process(service.process.pid)  # type: ignore[union-attr]
-    processes = [root, *root.children(recursive=True)]
-    return {f"{p.pid}:{' '.join(p.cmdline()[-3:])[-40:]}": p.memory_info().rss / 2**20 for p in processes}
+    rss = {}
+    for process in [root, *root.children(recursive=True)]:
+        command = process.cmdline()
+        role = command[command.index("--service-name") + 1] if "--service-name" in command else "supervisor"
+        rss[f"{process.pid}:{role}"] = process.memory_info().rss / 2**20
+    return rss
 
 
-async def soak(url: str, service: ServiceProcess, records: int, seconds: float) -> None:
+async def soak(url: str, service: ServiceProcess, records: int, seconds: float, warmup_s: float) -> None:
+    """``warmup_s`` then ``seconds`` of the same mixed traffic. RSS of every server process is read cold,
+    after the warm-up (model sessions, thread pools, allocator arenas and caches have reached their
+    working size by then) and every 30 s to the end; the growth that counts is warm -> end."""
     import aiohttp
 
-    start_rss = rss_mb(service)
+    samples: list[tuple[float, dict[str, float]]] = [(0.0, rss_mb(service))]
     valid = Phase("soak valid", records)
     invalid: Counter = Counter()
     overload = Phase("soak overload bursts", records)
     rng = random.Random(0)
     hostile_seeds = seed_images(rng)
     valid.started = overload.started = time.monotonic()
-    until = valid.started + seconds
+    warm_at = valid.started + warmup_s
+    until = warm_at + seconds
     body = {"records": [RECORD] * records, "seed": 1, "format": "json"}
 
     async def hostile(session: Any) -> None:
@@ -205,17 +245,31 @@ async def soak(url: str, service: ServiceProcess, records: int, seconds: float) 
             end = min(until, time.monotonic() + 10)
             await asyncio.gather(*(closed_loop(session, url, body, overload, end) for _ in range(64)))
 
+    async def sample_rss() -> None:
+        await asyncio.sleep(max(0.0, warm_at - time.monotonic()))
+        while time.monotonic() < until - 1:
+            samples.append((time.monotonic() - valid.started, rss_mb(service)))
+            await asyncio.sleep(min(30.0, max(0.0, until - 1 - time.monotonic())))
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await asyncio.gather(*(closed_loop(session, url, body, valid, until) for _ in range(8)),
-                             *(hostile(session) for _ in range(2)), bursts(session))
+                             *(hostile(session) for _ in range(2)), bursts(session), sample_rss())
     valid.ended = overload.ended = time.monotonic()
-    end_rss = rss_mb(service)
+    samples.append((valid.ended - valid.started, rss_mb(service)))
+    print(f"soak: {warmup_s:.0f} s warm-up + {seconds:.0f} s; 8 valid clients, 2 hostile, 64 more for 10 s "
+          "every 60 s (statuses over the whole run)")
     print(valid.line())
     print(overload.line().replace("goodput", "(goodput over the soak)"))
     print(f"soak invalid/hostile requests: {dict(sorted(invalid.items(), key=str))}")
-    for name, before in start_rss.items():
-        after = end_rss.get(name, float("nan"))
-        print(f"RSS {name:<48} {before:7.1f} MiB -> {after:7.1f} MiB ({100 * (after / before - 1):+.1f}%)")
+    (_, cold), (warm_t, warm), (end_t, end) = samples[0], samples[1], samples[-1]
+    for name in sorted({*cold, *end}):
+        peak = max(sample.get(name, float("nan")) for _, sample in samples[1:])
+        before, after = warm.get(name, float("nan")), end.get(name, float("nan"))
+        print(f"RSS {name:<44} cold {cold.get(name, float('nan')):6.1f}  warm (t={warm_t:.0f} s) {before:6.1f}  "
+              f"end (t={end_t:.0f} s) {after:6.1f} MiB  growth warm->end {100 * (after / before - 1):+.1f}%  "
+              f"peak {peak:6.1f}")
+    totals = [f"{t:.0f}s {sum(sample.values()):.0f}" for t, sample in samples]
+    print(f"RSS of all server processes over time (MiB): {', '.join(totals)}")
 
 
 def main() -> int:
@@ -223,7 +277,14 @@ def main() -> int:
     parser.add_argument("--repository", default=str(ROOT / "model_repository"))
     parser.add_argument("--records", type=int, default=64)
     parser.add_argument("--phase-seconds", type=float, default=20.0)
-    parser.add_argument("--soak-seconds", type=float, default=600.0)
+    parser.add_argument("--soak-seconds", type=float, default=600.0,
+                        help="soak after the warm-up (RSS growth is measured over these seconds)")
+    parser.add_argument("--warmup-seconds", type=float, default=90.0,
+                        help="mixed traffic before the RSS baseline (includes one overload burst)")
+    parser.add_argument("--light-requests", type=int, default=0,
+                        help="first run this many light-load requests (issue 23 point 8); 0 skips it")
+    parser.add_argument("--light-clients", type=int, default=2)
+    parser.add_argument("--light-records", type=int, default=8)
     parser.add_argument("--skip-probes", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-soak", action="store_true")
@@ -234,12 +295,14 @@ def main() -> int:
         service = ServiceProcess(env, repository=args.repository, log_path=args.log or Path(tmp) / "serve.log")
         try:
             url = service.start().wait_ready()
+            if args.light_requests:
+                asyncio.run(light(url, args.light_clients, args.light_requests, args.light_records, 5.0))
             if not args.skip_probes:
                 asyncio.run(probes(url))
             if not args.skip_burst:
                 asyncio.run(burst(url, args.records, args.phase_seconds))
             if not args.skip_soak:
-                asyncio.run(soak(url, service, args.records, args.soak_seconds))
+                asyncio.run(soak(url, service, args.records, args.soak_seconds, args.warmup_seconds))
             log = service.log_path.read_text(errors="replace")
             errors = Counter(re.findall(r"^(\w[\w.]*(?:Error|Exception|Unavailable)\b.{0,60})", log, re.M))
             print(f"server log: {log.count('Traceback')} tracebacks; most common errors: {errors.most_common(4)}")

@@ -1,6 +1,6 @@
-"""Pack the part of ICT-FaceKit Light the 3-D path uses into ``third_party/ict_facekit/ict_face.npz``.
+"""Pack the part of ICT-FaceKit Light the 3-D path uses into ``surrogate/third_party/ict_facekit/ict_face.npz``.
 
-    python scripts/pack_ict_facekit.py [--source ../shared/data/ict_facekit] [--out third_party/ict_facekit]
+    python scripts/pack_ict_facekit.py [--source ../shared/data/ict_facekit] [--out surrogate/third_party/ict_facekit]
 
 Input: the packed kit (``ict_light_deltas_face_head.npz``, see its README: the face and head region of the
 generic neutral mesh, per-shape vertex deltas). Output (values unchanged, only selected and rounded):
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parent.parent
     parser.add_argument("--source", type=Path, default=root.parent / "shared" / "data" / "ict_facekit")
-    parser.add_argument("--out", type=Path, default=root / "third_party" / "ict_facekit")
+    parser.add_argument("--out", type=Path, default=root / "surrogate" / "third_party" / "ict_facekit")
     args = parser.parse_args()
     kit = np.load(args.source / "ict_light_deltas_face_head.npz")
     names = [str(n) for n in kit["expr_names"]]

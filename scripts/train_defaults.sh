@@ -11,7 +11,9 @@
 #   GAN_VARIANTS="a b:loss.label_weight_g=6,optim.batch_size=128"
 #                          GAN runs trained side by side on the same data: NAME[:key=value,...] each,
 #                          the overrides applied to the GAN config with --set (default: one run, "gan");
-#                          a value holding commas uses ';' instead (loss.label_boost_g=AU06=2;gender=1.5)
+#                          a value holding commas uses ';' instead (loss.label_boost_g=AU06=2;gender=1.5);
+#                          config=FILE among them trains that run from its own config (e.g. the 128 px colour
+#                          model beside the 64 px grey one; --smoke shrinks it to n = 8, batch 4)
 #   GAN_MINUTES=7.5        wall-time budget of each GAN run (the whole call then takes ~9 minutes on one H100
 #                          with 16 cores: rendering ~1 minute, loading ~25 s);  N_FACES=40000 faces rendered
 #   GAN_DEADLINE_S=550     instead of GAN_MINUTES (whole seconds): each GAN run gets what rendering left of
@@ -117,10 +119,18 @@ log "training [$MODELS] on $DEVICE (GAN runs: $GAN_VARIANTS)"
 declare -A PIDS=()
 if wants gan; then
   for variant in "${VARIANTS[@]}"; do
-    name=${variant%%:*}; sets=()
+    name=${variant%%:*}; sets=(); run_cfg=$GAN_CFG
     if [[ "$variant" == *:* ]]; then
       IFS=',' read -ra pairs <<< "${variant#*:}"
-      for pair in "${pairs[@]}"; do sets+=(--set "$pair"); done
+      for pair in "${pairs[@]}"; do
+        if [[ "$pair" == config=* ]]; then
+          run_cfg=${pair#config=}
+          [ -f "$run_cfg" ] || { echo "GAN_VARIANTS: run $name: no config at $run_cfg" >&2; exit 2; }
+          [ "$MODE" = "--smoke" ] && sets+=(--set model.n=8 --set optim.batch_size=4 --set model.aux_hidden=32)
+        else
+          sets+=(--set "$pair")
+        fi
+      done
     fi
     resume=()
     if [ -n "$GAN_RESUME" ]; then
@@ -131,7 +141,7 @@ if wants gan; then
       resume=(--resume)
     fi
     log "GAN run $name: ${sets[*]:-(config as is)} ${GAN_ARGS[*]}${GAN_RESUME:+, from $GAN_RESUME}"
-    $PY -m surrogate.cli train gan --config "$GAN_CFG" "${DATA_ARGS[@]}" --out "$WORK/$name" \
+    $PY -m surrogate.cli train gan --config "$run_cfg" "${DATA_ARGS[@]}" --out "$WORK/$name" \
         --device "$DEVICE" "${GAN_ARGS[@]}" "${resume[@]}" "${sets[@]}" > "$OUT/$name.log" 2>&1 &
     PIDS[$name]=$!
   done

@@ -66,6 +66,15 @@ class ServiceConfig:
     request_timeout_s: int = 60
     # A request body must have arrived within this time (slow senders get 408, not a worker slot).
     body_timeout_s: float = 20.0
+    # A request's line and headers must have arrived within this time of the connection opening (or of
+    # the request's first byte on a kept-alive connection), else 408 and close (service.connections).
+    header_timeout_s: float = 10.0
+    # Idle time before the server closes a kept-alive connection. Longer than the idle timeout of common
+    # client pools and proxies (aiohttp 15 s, which BentoML's own front-end-to-worker pool uses; httpx 5 s;
+    # nginx's upstream keep-alive and AWS load balancers 60 s), so that the client closes first: a server
+    # closing first races with a client reusing the connection (a dropped request). Idle connections
+    # hold no request slot, and a half-sent request is bounded by header_timeout_s.
+    keep_alive_s: float = 75.0
     gan_model: str = "gan_generator"
     recon_model: str = "recon"
     limits: Limits = field(default_factory=Limits)
@@ -116,6 +125,8 @@ class ServiceConfig:
             max_queued_images=number("MAX_QUEUED_IMAGES", defaults.max_queued_images),
             request_timeout_s=number("REQUEST_TIMEOUT_S", defaults.request_timeout_s),
             body_timeout_s=number("BODY_TIMEOUT_S", defaults.body_timeout_s, float, 0.1),
+            header_timeout_s=number("HEADER_TIMEOUT_S", defaults.header_timeout_s, float, 0.1),
+            keep_alive_s=number("KEEP_ALIVE_S", defaults.keep_alive_s, float, 0.1),
             gan_model=text("GAN_MODEL", defaults.gan_model),
             recon_model=text("RECON_MODEL", defaults.recon_model),
             limits=limits,
@@ -138,6 +149,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "SURROGATE_MAX_QUEUED_IMAGES": "images queued for the model worker before 503 + Retry-After (default 512)",
     "SURROGATE_REQUEST_TIMEOUT_S": "time to answer a request once its body arrived, else 503 (default 60)",
     "SURROGATE_BODY_TIMEOUT_S": "time for a request body to arrive, else 408 (default 20)",
+    "SURROGATE_HEADER_TIMEOUT_S": "time for a request's line and headers to arrive, else 408 and close (default 10)",
+    "SURROGATE_KEEP_ALIVE_S": "idle time before the server closes a kept-alive connection (default 75)",
     "SURROGATE_GAN_MODEL / SURROGATE_RECON_MODEL": "model names in the repository",
     "SURROGATE_MAX_RECORDS": "records per request or uploaded file (default 256)",
     "SURROGATE_MAX_N": "surrogates per record (default 16)",

@@ -14,6 +14,7 @@ Configuration: environment variables only (``service.config``). Nothing here imp
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -24,14 +25,34 @@ import numpy as np  # noqa: E402
 
 from service.backends import BackendError, ModelInfo, create_backend  # noqa: E402
 from service.config import ServiceConfig  # noqa: E402
+from service.connections import install as install_connection_limits  # noqa: E402
 from service.http_app import API_PATHS, UNKNOWN_PATH, SurrogateAPI, timed_call  # noqa: E402
 
+logger = logging.getLogger(__name__)
 CONFIG = ServiceConfig.from_env()
+# Both services' uvicorn servers (front end and worker) get the header deadline and keep-alive timeout;
+# BentoML creates them after importing this module.
+install_connection_limits(CONFIG.header_timeout_s, CONFIG.keep_alive_s)
 TRITON_WAIT_S = 60.0
 WORKER_RETRIES = 2
 
 
-@bentoml.service(name="surrogate_models", workers=1, traffic={"timeout": CONFIG.request_timeout_s})
+# BentoML's proxy to a service (proxy2.SessionManager, 1.4.31+) replaces its aiohttp session every
+# runner_connection.max_requests requests (100) or max_age seconds (300) and closes the old one with every
+# connection still carrying a request: those calls fail with "Server disconnected" / "Can not write
+# request body", possibly after the worker answered them (benchmarks/worker_session_refresh.py, 6 callers
+# for 60 s: 310 of 11,751 calls; 0 of 12,954 with this setting; BentoML issue #5540 reports the "Session
+# is closed" variant), and concurrent refreshes leak sessions. The
+# worker's address is fixed for the life of the front end, so one session is enough.
+ONE_SESSION = {"max_requests": 2**62, "max_age": 1e12}
+
+
+@bentoml.service(
+    name="surrogate_models",
+    workers=1,
+    traffic={"timeout": CONFIG.request_timeout_s},
+    runner_connection=ONE_SESSION,
+)
 class ModelWorker:
     """Runs the generator and the reconstruction network on merged batches."""
 
@@ -114,8 +135,8 @@ class WorkerEngine:
     async def _call(self, name: str, **arrays: np.ndarray) -> np.ndarray:
         """Call a worker API; retry a dropped connection (the calls are pure, so retrying is safe).
 
-        Under heavy concurrency the pooled connections to the worker are sometimes closed by the
-        worker's server while a request is being written ("Server disconnected").
+        With ``ONE_SESSION`` and the keep-alive timeout of ``service.connections`` no connection to the
+        worker should drop; the retry stays for a worker that restarts.
         """
         import aiohttp
 
@@ -123,6 +144,8 @@ class WorkerEngine:
             try:
                 return await getattr(self.worker.to_async, name)(**arrays)
             except aiohttp.ClientConnectionError as exc:
+                logger.warning("the model worker dropped the connection (%s), attempt %d", type(exc).__name__,
+                               attempt + 1)
                 if attempt == WORKER_RETRIES:
                     raise BackendError(f"the model worker dropped the connection: {exc}") from None
         raise AssertionError("unreachable")

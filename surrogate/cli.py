@@ -1,9 +1,12 @@
 """The one command-line entry point, ``surrogate``, with lazily imported subcommands.
 
-Subcommands live next to the code they drive (training commands in ``training/``, the service in
-``service/`` ...). They are imported only when used, so ``surrogate --help`` is fast and a command
-whose optional dependencies are missing (torch for training, bentoml for serving) explains which
-extra to install instead of failing with an import error.
+Each command group has one module holding all its click commands, in the package it drives
+(``surrogate/data_cli.py``, ``surrogate/attributes_cli.py``, ``surrogate/synthesis_cli.py``,
+``training/train_cli.py``, ``training/evaluate_cli.py``, ``export/cli.py``, ``service/cli.py``,
+``audit/cli.py``, ``annotation/cli.py``); library modules hold no commands. They are imported only
+when used, so ``surrogate --help`` is fast and a command whose optional dependencies are missing
+(torch for training, bentoml for serving) explains which extra to install instead of failing with an
+import error.
 """
 
 from __future__ import annotations
@@ -19,58 +22,58 @@ Command = tuple[str, str, str]
 
 COMMANDS: dict[str, dict[str, Command] | Command] = {
     "data": {
-        "synth": ("surrogate.training_data:synth_command", "Render a synthetic labelled face dataset.", ""),
-        "sheet": ("surrogate.sheet:sheet_command", "Draw a contact sheet of a dataset with captions.", ""),
+        "synth": ("surrogate.data_cli:synth_command", "Render a synthetic labelled face dataset.", ""),
+        "sheet": ("surrogate.data_cli:sheet_command", "Draw a contact sheet of a dataset with captions.", ""),
         "portraits": (
-            "surrogate.portraits_cli:portraits_command",
+            "surrogate.data_cli:portraits_command",
             "Render, label (MediaPipe) and crop a corpus of photoreal portraits of nobody.",
             "portraits",
         ),
         "portraits-merge": (
-            "surrogate.portraits_cli:portraits_merge_command",
+            "surrogate.data_cli:portraits_merge_command",
             "Merge portrait corpus parts into one training folder.",
             "",
         ),
         "portrait-gender": (
-            "surrogate.portraits_cli:portrait_gender_command",
+            "surrogate.data_cli:portrait_gender_command",
             "Fit the portraits' gender boundary in w to hand labels.",
             "portraits",
         ),
         "portrait-directions": (
-            "surrogate.portraits_cli:portrait_directions_command",
+            "surrogate.data_cli:portrait_directions_command",
             "Fit attribute directions in the portrait generator's w space.",
             "portraits",
         ),
     },
     "attributes": {
         "convert": (
-            "surrogate.adapters_cli:convert_command",
+            "surrogate.attributes_cli:convert_command",
             "Convert OpenFace / py-feat / LibreFace / schema files to the canonical CSV.",
             "",
         ),
         "extract": (
-            "surrogate.extract:extract_command",
+            "surrogate.attributes_cli:extract_command",
             "Estimate attributes from face images with the reconstruction network.",
             "serve",
         ),
-        "schema": ("surrogate.adapters_cli:schema_command", "Print an attribute schema as JSON.", ""),
+        "schema": ("surrogate.attributes_cli:schema_command", "Print an attribute schema as JSON.", ""),
     },
     "train": {
-        "gan": ("training.gan.cli:train_gan_command", "Train the conditional BEGAN-CS generator.", "train"),
+        "gan": ("training.train_cli:train_gan_command", "Train the conditional BEGAN-CS generator.", "train"),
         "gan-average": (
-            "training.gan.cli:train_gan_average_command",
+            "training.train_cli:train_gan_average_command",
             "Average a GAN run's generator snapshots (post-hoc weight averaging).",
             "train",
         ),
-        "recon": ("training.recon.cli:train_recon_command", "Train the 3-D reconstruction network.", "train"),
+        "recon": ("training.train_cli:train_recon_command", "Train the 3-D reconstruction network.", "train"),
     },
     "evaluate": {
         "gan": (
-            "training.gan.evaluate:evaluate_gan_command",
+            "training.evaluate_cli:evaluate_gan_command",
             "Evaluate a generator's fidelity and diversity.",
             "train",
         ),
-        "recon": ("training.recon.evaluate:evaluate_recon_command", "Evaluate the reconstruction network.", "train"),
+        "recon": ("training.evaluate_cli:evaluate_recon_command", "Evaluate the reconstruction network.", "train"),
     },
     "synthesize": (
         "surrogate.synthesis_cli:synthesize_command",

@@ -1,4 +1,4 @@
-"""``surrogate attributes extract``: attributes of real face images.
+"""Attributes of real face images (the library behind ``surrogate attributes extract``).
 
 Every input image gets exactly one row: ``id,file,<schema names>,status,confidence``. Only rows with
 status ``ok`` carry values; an image that cannot be read (``unreadable``), where no face is found
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+# click only for its error type: load_any_estimator and collect_images serve three commands (attributes
+# extract, evaluate gan, audit), and their messages name the command's option.
 import click
 import numpy as np
 
@@ -34,7 +36,7 @@ from surrogate.face_align import (
     prepare_crops,
     to_gray,
 )
-from surrogate.imageio import ImageDecodeError, atomic_write_text, load_image
+from surrogate.imageio import ImageDecodeError, load_image
 from surrogate.schema import AttributeSchema
 
 if TYPE_CHECKING:
@@ -245,44 +247,3 @@ def rows_to_csv(rows: Sequence[ExtractionRow], schema: AttributeSchema) -> str:
         confidence = f"{row.confidence:.4f}" if row.confidence is not None else ""
         writer.writerow([row.id, row.file, *values, row.status, confidence])
     return buffer.getvalue()
-
-
-@click.command("extract")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="Reconstruction checkpoint (.pt from 'surrogate train recon') or a model repository folder "
-                   "[default: the project's model_repository].")
-@click.option("--extractor", type=click.Choice(EXTRACTORS), default="recon", show_default=True,
-              help="recon: the reconstruction network; mediapipe: MediaPipe's pose and AUs (gender from recon).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV to write.")
-@click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops: skip detection.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
-              help="Device for a torch checkpoint.")
-def extract_command(inputs: tuple[Path, ...], model: Path | None, extractor: str, out: Path, aligned: bool,
-                    device: str) -> None:
-    """Estimate pose, AUs and gender of every face image in INPUTS (files or folders).
-
-    Writes id,file,<attributes>,status,confidence per image; status is ok, no_face, face_too_small
-    or unreadable, and only ok rows carry values.
-    """
-    from surrogate.assets import AssetMissingError
-    from surrogate.landmarks import LandmarkerError
-    from surrogate.synthesis import default_repository
-
-    paths = collect_images(inputs)
-    if not paths:
-        raise click.ClickException("no image files found in " + ", ".join(map(str, inputs)))
-    estimator = load_any_estimator(model or default_repository(), device=device)
-    from surrogate.face_align import release_reader
-
-    try:
-        rows = extract_attributes(paths, estimator, aligned=aligned, extractor=extractor)
-    except (AssetMissingError, LandmarkerError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        release_reader()
-    atomic_write_text(out, rows_to_csv(rows, estimator.schema))
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    click.echo(f"wrote {out}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

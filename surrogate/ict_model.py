@@ -1,7 +1,7 @@
 """A scanned, FACS-based face model for the 3-D path: ICT-FaceKit Light (USC ICT, MIT licence).
 
 The mesh, its identity PCA shapes and its ARKit-style expression blendshapes come from light-stage scans
-(``third_party/ict_facekit/``, packed by ``scripts/pack_ict_facekit.py``; the kit's LICENSE is beside
+(``surrogate/third_party/ict_facekit/``, packed by ``scripts/pack_ict_facekit.py``; the kit's LICENSE is beside
 the data). This module adds what the kit lacks and renders with the project's rasteriser
 (``surrogate.render.rasterize``); see docs/face_model.md:
 
@@ -45,9 +45,11 @@ from surrogate.render import light_direction, rasterize, render_batch
 from surrogate.render import project as _project
 
 ICT_DATA_ENV = "SURROGATE_ICT_DATA"
-ICT_DATA_DIR = Path(__file__).resolve().parent.parent / "third_party" / "ict_facekit"
+# Inside the package (not beside it in the checkout), so the wheel and the Bento carry it
+# (pyproject.toml package-data, bentofile.yaml include).
+ICT_DATA_DIR = Path(__file__).resolve().parent / "third_party" / "ict_facekit"
 # Version of what this model draws: a 3-D surrogate depends only on (attributes, seed, model, this).
-ICT_MODEL_VERSION = "1"
+ICT_MODEL_VERSION = "2"
 FACE_MODEL_ICT = "face_model_3d_ict"
 
 # AU -> (blendshape, weight at full activation): the kit's FACS table (AU04 browDown, AU05 eyeWide, AU06
@@ -77,12 +79,12 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
 # a shape whose full activation is too small to read at 64 px; gamma < 1 lifts low intensities.
 AU_CURVE: dict[str, tuple[float, float]] = {au: (1.0, 1.0) for au in SUPPORTED_AUS}
 AU_CURVE.update({
-    "AU04": (2.4, 0.8),
-    "AU05": (1.8, 0.8),
+    "AU04": (3.5, 0.8),
+    "AU05": (4.0, 0.8),
     "AU06": (1.5, 0.8),
-    "AU07": (1.8, 0.8),
+    "AU07": (3.0, 0.8),
     "AU12": (1.8, 0.8),
-    "AU23": (1.4, 0.8),
+    "AU23": (2.5, 0.8),
 })
 IDENTITY_SCALE = 1.0
 """Coefficient of identity shape k per unit of ``FaceParams.identity[k]``: the kit's shapes are already
@@ -106,7 +108,15 @@ _SKIN_DARK = np.array([0.36, 0.24, 0.17], np.float32)
 _SKIN_LIGHT = np.array([0.93, 0.78, 0.68], np.float32)
 _HAIR_DARK = np.array([0.06, 0.045, 0.04], np.float32)
 _HAIR_LIGHT = np.array([0.72, 0.56, 0.32], np.float32)
-_SCLERA = np.array([0.85, 0.83, 0.80], np.float32)
+# The sclera is kept below the skin's brightest tones: a white one reads as a staring eye at 64 px.
+_SCLERA = np.array([0.72, 0.70, 0.68], np.float32)
+# Iris and pupil edges, degrees off the eyeball's gaze axis. An iris of 40 degrees (1.5 cm across on the
+# 1.2 cm eyeball) fills about 80 % of the relaxed opening, the lids covering its top and bottom, so only
+# AU05 bares sclera above it; with 31 degrees (65 %) and a brighter sclera, MediaPipe read resting faces
+# as wide-eyed (eyeWide 0.04, its AU05 2.2 of 5; now 0.01 and 0.5).
+IRIS_DEG = 40.0
+PUPIL_DEG = 15.0
+EYE_RINGS = 16  # eyeball rings over 80 degrees: 5 degrees apart, so the iris and pupil edges stay round
 _IRIS = np.array([0.28, 0.19, 0.12], np.float32)
 _PUPIL = np.array([0.02, 0.02, 0.02], np.float32)
 _LIP = np.array([0.72, 0.40, 0.40], np.float32)
@@ -207,13 +217,21 @@ def _incidence(model: IctModel) -> tuple[np.ndarray, list[np.ndarray]]:
     return _INCIDENCE[key]
 
 
+LONG_HAIR_GENDER = (0.35, 0.5)
+"""P(male) up to which the long hair is fully let out, and from which it is tucked (short hair). Hair length
+is the gender cue an outside reader leans on most: recon v3's gender AUC on 300 tuning rows was 0.800 with
+(0.2, 0.55), 0.831 with these, while the shape's gender direction at 1.4 or 1.8 times its length left it at
+0.797 (docs/face_model.md)."""
+
+
 def long_hair(gender: float) -> float:
-    """How far the long hair is let out: fully at P(male) <= 0.2, not at all from 0.55 (short hair)."""
-    return float(np.clip((0.55 - gender) / 0.35, 0.0, 1.0))
+    """How far the long hair is let out: 1 (long) to 0 (short) across ``LONG_HAIR_GENDER``."""
+    full, none = LONG_HAIR_GENDER
+    return float(np.clip((none - gender) / (none - full), 0.0, 1.0))
 
 
 def data_dir() -> Path:
-    """Folder of the packed kit: ``$SURROGATE_ICT_DATA`` or ``third_party/ict_facekit`` of this checkout."""
+    """Folder of the packed kit: ``$SURROGATE_ICT_DATA``, else ``third_party/ict_facekit`` in this package."""
     return Path(os.environ.get(ICT_DATA_ENV) or ICT_DATA_DIR)
 
 
@@ -475,7 +493,7 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
             width = np.ptp(neutral[loop, 0])
             radius = 0.5 * width
             ball_centre = centre + np.array([0.0, 0.0, neutral[loop, 2].max() + 0.05 - centre[2] - radius])
-            ball, ball_tris, polar = _eyeball(ball_centre, radius, first)
+            ball, ball_tris, polar = _eyeball(ball_centre, radius, first, rings=EYE_RINGS)
             ball_tris = _orient(ball_tris, np.concatenate(points + [ball]), np.concatenate(points + [ball])[
                 ball_tris[:, 0]] - ball_centre)
             points.append(ball)
@@ -484,8 +502,8 @@ def _build(neutral: np.ndarray, quads: np.ndarray, landmarks: np.ndarray, ident:
             rows.append((loop, weights, True))
             mat = np.zeros((len(ball), len(MATERIALS)), np.float32)
             angle = np.degrees(polar)
-            iris = _smoothstep(-33.0, -29.0, -angle)
-            pupil = _smoothstep(-14.0, -11.0, -angle)
+            iris = _smoothstep(-IRIS_DEG - 2.0, -IRIS_DEG + 2.0, -angle)
+            pupil = _smoothstep(-PUPIL_DEG - 1.5, -PUPIL_DEG + 1.5, -angle)
             mat[:, _M["sclera"]] = 1.0
             mat[:, _M["iris"]] = iris
             mat[:, _M["pupil"]] = pupil

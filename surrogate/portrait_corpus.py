@@ -20,15 +20,21 @@ run continues where it stopped and the result does not depend on W or on interru
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from surrogate.assets import PORTRAIT_GENERATOR
 from surrogate.imageio import atomic_open, atomic_write_text
 from surrogate.noise import indexed_rng
-from surrogate.portrait_directions import AttributeDirections
+from surrogate.portrait_directions import AttributeDirections, GenderBoundary
+from surrogate.schema import DEFAULT_SCHEMA
 
 STREAM_PORTRAIT_CORPUS = 103  # beside noise.STREAM_SYNTH_* (the synthetic renders' rows)
 CHUNK = 32
@@ -252,6 +258,22 @@ def load_table(out: Path) -> CorpusTable:
                        cat["blendshapes"], cat["pose"], names)
 
 
+def concat_tables(tables: list[CorpusTable]) -> CorpusTable:
+    """Several corpora's tables as one (e.g. the natural and the edited part); rows keep their part's ids."""
+    if len(tables) == 1:
+        return tables[0]
+    width = max(t.coefficients.shape[1] for t in tables)
+    coefficients = np.concatenate([np.pad(t.coefficients, ((0, 0), (0, width - t.coefficients.shape[1])))
+                                   for t in tables])
+    names = max((t.direction_names for t in tables), key=len)
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([getattr(t, key) for t in tables])
+
+    return CorpusTable(cat("rows"), cat("seeds"), cat("w"), coefficients, cat("roll_edit"), cat("found"),
+                       cat("blendshapes"), cat("pose"), names)
+
+
 def table_attributes(table: CorpusTable, schema, gender: np.ndarray | None) -> np.ndarray:
     """(N, A) natural-unit attributes: MediaPipe's pose and AUs, the gender model's probability (0.5 without)."""
     from surrogate.landmarks import aus_from_blendshapes
@@ -270,11 +292,17 @@ def table_attributes(table: CorpusTable, schema, gender: np.ndarray | None) -> n
     return values
 
 
+def attributes_file(crops: str) -> str:
+    """The attribute CSV of one crops folder: attributes.csv for the 64 px grey default, else named after it.
+
+    One corpus may hold several crop sizes (all cut from the same frames and labels); each keeps its own CSV.
+    """
+    return "attributes.csv" if crops == images_dir(64, 1) else f"attributes_{crops}.csv"
+
+
 def write_attributes(out: Path, table: CorpusTable, values: np.ndarray, schema, size: int, channels: int) -> Path:
     """The canonical attribute CSV of the found rows (ids = file stems of the crops)."""
-    import csv
-
-    path = out / "attributes.csv"
+    path = out / attributes_file(images_dir(size, channels))
     with atomic_open(path, "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["id", "file", *schema.names])
@@ -283,3 +311,118 @@ def write_attributes(out: Path, table: CorpusTable, values: np.ndarray, schema, 
                 writer.writerow([row_id(int(row)), f"{images_dir(size, channels)}/{row_id(int(row))}.png",
                                  *(f"{v:.4f}" for v in schema.clip(value[None])[0])])
     return path
+
+
+def _render_and_label_chunks(args: tuple) -> int:
+    """One worker's share of both stages (module level, so a spawned process can import it)."""
+    out, options, directions_path, size, channels, worker, workers, threads, batch = args
+    directions = AttributeDirections.load(directions_path) if directions_path else None
+    rendered = render_stage(out, options, directions, worker=worker, workers=workers, batch=batch,
+                            threads=threads)
+    return rendered + label_stage(out, options, size=size, channels=channels, worker=worker, workers=workers)
+
+
+def render_and_label(out: Path, options: CorpusOptions, directions: Path | None, *, size: int, channels: int,
+                     workers: int = 1, batch: int = 4) -> None:
+    """Stages 1 and 2 over ``workers`` spawned processes (in this one for a single worker), each rendering
+    and labelling its own chunks with an equal share of the CPU threads."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = [(out, options, str(directions) if directions else "", size, channels, i, workers, threads, batch)
+            for i in range(workers)]
+    if workers == 1:
+        _render_and_label_chunks(jobs[0])
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            pool.map(_render_and_label_chunks, jobs)
+
+
+def finish_corpus(out: Path, options: CorpusOptions, gender: GenderBoundary | None, size: int,
+                  channels: int) -> dict:
+    """Stage 3: write attributes.csv, latents.npz and corpus.json from every labelled chunk."""
+    table = load_table(out)
+    p_male = gender.probability(table.w) if gender is not None else None
+    values = table_attributes(table, DEFAULT_SCHEMA, p_male)
+    write_attributes(out, table, values, DEFAULT_SCHEMA, size, channels)
+    with atomic_open(out / "latents.npz") as handle:
+        np.savez(handle, rows=table.rows, seeds=table.seeds, w=table.w, coefficients=table.coefficients,
+                 roll=table.roll_edit, found=table.found, blendshapes=table.blendshapes, pose=table.pose,
+                 direction_names=np.array(table.direction_names, dtype=str))
+    found = values[table.found]
+    s = DEFAULT_SCHEMA
+    summary = {
+        "counts": {
+            "rendered": int(len(table.rows)),
+            "face_found": int(table.found.sum()),
+            "found_rate": round(float(table.found.mean()), 4),
+            "AU12>=2": round(float((found[:, s.index("AU12")] >= 2).mean()), 4),
+            "AU04>=2": round(float((found[:, s.index("AU04")] >= 2).mean()), 4),
+            "yaw<=-30": int((found[:, s.index("yaw")] <= -30).sum()),
+            "yaw>=30": int((found[:, s.index("yaw")] >= 30).sum()),
+            "yaw_range": [round(float(found[:, s.index("yaw")].min()), 1),
+                          round(float(found[:, s.index("yaw")].max()), 1)],
+        },
+        "attributes": {name: {"mean": round(float(found[:, j].mean()), 3), "sd": round(float(found[:, j].std()), 3),
+                              "histogram": np.histogram(found[:, j], bins=10,
+                                                        range=(s.spec(name).low, s.spec(name).high))[0].tolist()}
+                       for j, name in enumerate(s.names)},
+        "options": options.__dict__,
+        "gender": "boundary" if gender is not None else "none (0.5)",
+        "crops": sorted(p.name for p in out.glob("images*") if p.is_dir()),
+        "licence": PORTRAIT_GENERATOR.licence,
+    }
+    atomic_write_text(out / "corpus.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def merge_parts(parts: Sequence[Path], out: Path, crops: str, *, encode: str | None = None, quality: int = 85,
+                limit: int | None = None) -> int:
+    """Merge finished corpus ``parts`` into one training folder; returns the number of faces.
+
+    OUT/<crops>/ holds every part's crops, named PART_ID.png (hard links where the file system allows,
+    so a merge costs no disk; with ``encode`` "jpeg" or "webp" re-encoded at ``quality``, a folder sized for a
+    64 MiB GPU carry), and OUT/attributes.csv the parts' rows with those names (at most ``limit``, parts in
+    order).
+    """
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[list[str]] = []
+    header: list[str] | None = None
+    suffix = {None: ".png", "jpeg": ".jpg", "webp": ".webp"}[encode]
+    for part in parts:
+        source = part / attributes_file(crops)
+        if not source.is_file():
+            raise CorpusError(f"{part}: no {source.name} (run 'surrogate data portraits' on it with the size and "
+                              f"channels of {crops})")
+        with open(source, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            part_header = next(reader)
+            if header is not None and part_header != header:
+                raise CorpusError(f"{source}: columns {part_header} differ from {header}")
+            header = part_header
+            for record in reader:
+                if limit is not None and len(rows) >= limit:
+                    break
+                image = part / record[1]
+                if Path(record[1]).parent.name != crops or not image.is_file():
+                    raise CorpusError(f"{source}: row {record[0]}: no crop {image} in {crops}/")
+                name = f"{part.name}_{record[0]}"
+                target = out / crops / f"{name}{suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    if encode is not None:
+                        with Image.open(image) as crop, atomic_open(target) as handle:
+                            crop.save(handle, format=encode.upper(), quality=quality)
+                    else:
+                        try:
+                            os.link(image, target)
+                        except OSError:
+                            shutil.copyfile(image, target)
+                rows.append([name, f"{crops}/{name}{suffix}", *record[2:]])
+    with atomic_open(out / "attributes.csv", "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return len(rows)

@@ -28,6 +28,17 @@ class DirectionsError(ValueError):
     """A labels or model file that cannot be used."""
 
 
+# The corpus's edits, in read-out units per standard-normal draw (spread) plus a mean (shift). A step of 1
+# moves MediaPipe's reading by only 0.3 (yaw) to 0.6 (AU12) of a unit (the gain, measured by
+# benchmarks/portrait_directions.py), so the spreads are wide: about 12 degrees of real yaw, 1.4 AU of brow
+# lowering (shifted up, since natural faces rarely frown) and 1.7 AU of smile per draw.
+EDIT_SPREAD = {"yaw": 40.0, "pitch": 12.0, "AU04": 3.0, "AU05": 1.0, "AU07": 1.5, "AU12": 3.0, "AU23": 1.5,
+               "gender": 0.0}
+EDIT_SHIFT = {"AU04": 1.5}
+# AU06 has no direction of its own: MediaPipe's AU06 is a function of AU07 and AU12 (surrogate.landmarks).
+DIRECTION_NAMES = ("yaw", "pitch", "AU04", "AU05", "AU07", "AU12", "AU23", "gender")
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> tuple[np.ndarray, float]:
     """L2-regularised logistic regression by Newton's method on standardised-free inputs: (weights, bias)."""
     x = np.asarray(x, np.float64)

@@ -8,12 +8,10 @@ units (or "neutral"), and the gender attribute as P(male).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import click
 import numpy as np
 
-from surrogate.imageio import save_png, to_uint8
+from surrogate.imageio import to_uint8
 from surrogate.schema import AttributeSchema
 
 CAPTION_LINES = 3
@@ -60,28 +58,3 @@ def contact_sheet(
         for k, line in enumerate(lines):
             draw.text((x + 1, y + cell + 2 + k * LINE_HEIGHT), line, fill=(0, 0, 0), font=font)
     return np.asarray(sheet)
-
-
-@click.command(name="sheet")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
-@click.option("--n", "n", type=click.IntRange(min=1), default=32, show_default=True, help="Faces on the sheet.")
-@click.option("--columns", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--cell", type=click.IntRange(16, 512), default=None,
-              help="Tile size in pixels (default max(size, 128)).")
-def sheet_command(dataset: Path, out: Path, n: int, columns: int, cell: int | None) -> None:
-    """Draw a contact sheet of DATASET's first N faces with pose / AU / gender captions."""
-    from surrogate.imageio import ImageDecodeError
-    from surrogate.training_data import DatasetError, load_dataset
-
-    try:
-        data = load_dataset(dataset)
-        count = min(n, len(data))
-        if count == 0:
-            raise click.ClickException(f"{dataset}: the dataset has no rows")
-        images = data.load_images(range(count))
-    except (DatasetError, ImageDecodeError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    captions = [caption(data.schema, data.values[i]) for i in range(count)]
-    save_png(out, contact_sheet(list(images), captions, columns=columns, cell=cell))
-    click.echo(f"{out}: {count} faces from {dataset}")

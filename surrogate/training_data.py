@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from surrogate.configfile import build_dataclass, load_settings
@@ -521,44 +520,3 @@ def load_dataset(root: str | Path, *, check_images: bool = True) -> SyntheticDat
             shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
             raise DatasetError(f"{root}: {len(absent)} image(s) listed in attributes.csv are missing: {shown}")
     return SyntheticDataset(root, schema, ids, files, np.asarray(identities, dtype=np.int64), array)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-
-@click.command(name="synth")
-@click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of faces.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Row i depends only on (seed, i): a larger --n extends the same dataset.")
-@click.option("--size", type=click.IntRange(8, 1024), default=64, show_default=True, help="Image size in pixels.")
-@click.option("--rgb", is_flag=True, help="Write RGB images instead of greyscale.")
-@click.option("--distribution", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML or JSON file overriding the attribute distribution (see docs/face_model.md).")
-@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Attribute schema JSON (default: the paper's ten attributes).")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
-              help="Faces rendered per batch.")
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Rendering processes (images are identical for any number).")
-@click.option("--face-model", type=click.Choice(["parametric", "ict"]), default="parametric", show_default=True,
-              help="3-D face model: the project's parametric mesh or the scanned ICT-FaceKit head.")
-def synth_command(n: int, out: Path, seed: int, size: int, rgb: bool, distribution: Path | None,
-                  schema_file: Path | None, batch_size: int, workers: int, face_model: str) -> None:
-    """Render a synthetic labelled face dataset: images, attributes.csv, identities, params.npz.
-
-    Deterministic for a seed and resumable: rerunning skips the images that already exist.
-    """
-    try:
-        dist = SynthDistribution.from_file(distribution) if distribution else SynthDistribution()
-        schema = DEFAULT_SCHEMA
-        if schema_file:
-            schema = AttributeSchema.from_json(schema_file.read_text(encoding="utf-8"))
-        rendered, skipped = synthesize_dataset(out, n, seed=seed, size=size, rgb=rgb, schema=schema,
-                                               distribution=dist, batch_size=batch_size, workers=workers,
-                                               face_model=face_model)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"{out}: {n} faces ({rendered} rendered, {skipped} already there); "
-               f"attributes in {out / 'attributes.csv'}")

@@ -1,4 +1,4 @@
-"""Export: the crowd batch holds nothing private; the mapping holds everything needed to go back."""
+"""Publish: the crowd batch holds nothing private; the mapping holds everything needed to go back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from annotation.batch import ExportError, export_batch, load_manifest, render_surrogates
+from annotation.batch import PublishError, load_manifest, publish_batch, render_surrogates
 from annotation.mapping import PrivateMapping
 from annotation.question import GoldRule, Question
 from surrogate.schema import DEFAULT_SCHEMA
@@ -84,7 +84,7 @@ def _assert_nothing_private(batch: Path, manifest: Path) -> None:
 
 def test_raw_pilot_batch_leaks_nothing(tmp_path: Path, manifest: Path) -> None:
     table = load_manifest(manifest)
-    summary = export_batch(
+    summary = publish_batch(
         table,
         tmp_path / "batch",
         tmp_path / "private" / "mapping.json",
@@ -107,7 +107,7 @@ def test_surrogate_batch_with_gold_leaks_nothing_and_is_reproducible(tmp_path: P
     gold = [GoldRule.parse("joy=AU12:5,AU06:4"), GoldRule.parse("not joy=AU12:0")]
     runs = []
     for run in ("one", "two"):
-        summary = export_batch(
+        summary = publish_batch(
             table,
             tmp_path / run,
             tmp_path / "private" / f"{run}.json",
@@ -145,7 +145,7 @@ def test_surrogate_batch_with_gold_leaks_nothing_and_is_reproducible(tmp_path: P
 
 def test_platform_files_match_the_question(tmp_path: Path, manifest: Path) -> None:
     question = Question(name="anger", text="Is this face angry?", choices=("angry", "not angry", "unsure"))
-    export_batch(
+    publish_batch(
         load_manifest(manifest),
         tmp_path / "b",
         tmp_path / "m.json",
@@ -173,10 +173,10 @@ def test_unsafe_or_bad_requests_are_refused(tmp_path: Path, manifest: Path) -> N
     kwargs = dict(
         question=Question(), methods=(), include_raw=True, image_root=manifest.parent, progress=False
     )
-    with pytest.raises(ExportError, match="must not be inside the crowd batch"):
-        export_batch(table, tmp_path / "b", tmp_path / "b" / "mapping.json", **kwargs)
-    with pytest.raises(ExportError, match="not one of the choices"):
-        export_batch(
+    with pytest.raises(PublishError, match="must not be inside the crowd batch"):
+        publish_batch(table, tmp_path / "b", tmp_path / "b" / "mapping.json", **kwargs)
+    with pytest.raises(PublishError, match="not one of the choices"):
+        publish_batch(
             table,
             tmp_path / "c",
             tmp_path / "c.json",
@@ -185,11 +185,11 @@ def test_unsafe_or_bad_requests_are_refused(tmp_path: Path, manifest: Path) -> N
             gold_rules=[GoldRule.parse("happy=AU12:5")],
             progress=False,
         )
-    with pytest.raises(ExportError, match="not found"):
-        export_batch(table, tmp_path / "d", tmp_path / "d.json", **{**kwargs, "image_root": tmp_path})
-    export_batch(table, tmp_path / "e", tmp_path / "e.json", **kwargs)
-    with pytest.raises(ExportError, match="not empty"):
-        export_batch(table, tmp_path / "e", tmp_path / "e2.json", **kwargs)
+    with pytest.raises(PublishError, match="not found"):
+        publish_batch(table, tmp_path / "d", tmp_path / "d.json", **{**kwargs, "image_root": tmp_path})
+    publish_batch(table, tmp_path / "e", tmp_path / "e.json", **kwargs)
+    with pytest.raises(PublishError, match="not empty"):
+        publish_batch(table, tmp_path / "e", tmp_path / "e2.json", **kwargs)
     with pytest.raises(ValueError, match="at least two choices"):
         Question(choices=("joy",))
 
@@ -214,7 +214,7 @@ def _wide_manifest(tmp_path: Path, n: int = 20) -> Path:
     return path
 
 
-def _export(table, tmp_path: Path, name: str, **kwargs):
+def _publish(table, tmp_path: Path, name: str, **kwargs):
     options = dict(
         question=Question(),
         methods=("3d", "gan"),
@@ -229,7 +229,7 @@ def _export(table, tmp_path: Path, name: str, **kwargs):
         image_root=tmp_path / "private",
     )
     options.update(kwargs)
-    return export_batch(table, tmp_path / name, tmp_path / "private" / f"{name}.json", **options)
+    return publish_batch(table, tmp_path / name, tmp_path / "private" / f"{name}.json", **options)
 
 
 def test_published_order_reveals_neither_manifest_nor_method(tmp_path: Path) -> None:
@@ -239,11 +239,11 @@ def test_published_order_reveals_neither_manifest_nor_method(tmp_path: Path) -> 
     table = load_manifest(_wide_manifest(tmp_path))
     orders = []
     for run in ("one", "two"):
-        mapping = PrivateMapping.read(_export(table, tmp_path, run).mapping_path)
+        mapping = PrivateMapping.read(_publish(table, tmp_path, run).mapping_path)
         tasks = json.loads((tmp_path / run / "labelstudio_tasks.json").read_text())
         assert [t["data"]["token"] for t in tasks] == mapping.tokens
         orders.append([(e.kind, e.method, e.private_id, e.gold_label) for e in mapping.entries])
-        # the old attack: list the tasks as the exporter renders them and apply the seeded permutation
+        # the old attack: list the tasks as publishing renders them and apply the seeded permutation
         rendered = sorted(
             mapping.entries,
             key=lambda e: (
@@ -271,7 +271,7 @@ def test_file_times_and_inodes_do_not_follow_the_manifest(tmp_path: Path) -> Non
     from annotation.batch import PUBLISHED_MTIME
 
     table = load_manifest(_wide_manifest(tmp_path))
-    summary = _export(table, tmp_path, "b")
+    summary = _publish(table, tmp_path, "b")
     published = [tmp_path / "b", *(tmp_path / "b").rglob("*")]
     assert {p.stat().st_mtime for p in published} == {PUBLISHED_MTIME}
     mapping = PrivateMapping.read(summary.mapping_path)
@@ -283,15 +283,15 @@ def test_file_times_and_inodes_do_not_follow_the_manifest(tmp_path: Path) -> Non
 def test_overwrite_leaves_exactly_the_new_batch(tmp_path: Path) -> None:
     """Issue 24.3: a surrogates-only export over a raw pilot leaves no raw photo or old surrogate."""
     table = load_manifest(_wide_manifest(tmp_path, n=5))
-    _export(table, tmp_path, "b")
-    summary = _export(table, tmp_path, "b", include_raw=False, methods=("3d",), gold_rules=(), overwrite=True)
+    _publish(table, tmp_path, "b")
+    summary = _publish(table, tmp_path, "b", include_raw=False, methods=("3d",), gold_rules=(), overwrite=True)
     mapping = PrivateMapping.read(summary.mapping_path)
     assert {p.stem for p in (tmp_path / "b" / "images").iterdir()} == set(mapping.tokens)
     assert {e.method for e in mapping.entries} == {"3d"}
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".previous-" in p.name]  # none left
     (tmp_path / "b" / "notes.txt").write_text("mine")
-    with pytest.raises(ExportError, match=r"notes\.txt"):
-        _export(table, tmp_path, "b", overwrite=True)
+    with pytest.raises(PublishError, match=r"notes\.txt"):
+        _publish(table, tmp_path, "b", overwrite=True)
     assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
 
 
@@ -299,11 +299,11 @@ def test_overwrite_leaves_exactly_the_new_batch(tmp_path: Path) -> None:
 def test_mturk_files_need_an_https_prefix(tmp_path: Path, prefix: str) -> None:
     """Issue 24.5: a HIT cannot load relative or http:// images, so no MTurk input is written for them."""
     table = load_manifest(_wide_manifest(tmp_path, n=3))
-    summary = _export(table, tmp_path, "b", url_prefix=prefix, gold_rules=())
+    summary = _publish(table, tmp_path, "b", url_prefix=prefix, gold_rules=())
     assert not (tmp_path / "b" / "mturk_input.csv").exists()
     assert any("https://" in w for w in summary.warnings)
     assert (tmp_path / "b" / "labelstudio_tasks.json").is_file()
-    good = _export(table, tmp_path, "c", gold_rules=())
+    good = _publish(table, tmp_path, "c", gold_rules=())
     assert good.warnings == [] and (tmp_path / "c" / "mturk_input.csv").is_file()
 
 
@@ -313,7 +313,7 @@ def test_sessions_round_trip_through_both_platforms(tmp_path: Path) -> None:
     from annotation.simulate import CrowdConfig, simulate_crowd, write_labelstudio_export, write_mturk_results
 
     table = load_manifest(_wide_manifest(tmp_path, n=7))
-    summary = _export(table, tmp_path, "b", session_faces=3)
+    summary = _publish(table, tmp_path, "b", session_faces=3)
     mapping = PrivateMapping.read(summary.mapping_path)
     # 3, 2 and 2 faces x 3 versions + 8 gold (2 rules x 2 items x 2 surrogate methods)
     assert [len(x.tokens) for x in mapping.sessions] == [17, 14, 14]
@@ -350,7 +350,7 @@ def test_sessions_round_trip_through_both_platforms(tmp_path: Path) -> None:
 def test_subject_ids_give_one_seed_per_private_person(tmp_path: Path) -> None:
     table = load_manifest(_wide_manifest(tmp_path, 6))
     subjects = ["p1", "p2", "p1", "p3", "p2", "p1"]
-    summary = _export(table, tmp_path, "subjects", methods=("photoreal",), include_raw=False, size=64,
+    summary = _publish(table, tmp_path, "subjects", methods=("photoreal",), include_raw=False, size=64,
                       subjects=subjects, gold_rules=[])
     mapping = PrivateMapping.read(summary.mapping_path)
     seed_of = {e.private_id: e.seed for e in mapping.items()}
@@ -360,13 +360,13 @@ def test_subject_ids_give_one_seed_per_private_person(tmp_path: Path) -> None:
     assert all(len(seeds) == 1 for seeds in by_subject.values())
     assert len({next(iter(s)) for s in by_subject.values()}) == 3  # three people, three seeds
     assert {e.method for e in mapping.items()} == {"photoreal"}
-    with pytest.raises(ExportError, match="renders"):
-        _export(table, tmp_path, "size", methods=("photoreal",), size=16)
-    with pytest.raises(ExportError, match="subject ids"):
-        _export(table, tmp_path, "short", subjects=subjects[:2])
+    with pytest.raises(PublishError, match="renders"):
+        _publish(table, tmp_path, "size", methods=("photoreal",), size=16)
+    with pytest.raises(PublishError, match="subject ids"):
+        _publish(table, tmp_path, "short", subjects=subjects[:2])
 
 
-def test_export_command_reads_the_subject_column_and_names_a_missing_one(tmp_path: Path) -> None:
+def test_publish_command_reads_the_subject_column_and_names_a_missing_one(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from annotation.cli import annotate_group
@@ -375,7 +375,7 @@ def test_export_command_reads_the_subject_column_and_names_a_missing_one(tmp_pat
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join(f"{line},{s}" for line, s in zip(lines, ["subject", "a", "b", "a"],
                                                                      strict=True)) + "\n")
-    base = ["export", str(manifest), "--batch", str(tmp_path / "batch"), "--method", "3d", "--size", "32"]
+    base = ["publish", str(manifest), "--batch", str(tmp_path / "batch"), "--method", "3d", "--size", "32"]
     missing = CliRunner().invoke(annotate_group, [*base, "--mapping", str(tmp_path / "m1.json"),
                                                   "--subject-column", "person"])
     assert missing.exit_code == 1 and "'person' is not a column" in missing.output
@@ -384,3 +384,25 @@ def test_export_command_reads_the_subject_column_and_names_a_missing_one(tmp_pat
     assert done.exit_code == 0, done.output
     seeds = {e.private_id: e.seed for e in PrivateMapping.read(tmp_path / "m2.json").items()}
     assert seeds["patient0000"] == seeds["patient0002"] != seeds["patient0001"]
+
+
+def test_the_old_name_export_still_publishes_and_says_it_is_now_publish(tmp_path: Path) -> None:
+    """'annotate export' was renamed (it collided with ONNX export); old scripts still work, with a notice."""
+    from click.testing import CliRunner
+
+    from annotation.cli import annotate_group
+
+    manifest = _wide_manifest(tmp_path, 2)
+    args = [str(manifest), "--method", "3d", "--size", "32"]
+    old = CliRunner().invoke(annotate_group, ["export", *args, "--batch", str(tmp_path / "old"),
+                                              "--mapping", str(tmp_path / "old.json")])
+    new = CliRunner().invoke(annotate_group, ["publish", *args, "--batch", str(tmp_path / "new"),
+                                              "--mapping", str(tmp_path / "new.json")])
+    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
+    notice = "'surrogate annotate export' is now 'surrogate annotate publish'"
+    assert notice in old.stderr and notice not in new.stderr
+    old_items, new_items = (PrivateMapping.read(tmp_path / f"{n}.json").items() for n in ("old", "new"))
+    assert sorted(e.private_id for e in old_items) == sorted(e.private_id for e in new_items)
+    commands = [line.split()[0] for line in CliRunner().invoke(annotate_group, ["--help"]).output.split(
+        "Commands:")[1].splitlines() if line.startswith("  ")]
+    assert "publish" in commands and "export" not in commands

@@ -22,7 +22,7 @@ TOLERANCE = 0.03  # simulated vs recovered individual accuracy (60 faces x 30 wo
 
 
 def make_mapping(n_faces: int = 60, methods=("raw", "gan", "3d"), seed: int = 0) -> PrivateMapping:
-    """A mapping as 'export' writes it, without rendering: AU12 spread over 0-5."""
+    """A mapping as 'publish' writes it, without rendering: AU12 spread over 0-5."""
     rng = np.random.default_rng(seed)
     entries = []
     for i in range(n_faces):
@@ -143,7 +143,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
         return result.output
 
     run(
-        "export",
+        "publish",
         str(manifest),
         "--batch",
         str(batch),

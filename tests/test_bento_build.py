@@ -28,3 +28,6 @@ def test_bentofile_builds_offline_with_tracking_off(tmp_path: Path) -> None:
     src = built[0] / "src"
     assert (src / "service" / "service.py").is_file() and (src / "surrogate" / "schema.py").is_file()
     assert not (src / "training").exists() and not (src / "tests").exists()
+    # The ICT-FaceKit face model's data and its licence travel with the service's 3-D path.
+    kit = src / "surrogate" / "third_party" / "ict_facekit"
+    assert (kit / "ict_face.npz").is_file() and (kit / "LICENSE").is_file()

@@ -101,6 +101,30 @@ def test_cli_unknown_command_is_a_clean_error() -> None:
     assert "No such command" in result.output
 
 
+def test_each_command_group_lives_in_one_cli_module() -> None:
+    """Every click command is defined in a ``*cli.py`` module, never in a library module, and the lazy
+    table sends every subcommand of a group to one module: a reader finds a group's commands in one file."""
+    import ast
+    from pathlib import Path
+
+    from surrogate.cli import COMMANDS
+
+    root = Path(__file__).resolve().parent.parent
+    defining = set()
+    for package in ("surrogate", "training", "export", "service", "audit", "annotation"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                decorators = node.decorator_list if isinstance(node, ast.FunctionDef) else []
+                if any(isinstance(d, ast.Call) and getattr(d.func, "attr", "") in ("command", "group")
+                       for d in decorators):
+                    defining.add(path.relative_to(root).as_posix())
+    assert "surrogate/data_cli.py" in defining and all(p.endswith("cli.py") for p in defining), sorted(defining)
+    for name, entry in COMMANDS.items():
+        targets = [t for t, _, _ in entry.values()] if isinstance(entry, dict) else [entry[0]]
+        modules = {target.split(":")[0] for target in targets}
+        assert len(modules) == 1 and modules.pop().endswith("cli"), (name, targets)
+
+
 def test_record_seeds_are_record_major_and_bounded() -> None:
     assert noise.record_seeds(100, 2, 3) == [100, 101, 102, 103, 104, 105]
     assert noise.record_seed(100, 1, 3) == 103

@@ -105,6 +105,53 @@ def test_portraits_merge_joins_parts_and_names_a_missing_crop(tmp_path: Path) ->
     assert again.exit_code != 0 and "row 000000" in again.output
 
 
+
+def test_portraits_merge_reads_each_crop_size_own_csv_and_reencodes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from surrogate.imageio import save_png
+    from surrogate.portrait_corpus import attributes_file
+
+    assert attributes_file("images64g") == "attributes.csv"
+    assert attributes_file("images128c") == "attributes_images128c.csv"
+    part = tmp_path / "p1"
+    rng = np.random.default_rng(0)
+    save_png(part / "images128c" / "000000.png", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    (part / attributes_file("images128c")).write_text("id,file,yaw\n000000,images128c/000000.png,2.0\n")
+    (part / "attributes.csv").write_text("id,file,yaw\n")  # the 64 px CSV of the same corpus is not read
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(cli, ["data", "portraits-merge", str(part), "--out", str(out), "--crops",
+                                      "images128c", "--encode", "jpeg", "--quality", "90"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO((out / "attributes.csv").read_text())))
+    assert [r["file"] for r in rows] == ["images128c/p1_000000.jpg"]
+    with Image.open(out / rows[0]["file"]) as image:
+        assert image.format == "JPEG" and image.size == (16, 16) and image.mode == "RGB"
+    webp = CliRunner().invoke(cli, ["data", "portraits-merge", str(part), "--out", str(tmp_path / "w"), "--crops",
+                                    "images128c", "--encode", "webp", "--limit", "1"])
+    assert webp.exit_code == 0 and (tmp_path / "w" / "images128c" / "p1_000000.webp").is_file(), webp.output
+    missing = CliRunner().invoke(cli, ["data", "portraits-merge", str(part), "--out", str(out), "--crops",
+                                       "images256c"])
+    assert missing.exit_code != 0 and "attributes_images256c.csv" in missing.output
+
+
+
+def test_concat_tables_joins_parts_row_aligned_and_pads_edit_columns() -> None:
+    from surrogate.portrait_corpus import CorpusTable, concat_tables
+
+    def table(n: int, k: int, names: tuple[str, ...], offset: float) -> CorpusTable:
+        return CorpusTable(np.arange(n), np.arange(n) + 100, np.full((n, 4), offset, np.float32),
+                           np.ones((n, k), np.float32), np.zeros(n, np.float32), np.ones(n, bool),
+                           np.zeros((n, 52), np.float32), np.full((n, 3), offset, np.float32), names)
+
+    natural, edited = table(2, 0, (), 1.0), table(3, 2, ("yaw", "AU12"), 2.0)
+    joined = concat_tables([natural, edited])
+    assert joined.w.shape == (5, 4) and joined.coefficients.shape == (5, 2)
+    assert joined.coefficients[:2].sum() == 0 and joined.coefficients[2:].sum() == 6  # natural rows: no edit
+    assert joined.pose[:, 0].tolist() == [1, 1, 2, 2, 2] and joined.direction_names == ("yaw", "AU12")
+    assert concat_tables([natural]) is natural
+
+
 openvino = pytest.importorskip("openvino", reason="the portraits extra (openvino) is not installed")
 
 

@@ -9,6 +9,7 @@ service_soak.py); a small fuzz sample is a test here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import json
@@ -262,6 +263,9 @@ def test_a_fuzz_sample_never_answers_5xx(backend) -> None:
 
 
 # -- against the real service: metrics, /livez while decoding, slow clients ---------------------------------
+HEADER_TIMEOUT_S = 4.0  # long enough for a small /synthesize to be answered among the slow connections
+
+
 @pytest.fixture(scope="module")
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {
@@ -269,6 +273,7 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml")),
         "SURROGATE_MAX_CONCURRENCY": "3",
         "SURROGATE_BODY_TIMEOUT_S": "2",
+        "SURROGATE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
     }
     with running_service(env, repository, log_path=tmp_path_factory.mktemp("log") / "serve.log") as url:
         yield url
@@ -343,3 +348,59 @@ def test_slow_senders_are_cut_off_and_hold_no_request_slot(server) -> None:
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_clients_trickling_headers_are_cut_off_and_hold_no_request_slot(server) -> None:
+    """Slowloris: connections that never finish their request line and headers are closed within
+    SURROGATE_HEADER_TIMEOUT_S (uvicorn alone keeps them open for ever), while a normal request made in
+    the middle of them is answered: more of them than SURROGATE_MAX_CONCURRENCY hold no slot."""
+    host, port = re.match(r"http://([^:]+):(\d+)", server).groups()  # type: ignore[union-attr]
+    head = f"POST /synthesize HTTP/1.1\r\nHost: {host}\r\nX-Padding: ".encode() + b"a" * 400
+    stalled = [socket.create_connection((host, int(port)), timeout=10) for _ in range(3)]
+    trickling = [socket.create_connection((host, int(port)), timeout=10) for _ in range(3)]
+    silent = socket.create_connection((host, int(port)), timeout=10)  # opens, never sends a byte
+    opened = time.monotonic()
+    for sock in stalled:
+        sock.sendall(head[:30])  # part of the request line and headers, then nothing more
+    stop = threading.Event()
+
+    def trickle() -> None:  # one byte per connection every 0.25 s, as a slowloris client does
+        for at in range(len(head)):
+            if stop.wait(0.25):
+                return
+            for sock in trickling:
+                with contextlib.suppress(OSError):  # closed by the server: the point of the test
+                    sock.send(head[at : at + 1])
+
+    def closed_after(sock: socket.socket) -> tuple[float, bytes]:
+        """Seconds from opening until the server closed ``sock`` (EOF or reset), and what it sent."""
+        sock.settimeout(HEADER_TIMEOUT_S + 8)
+        received = b""
+        try:
+            while chunk := sock.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass  # a byte that arrived after the close makes the kernel answer with a reset
+        except TimeoutError:
+            return float("inf"), received
+        return time.monotonic() - opened, received
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(trickle)
+        try:
+            time.sleep(0.5)
+            response = httpx.post(server + "/synthesize", json={"records": [RECORD], "seed": 3}, timeout=30)
+            assert response.status_code == 200, response.text[:300]
+            assert time.monotonic() - opened < HEADER_TIMEOUT_S  # answered while all 7 were still open
+            outcomes = [closed_after(sock) for sock in [*stalled, *trickling, silent]]
+        finally:
+            stop.set()
+            for sock in [*stalled, *trickling, silent]:
+                sock.close()
+    for seconds, _ in outcomes:
+        assert HEADER_TIMEOUT_S - 0.2 <= seconds < HEADER_TIMEOUT_S + 3, outcomes
+    for _, received in outcomes[: len(stalled)]:
+        status, _, body = received.decode("latin-1").partition("\r\n\r\n")
+        assert status.startswith("HTTP/1.1 408") and "connection: close" in status.lower(), received[:300]
+        assert json.loads(body)["error"]["status"] == 408
+    assert outcomes[-1][1] == b""  # a connection that sent nothing is closed without an answer

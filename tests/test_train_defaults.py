@@ -134,8 +134,8 @@ def test_bad_settings_are_refused_before_any_work(tmp_path: Path) -> None:
         assert not (tmp_path / "w" / "synth").exists()  # refused before rendering anything
 
 
-def fake_corpus(corpus: Path, n: int, prefix: str) -> Path:
-    """A folder as `surrogate data portraits` writes it: images64g/ of noise, a canonical attributes.csv."""
+def fake_corpus(corpus: Path, n: int, prefix: str, size: int = 64, channels: int = 1) -> Path:
+    """A folder as `surrogate data portraits` writes it: images<size><g|c>/ of noise, a canonical attributes.csv."""
     import numpy as np
 
     from surrogate.imageio import save_png
@@ -145,9 +145,11 @@ def fake_corpus(corpus: Path, n: int, prefix: str) -> Path:
     lines = ["id,file," + ",".join(DEFAULT_SCHEMA.names)]
     for i in range(n):
         name = f"{prefix}{i:06d}"
-        save_png(corpus / "images64g" / f"{name}.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+        crops = f"images{size}{'g' if channels == 1 else 'c'}"
+        shape = (size, size) if channels == 1 else (size, size, channels)
+        save_png(corpus / crops / f"{name}.png", rng.integers(0, 256, shape, dtype=np.uint8))
         values = DEFAULT_SCHEMA.denormalise(rng.random((1, len(DEFAULT_SCHEMA))))[0]
-        lines.append(f"{name},images64g/{name}.png," + ",".join(f"{v:.3f}" for v in values))
+        lines.append(f"{name},{crops}/{name}.png," + ",".join(f"{v:.3f}" for v in values))
     (corpus / "attributes.csv").write_text("\n".join(lines) + "\n")
     return corpus
 
@@ -186,3 +188,25 @@ def test_portrait_gpu_call_rehearsal(tmp_path: Path) -> None:
         (tmp_path / "paper.pt").write_bytes(tar.extractfile(snapshot).read())
     _, _, config = load_generator(tmp_path / "paper.pt")
     assert config["loss"]["gamma"] == 0.1 and config["optim"]["batch_size"] == 16  # the paper's own settings
+
+
+def test_next_portrait_gpu_call_rehearsal_runs_the_128_colour_model_from_its_own_config(tmp_path: Path) -> None:
+    """The next call's recipe (configs/gan/portraits128c.toml header): 64 grey and 128 colour from one folder."""
+    corpus = fake_corpus(tmp_path / "corpus", 40, "p_", size=128, channels=3)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "work"), "OMP_NUM_THREADS": "1",
+           "RECON": "0", "GAN_VARIANTS": "p64 c128:config=configs/gan/portraits128c.toml", "NETS_BUNDLE": "all"}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_portraits.sh"), str(corpus), str(out), "--smoke"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["bench.txt", "c128.nets.pt.part00", "c128.tar", "p64.nets.pt.part00", "p64.tar"]
+    with tarfile.open(out / "c128.tar") as tar:
+        snapshot = sorted(n for n in tar.getnames() if n.startswith("snapshots/"))[-1]
+        (tmp_path / "c128.pt").write_bytes(tar.extractfile(snapshot).read())
+    _, _, config = load_generator(tmp_path / "c128.pt")
+    assert config["model"]["image_size"] == 128 and config["model"]["channels"] == 3
+    bad = subprocess.run(["bash", str(REPO / "scripts" / "gpu_portraits.sh"), str(corpus), str(tmp_path / "o2"),
+                          "--smoke"], env={**env, "GAN_VARIANTS": f"c:config={tmp_path / 'missing.toml'}"},
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and f"no config at {tmp_path / 'missing.toml'}" in bad.stderr

@@ -1,4 +1,4 @@
-"""``surrogate evaluate recon``: how well the network recovers the face model's parameters.
+"""How well the network recovers the face model's parameters (``surrogate evaluate recon`` runs it).
 
 Three held-out sets, all rendered with seeds training never used:
 
@@ -21,11 +21,9 @@ metrics.json and metrics.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from surrogate.schema import AttributeSchema
@@ -258,39 +256,3 @@ def metrics_markdown(results: dict[str, Any]) -> str:
             verdicts = (f"{k}: {'met' if ok else 'MISSED'}" for k, ok in metrics["targets_met"].items())
             lines += ["Targets: " + ", ".join(verdicts), ""]
     return "\n".join(lines)
-
-
-@click.command("recon")
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Training checkpoint (last.pt), weights file (model.pt), or a model repository folder "
-                   "(its newest exported recon, through onnxruntime; needs --config).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="With a model repository: the TOML config that trained the exported model.")
-@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(10, 1_000_000), help="Images per set.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for metrics.json and metrics.md.")
-@click.option("--seed", default=20_240_601, show_default=True, type=int, help="Seed of the held-out renders.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--set", "sets", multiple=True, type=click.Choice([*RENDERED_SETS, "held_out"]),
-              help="Evaluate only these sets (default: held_out for a model trained on a labelled folder or "
-                   "with --data, else the three rendered sets).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Labelled image folder whose held-out rows to measure (default: the folder training read).")
-@click.option("--attributes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Attribute file of --data (default: DATA/attributes.csv).")
-def evaluate_recon_command(checkpoint: Path, config_path: Path | None, n: int, out: Path, seed: int, device: str,
-                           sets: tuple[str, ...], data: Path | None, attributes: Path | None) -> None:
-    """Pose MAE, per-AU MAE and Pearson r, gender accuracy and AUC: on held-out renders and on the 3-D
-    path, or on a labelled folder's held-out rows (the portrait corpus) with issue 18's targets."""
-    from surrogate.imageio import atomic_write_text
-    from training.recon.checkpoint import CheckpointError
-
-    try:
-        results = evaluate_checkpoint(checkpoint, n=n, seed=seed, device=device, include=sets,
-                                      config_path=config_path, data=data, attributes=attributes)
-    except (CheckpointError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    atomic_write_text(out / "metrics.json", json.dumps(results, indent=2))
-    atomic_write_text(out / "metrics.md", metrics_markdown(results))
-    click.echo(metrics_markdown(results))
-    click.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.md'}")

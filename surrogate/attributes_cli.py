@@ -1,4 +1,7 @@
-"""``surrogate attributes convert`` and ``surrogate attributes schema``.
+"""``surrogate attributes``: convert, extract and describe attribute files, in one place.
+
+``convert`` reads other tools' output (``surrogate.adapters``), ``extract`` estimates attributes from
+face images (``surrogate.extract``), ``schema`` prints an attribute schema.
 
 Conversion is the privacy boundary's first step: researchers turn their tool's per-face output into
 the canonical CSV that synthesis reads, and get an audit trail (``OUT.rejected.csv``) of every row
@@ -26,6 +29,14 @@ from surrogate.adapters import (
     write_canonical_csv,
     write_rejected_csv,
 )
+from surrogate.extract import (
+    EXTRACTORS,
+    collect_images,
+    extract_attributes,
+    load_any_estimator,
+    rows_to_csv,
+)
+from surrogate.imageio import atomic_write_text
 from surrogate.schema import DEFAULT_SCHEMA, OPENFACE_AU_NAMES, POSE_NAMES, AttributeSchema
 
 _AU_RE = re.compile(r"^(?:au)?\s*0*(\d{1,2})(?:_r)?$", re.IGNORECASE)
@@ -165,3 +176,44 @@ def convert_command(source: Path, out: Path, format_: str, min_confidence: float
 def schema_command(aus: str | None, no_gender: bool) -> None:
     """Print an attribute schema as JSON (units, valid ranges, normalisation, pose convention)."""
     click.echo(build_schema(aus, None, gender=not no_gender).to_json())
+
+
+@click.command("extract")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Reconstruction checkpoint (.pt from 'surrogate train recon') or a model repository folder "
+                   "[default: the project's model_repository].")
+@click.option("--extractor", type=click.Choice(EXTRACTORS), default="recon", show_default=True,
+              help="recon: the reconstruction network; mediapipe: MediaPipe's pose and AUs (gender from recon).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV to write.")
+@click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops: skip detection.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Device for a torch checkpoint.")
+def extract_command(inputs: tuple[Path, ...], model: Path | None, extractor: str, out: Path, aligned: bool,
+                    device: str) -> None:
+    """Estimate pose, AUs and gender of every face image in INPUTS (files or folders).
+
+    Writes id,file,<attributes>,status,confidence per image; status is ok, no_face, face_too_small
+    or unreadable, and only ok rows carry values.
+    """
+    from surrogate.assets import AssetMissingError
+    from surrogate.landmarks import LandmarkerError
+    from surrogate.synthesis import default_repository
+
+    paths = collect_images(inputs)
+    if not paths:
+        raise click.ClickException("no image files found in " + ", ".join(map(str, inputs)))
+    estimator = load_any_estimator(model or default_repository(), device=device)
+    from surrogate.face_align import release_reader
+
+    try:
+        rows = extract_attributes(paths, estimator, aligned=aligned, extractor=extractor)
+    except (AssetMissingError, LandmarkerError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        release_reader()
+    atomic_write_text(out, rows_to_csv(rows, estimator.schema))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    click.echo(f"wrote {out}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
