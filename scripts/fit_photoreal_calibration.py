@@ -15,6 +15,14 @@ directions'. ``--rows`` picks corpus rows the shipped directions were not fitted
     PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \
         --rows 8032:10032 --corpus-directions data/directions_p2.npz \
         --cache runs/calibration_readings.npz --out surrogate/portrait_models/photoreal_calibration.npz
+
+A corpus edited along *other* directions calibrates badly: its edits are not the method's (version 2: gains
+~1 on the corpus, 0.2-0.8 on the method's own edits). ``--renders`` fits on the method's own renders instead
+(``benchmarks/photoreal_identity.py --uncalibrated``, which saves each render's read-outs and readings); that
+is how the shipped calibration is made:
+
+    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --renders renders.npz \
+        --out surrogate/portrait_models/photoreal_calibration.npz
 """
 
 from __future__ import annotations
