@@ -12,8 +12,8 @@ attribute of v'). The read-outs of w0 and of the edited w are saved too, so that
 (``scripts/fit_photoreal_calibration.py --renders``): the gains of the shipped directions measured on
 their own edits, not on a corpus edited along other directions.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/photoreal_identity.py --pool /tmp/i20/calib_8032_9232.npz \\
-        --seeds 24 --out /tmp/i20/identity.npz --sheet /tmp/i20/identity.png
+    PYTHONPATH=. .venv/bin/python benchmarks/photoreal_identity.py --pool POOL.npz \\
+        --seeds 24 --out identity.npz --sheet identity.png   # POOL: fit_photoreal_calibration.py --cache
 """
 
 from __future__ import annotations
