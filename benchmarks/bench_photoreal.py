@@ -1,15 +1,16 @@
 """The photoreal method measured: detection, r requested vs read, gender AUC, identity, speed.
 
-Attribute vectors are drawn from held-out rows of the natural portrait corpus (the calibration read the
-edited corpus; the directions were fitted on all of the natural corpus's w, but these rows' *readings* are
-only requests here). Each of n/2 fresh seeds renders two different vectors, so the same person is seen
-with two sets of attributes. Readers: MediaPipe for pose and AUs (on the 256 px colour framing and on the
-64 px grey default), the shipped recon network for gender on the 64 px grey crop (what ``surrogate
-attributes extract`` reads by default; the gender boundary's probability of the edited w would not be an
-independent reading and is printed only for comparison). Identity: dlib's descriptor distance.
+Attribute vectors are drawn from corpus rows that neither the directions nor the calibration used (for
+version 2: the readings of rows 9232-9831 of the edited corpus, ``scripts/fit_photoreal_calibration.py
+--cache``; the readings are only requests here). Each of n/2 fresh seeds renders two different vectors,
+so the same person is seen with two sets of attributes. Readers: MediaPipe for pose and AUs (on the 256 px
+colour framing and on the 64 px grey default), the shipped recon network for gender on the 64 px grey crop
+(what ``surrogate attributes extract`` reads by default; the gender boundary's probability of the edited w
+would not be an independent reading and is printed only for comparison). Identity: dlib's descriptor distance.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_photoreal.py --attributes data/portraits_p1/attributes.csv \\
-        --rows 1024:2048 --n 120
+    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \\
+        --rows 9232:9832 --corpus-directions data/directions_p2.npz --cache POOL.npz --out /tmp/unused.npz
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_photoreal.py --attributes POOL.npz --n 500 --save DIR
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ EVALUATION_SEED_BASE = 8_000_000_000  # fresh seeds, nowhere near the corpus's o
 
 
 def read_rows(path: str, rows: str) -> np.ndarray:
-    """(N, A) DEFAULT_SCHEMA values of rows start:stop of a canonical attribute CSV."""
+    """(N, A) DEFAULT_SCHEMA values of rows start:stop of a canonical attribute CSV, or of the faces found in
+    an .npz of corpus readings (``scripts/fit_photoreal_calibration.py --cache``: all its rows), clipped to
+    the schema's range (AU06, which no direction moves, is kept as read)."""
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            return DEFAULT_SCHEMA.clip(data["read"][data["found"]])
     import csv
 
     start, stop = (int(x) for x in rows.split(":"))
@@ -40,6 +46,8 @@ def main() -> None:
     parser.add_argument("--rows", default="1024:2048")
     parser.add_argument("--n", type=int, default=120, help="surrogates (an even number: n/2 seeds, two each)")
     parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--save", default=None, help="a folder for the 256 px renders and the requested values "
+                        "(attributes.csv, for benchmarks/dlib_agreement.py: a reader independent of MediaPipe)")
     args = parser.parse_args()
 
     from surrogate.extract import OnnxEstimator
@@ -62,6 +70,8 @@ def main() -> None:
     colour = np.concatenate([synthesize("photoreal", values[s:s + args.chunk], seeds[s:s + args.chunk],
                                         size=256, rgb=True) for s in range(0, args.n, args.chunk)])
     seconds = time.perf_counter() - started
+    if args.save:
+        save(args.save, colour, values)
     grey64 = photoreal_images(colour, size=64)
     small = time.perf_counter()
     synthesize("photoreal", values[:8], seeds[:8], size=128)
@@ -76,9 +86,10 @@ def main() -> None:
     gender_read = recon.predict(list(grey64))[:, recon.schema.index("gender")]
     requested_gender = values[:, DEFAULT_SCHEMA.index("gender")]
 
-    print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from rows {args.rows} of {args.attributes}")
+    where = "the faces found" if args.attributes.endswith(".npz") else f"rows {args.rows}"
+    print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from {where} of {args.attributes}")
     print(f"speed: {args.n / seconds:.2f} surrogates/s at 256 px colour in chunks of {args.chunk} "
-          f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (1024 px render, shrink to 512, "
+          f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (512 px wavelet-band path, "
           "rotate, MediaPipe framing, crop)")
     for size, estimates in read.items():
         hit = found[size]
@@ -112,6 +123,37 @@ def main() -> None:
           f"{100 * (same < 0.5).mean():.1f}% of {len(same)} pairs (median {np.median(same):.3f}); different seeds: "
           f"> 0.6 in {100 * (different > 0.6).mean():.1f}% of {len(different)} pairs (median "
           f"{np.median(different):.3f})")
+    # One private person's photos share a gender: the pairs whose requested genders agree, and by how far
+    # apart the two renders' yaw is read (photos of one real person at two poses move the descriptor too).
+    gender_k = DEFAULT_SCHEMA.index("gender")
+    agree = (values[0::2, gender_k] > 0.5) == (values[1::2, gender_k] > 0.5)
+    print(f"  pairs requesting the same gender side: < 0.5 in {100 * (same[agree] < 0.5).mean():.1f}% of "
+          f"{agree.sum()} (median {np.median(same[agree]):.3f})")
+    yaw_j = mediapipe.schema.index("yaw")
+    both = found["256 colour"][0::2] & found["256 colour"][1::2]
+    gap = np.abs(read["256 colour"][0::2, yaw_j] - read["256 colour"][1::2, yaw_j])
+    for low, high in ((0, 10), (10, 20), (20, 30), (30, 90)):
+        inside = both & (gap >= low) & (gap < high)
+        if inside.any():
+            print(f"  |yaw read difference| {low}-{high} deg: {inside.sum()} pairs, < 0.5 in "
+                  f"{100 * (same[inside] < 0.5).mean():.0f}% (median {np.median(same[inside]):.3f})")
+
+
+def save(folder: str, colour: np.ndarray, values: np.ndarray) -> None:
+    """The renders as PNGs and the requested values as a canonical attribute CSV beside them."""
+    import csv
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "attributes.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "file", *DEFAULT_SCHEMA.names])
+        for i, (image, row) in enumerate(zip(colour, values, strict=True)):
+            Image.fromarray(image).save(out / f"{i:04d}.png")
+            writer.writerow([f"{i:04d}", f"{i:04d}.png", *(f"{v:.4f}" for v in row)])
 
 
 if __name__ == "__main__":

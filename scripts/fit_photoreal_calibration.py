@@ -5,15 +5,31 @@ The data are portraits that the directions were not fitted on: the edited corpus
 edited w, and whose 512 px frames (rolled) are read here, read-only: MediaPipe for pose and AUs, the shipped
 recon network for gender on the aligned 64 px grey crop (as ``surrogate attributes extract`` reads it). Per
 attribute, ``read ~ a + b * readout(w0) + c * readout(w)`` is fitted by least squares over the faces found;
-the surrogate inverts it. No rendering: reading ~1,000 frames takes a minute or two.
+the surrogate inverts it. No rendering: reading ~1,000 frames takes a few minutes.
 
-    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 --n 1000 \
+The corpus may have been edited along other directions than the shipped ones (the shipped ones may since
+have been refitted on the corpus itself): ``--corpus-directions`` names the file it was edited with (checked
+against the corpus's ``options.json``), which gives each face's w0; the read-outs are the shipped
+directions'. ``--rows`` picks corpus rows the shipped directions were not fitted on.
+
+    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \
+        --rows 8032:10032 --corpus-directions data/directions_p2.npz \
         --cache runs/calibration_readings.npz --out surrogate/portrait_models/photoreal_calibration.npz
+
+A corpus edited along *other* directions calibrates badly: its edits are not the method's (version 2: gains
+~1 on the corpus, 0.2-0.8 on the method's own edits). ``--renders`` fits on the method's own renders instead
+(``benchmarks/photoreal_identity.py --uncalibrated``, which saves each render's read-outs and readings); that
+is how the shipped calibration is made:
+
+    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --renders renders.npz \
+        --out surrogate/portrait_models/photoreal_calibration.npz
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -26,17 +42,20 @@ from surrogate.schema import DEFAULT_SCHEMA
 LIMIT_SPREADS = 3.0
 
 
-def readings(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, A) attributes read from frames (MediaPipe pose and AUs, recon gender; NaN rows: no face), found."""
+def readings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, A) attributes read from frame files one by one (MediaPipe pose and AUs, recon gender; NaN: no face)."""
+    from PIL import Image
+
     from surrogate.extract import OnnxEstimator
     from surrogate.face_align import align_face
     from surrogate.runtime import default_repository
 
     recon = OnnxEstimator(str(default_repository()))
-    out = np.full((len(frames), len(DEFAULT_SCHEMA)), np.nan, np.float32)
+    out = np.full((len(paths), len(DEFAULT_SCHEMA)), np.nan, np.float32)
     crops, where = [], []
-    for i, frame in enumerate(frames):
-        aligned = align_face(frame, 64)
+    for i, path in enumerate(paths):
+        with Image.open(path) as image:
+            aligned = align_face(np.asarray(image.convert("RGB")), 64)
         if aligned is None:
             continue
         values = {**dict(zip(("yaw", "pitch", "roll"), aligned.reading.pose, strict=True)), **aligned.reading.aus()}
@@ -49,32 +68,38 @@ def readings(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return out, ~np.isnan(out[:, 0])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", required=True, help="an edited portrait corpus folder (read only)")
-    parser.add_argument("--n", type=int, default=1000, help="rows to read (the first chunks)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--cache", default=None, help="an .npz to keep the readings in (refits skip reading)")
-    args = parser.parse_args()
-
-    from PIL import Image
-
+def corpus_data(args: argparse.Namespace, directions) -> tuple[np.ndarray, ...]:
+    """(read-out of w0, read-out of w, readings (N, A), found) of held-out rows of an edited corpus."""
     from surrogate.portrait_directions import AttributeDirections
 
     corpus = Path(args.corpus)
-    directions = AttributeDirections.load(MODELS_DIR / DIRECTIONS_FILE)
-    names = directions.names
+    edited_with_path = Path(args.corpus_directions) if args.corpus_directions else MODELS_DIR / DIRECTIONS_FILE
+    edited_with = AttributeDirections.load(edited_with_path)
+    options = json.loads((corpus / "options.json").read_text())
+    if options.get("directions_sha256") != hashlib.sha256(edited_with_path.read_bytes()).hexdigest():
+        raise SystemExit(f"{corpus} was not edited with {edited_with_path} (options.json's directions_sha256 differs)")
+    start, stop = (int(x) for x in args.rows.split(":"))
     w, w0, rows = [], [], []
     for path in sorted((corpus / "latents").glob("*.npz")):
         with np.load(path) as latent:
-            if tuple(str(n) for n in latent["direction_names"]) != names:
-                raise SystemExit(f"{path}: edited along other directions than {names}")
-            w.append(latent["w"])
-            w0.append(latent["w"] - latent["coefficients"] @ directions.vectors)
-            rows.append(latent["rows"])
-        if sum(len(r) for r in rows) >= args.n:
-            break
-    w, w0, rows = np.concatenate(w)[: args.n], np.concatenate(w0)[: args.n], np.concatenate(rows)[: args.n]
+            keep = (latent["rows"] >= start) & (latent["rows"] < stop)
+            if not keep.any():
+                continue
+            if tuple(str(n) for n in latent["direction_names"]) != edited_with.names:
+                raise SystemExit(f"{path}: edited along other directions than {edited_with.names}")
+            w.append(latent["w"][keep])
+            w0.append(latent["w"][keep] - latent["coefficients"][keep] @ edited_with.vectors)
+            rows.append(latent["rows"][keep])
+    if not rows:
+        raise SystemExit(f"{corpus}: no rendered rows in {args.rows}")
+    w, w0, rows = np.concatenate(w), np.concatenate(w0), np.concatenate(rows)
+
+    def frame_path(row: int) -> Path:
+        return corpus / "frames" / f"{int(row):06d}.jpg"
+
+    # the render may be writing the last chunk: keep the rows whose frame is on disk
+    done = np.array([frame_path(r).exists() for r in rows], bool)
+    w, w0, rows = w[done], w0[done], rows[done]
     started = time.perf_counter()
     if args.cache and Path(args.cache).exists():
         with np.load(args.cache) as cached:
@@ -82,36 +107,92 @@ def main() -> None:
                 raise SystemExit(f"{args.cache} holds other rows")
             read, found = cached["read"], cached["found"]
     else:
-        frames = [np.asarray(Image.open(corpus / "frames" / f"{int(r):06d}.jpg").convert("RGB")) for r in rows]
-        read, found = readings(frames)
+        read, found = readings([frame_path(r) for r in rows])
         if args.cache:
             np.savez_compressed(args.cache, rows=rows, read=read, found=found)
-    seconds = time.perf_counter() - started
-    columns = [DEFAULT_SCHEMA.index(n) for n in names]
-    read = read[:, columns]
-    predicted, targets = directions.predict(w0), directions.predict(w)
-    limit = LIMIT_SPREADS * np.where(directions.spread > 0, directions.spread, 1.0 / LIMIT_SPREADS)
+    print(f"{found.sum()}/{len(rows)} faces found in corpus rows {rows[0]}-{rows[-1]}; read in "
+          f"{time.perf_counter() - started:.1f} s")
+    args.source = {"corpus": corpus.name, "rows": [int(rows[0]), int(rows[-1])]}
+    return directions.predict(w0), directions.predict(w), read, found
+
+
+def render_data(args: argparse.Namespace, directions) -> tuple[np.ndarray, ...]:
+    """The same from the method's own renders (``benchmarks/photoreal_identity.py``, best ``--uncalibrated``).
+
+    Whatever calibration made them, each render's read-outs of w0 and of its edited w are what the model
+    relates the reading to; only the directions must be the shipped ones.
+    """
+    shipped = hashlib.sha256((MODELS_DIR / DIRECTIONS_FILE).read_bytes()).hexdigest()
+    parts: dict[str, list[np.ndarray]] = {"predicted": [], "targets": [], "read": [], "found": []}
+    for path in args.renders:
+        with np.load(path) as data:
+            if str(data["directions_sha256"]) != shipped:
+                raise SystemExit(f"{path}: renders of other directions than the shipped ones")
+            read = np.full((len(data["read"]), len(DEFAULT_SCHEMA)), np.nan, np.float32)
+            for j, name in enumerate(str(n) for n in data["read_names"]):
+                read[:, DEFAULT_SCHEMA.index(name)] = data["read"][:, j]
+            read[:, DEFAULT_SCHEMA.index("gender")] = data["gender"]
+            for key, value in (("predicted", data["predicted"]), ("targets", data["targets"]), ("read", read),
+                               ("found", data["found"].astype(bool))):
+                parts[key].append(value)
+    predicted, targets, read, found = (np.concatenate(parts[k]) for k in ("predicted", "targets", "read", "found"))
+    print(f"{found.sum()}/{len(found)} renders with a face in {len(args.renders)} file(s)")
+    args.source = {"renders": [Path(p).name for p in args.renders]}
+    return predicted, targets, read, found
+
+
+def fit(names: tuple[str, ...], predicted: np.ndarray, targets: np.ndarray, read: np.ndarray, found: np.ndarray,
+        limit: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per attribute: least squares ``read ~ a + b * readout(w0) + c * readout(w)`` over the faces found."""
     fitted: dict[str, dict[str, float]] = {}
     for k, name in enumerate(names):
-        if np.std(targets[found, k] - predicted[found, k]) < 1e-3:
+        ok = found & np.isfinite(read[:, k])  # a reader may not have read every render
+        if not ok.any():
+            raise SystemExit(f"no reading of {name} in the data")
+        if np.std(targets[ok, k] - predicted[ok, k]) < 1e-3:
             # Never edited in the data (the corpus keeps gender's read-out): b and c cannot be told apart,
             # so the reading is taken to follow the read-out of the final w (b = 0).
-            design = np.stack([np.ones(found.sum()), targets[found, k]], 1)
-            (a, c), *_ = np.linalg.lstsq(design, read[found, k], rcond=None)
+            design = np.stack([np.ones(ok.sum()), targets[ok, k]], 1)
+            (a, c), *_ = np.linalg.lstsq(design, read[ok, k], rcond=None)
             b = 0.0
-            fit = design @ np.array([a, c])
+            fitted_values = design @ np.array([a, c])
         else:
-            design = np.stack([np.ones(found.sum()), predicted[found, k], targets[found, k]], 1)
-            (a, b, c), *_ = np.linalg.lstsq(design, read[found, k], rcond=None)
-            fit = design @ np.array([a, b, c])
+            design = np.stack([np.ones(ok.sum()), predicted[ok, k], targets[ok, k]], 1)
+            (a, b, c), *_ = np.linalg.lstsq(design, read[ok, k], rcond=None)
+            fitted_values = design @ np.array([a, b, c])
         fitted[name] = {"a": float(a), "b": float(b), "c": float(max(c, 0.05)), "limit": float(limit[k]),
-                        "fit_r": float(np.corrcoef(fit, read[found, k])[0, 1])}
-        print(f"{name:7s} a {a:7.3f} b {b:6.3f} c (gain) {c:6.3f}  r of the fit {fitted[name]['fit_r']:.3f}")
-    print(f"{found.sum()}/{len(rows)} faces found; read in {seconds:.1f} s")
+                        "fit_r": float(np.corrcoef(fitted_values, read[ok, k])[0, 1])}
+        print(f"{name:7s} a {a:7.3f} b {b:6.3f} c (gain) {c:6.3f}  r of the fit {fitted[name]['fit_r']:.3f} "
+              f"({ok.sum()} faces)")
+    return fitted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", help="an edited portrait corpus folder (read only)")
+    source.add_argument("--renders", nargs="+", help="uncalibrated renders' readings (photoreal_identity.py)")
+    parser.add_argument("--rows", default="0:1000", help="corpus rows START:STOP to read (rows not rendered yet are "
+                        "skipped)")
+    parser.add_argument("--corpus-directions", default=None,
+                        help="the directions file the corpus was edited with (default: the shipped one)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--cache", default=None, help="an .npz to keep the corpus readings in (refits skip reading)")
+    args = parser.parse_args()
+
+    from surrogate.portrait_directions import AttributeDirections
+
+    directions = AttributeDirections.load(MODELS_DIR / DIRECTIONS_FILE)
+    names = directions.names
+    predicted, targets, read, found = (corpus_data if args.corpus else render_data)(args, directions)
+    read = read[:, [DEFAULT_SCHEMA.index(n) for n in names]]
+    limit = LIMIT_SPREADS * np.where(directions.spread > 0, directions.spread, 1.0 / LIMIT_SPREADS)
+    fitted = fit(names, predicted, targets, read, found, limit)
     calibration = Calibration.from_dict(fitted, names)
-    calibration.save(args.out, model="read ~ a + b * readout(w0) + c * readout(w)", corpus=corpus.name,
-                     rows=[int(rows[0]), int(rows[-1])], n=int(len(rows)), found=int(found.sum()),
-                     readers="MediaPipe pose and AUs, recon gender",
+    calibration.save(args.out, model="read ~ a + b * readout(w0) + c * readout(w)", **args.source,
+                     directions_sha256=hashlib.sha256((MODELS_DIR / DIRECTIONS_FILE).read_bytes()).hexdigest(),
+                     n=int(len(found)), found=int(found.sum()),
+                     readers="MediaPipe pose and AUs, recon gender (the default repository's latest version)",
                      fit_r={n: round(v["fit_r"], 4) for n, v in fitted.items()})
     print(f"wrote {args.out}")
 

@@ -7,10 +7,10 @@ one seed:
    psi around the fixed mean w; ``surrogate.portraits``);
 2. expression, pose and gender from the attributes alone: the closed-form edit of w0 along the conditioned
    directions (``surrogate.portrait_directions``) that sets the read-out to a *calibrated* target. Moving w
-   moves MediaPipe's reading less than the read-out predicts (gains 0.1-0.7), so the target is the inverse of
-   a per-attribute linear model ``read = a + b * readout(w0) + c * target`` fitted on portraits that the
-   directions were not fitted on (``portrait_models/photoreal_calibration.npz``,
-   ``scripts/fit_photoreal_calibration.py``);
+   moves MediaPipe's reading less than the read-out predicts (gains 0.2-0.8), so the target is the inverse of
+   a per-attribute linear model ``read = a + b * readout(w0) + c * target`` fitted on the method's own
+   renders (``portrait_models/photoreal_calibration.npz``, ``scripts/fit_photoreal_calibration.py
+   --renders``: a corpus edited along other directions gave gains that did not hold for these);
    the step is clipped to what the generator can show without breaking the face;
 3. the 1024 px portrait, shrunk to 512, rotated in the image plane by the roll (FFHQ faces are
    roll-normalised, so roll is not in w), framed by ``surrogate.face_align`` (MediaPipe landmarks: the
@@ -45,7 +45,7 @@ from surrogate.runtime import ModelInfo
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
 PHOTOREAL_MODEL = "photoreal"
-PHOTOREAL_VERSION = 1  # bump when the edit, the framing or a model file changes the pixels
+PHOTOREAL_VERSION = 2  # bump when the edit, the framing or a model file changes the pixels
 RENDER_SIDE = 256  # the backend's output; 64 and 128 are area-shrunk from it
 WORK_SIDE = 512  # the portrait is rotated and framed at this size (as the portrait corpus is)
 MODELS_DIR = Path(__file__).resolve().parent / "portrait_models"

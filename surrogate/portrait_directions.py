@@ -156,10 +156,19 @@ def fit_readout(w: np.ndarray, y: np.ndarray, l2: float = 10.0) -> tuple[np.ndar
     return readout.astype(np.float32), (y_mean - readout @ w_mean).astype(np.float32)
 
 
-def conditioned_directions(readout: np.ndarray) -> np.ndarray:
-    """(K, 512) directions V with readout @ V.T = I (the pseudo-inverse's rows)."""
+def conditioned_directions(readout: np.ndarray, penalty: np.ndarray | None = None) -> np.ndarray:
+    """(K, 512) directions V with readout @ V.T = I: the smallest steps that move one read-out each.
+
+    Smallest in the metric ``|dw|^2 + |penalty @ dw|^2``: without ``penalty`` the pseudo-inverse's rows; with
+    it (rows: a linear model of what the step should leave alone, e.g. identity), ``M^-1 R^T (R M^-1 R^T)^-1``
+    with ``M = I + penalty^T penalty``, so a step moves the read-out exactly as much and that model less.
+    """
     r = np.asarray(readout, np.float64)
-    return (r.T @ np.linalg.inv(r @ r.T)).T.astype(np.float32)
+    metric_inverse = np.eye(r.shape[1])
+    if penalty is not None:
+        p = np.asarray(penalty, np.float64)
+        metric_inverse = np.linalg.inv(np.eye(r.shape[1]) + p.T @ p)
+    return (metric_inverse @ r.T @ np.linalg.inv(r @ metric_inverse @ r.T)).T.astype(np.float32)
 
 
 def fit_directions(w: np.ndarray, y: np.ndarray, names: tuple[str, ...], spread: np.ndarray, shift: np.ndarray,

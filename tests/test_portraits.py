@@ -41,6 +41,22 @@ def test_conditioned_directions_move_one_readout_each() -> None:
     assert abs(truth[1] @ conditioned_directions(truth)[0]) < 1e-4
 
 
+def test_penalised_directions_still_move_the_readout_and_move_the_penalised_model_less() -> None:
+    rng = np.random.default_rng(2)
+    readout = rng.standard_normal((3, 64))
+    identity = rng.standard_normal((10, 64))
+    identity[0] += 2.0 * readout[0]  # the first attribute's plain direction drags "identity" with it
+    plain = conditioned_directions(readout)
+    penalised = conditioned_directions(readout, 10.0 * identity)
+    assert np.allclose(readout @ penalised.T, np.eye(3), atol=1e-4)
+    moved_plain = np.linalg.norm(identity @ plain.T, axis=0)
+    moved_penalised = np.linalg.norm(identity @ penalised.T, axis=0)
+    assert np.all(moved_penalised < moved_plain)
+    assert moved_penalised[0] < 0.5 * moved_plain[0]
+    # the price: longer steps in w
+    assert np.all(np.linalg.norm(penalised, axis=1) >= np.linalg.norm(plain, axis=1) - 1e-6)
+
+
 def test_directions_file_round_trip_and_bad_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     d = AttributeDirections(("x",), rng.standard_normal((1, 512)).astype(np.float32), np.zeros(1, np.float32),
