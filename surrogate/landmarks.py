@@ -22,7 +22,9 @@ edge colours so the face fills less of the frame, and read again.
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -128,6 +130,17 @@ def aus_from_blendshapes(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+# Readers still open at exit are closed before the interpreter tears modules down: MediaPipe's own finaliser
+# runs too late then and prints an ignored TypeError (its dispatcher is already gone).
+_OPEN_READERS: weakref.WeakSet[FaceLandmarks] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_readers() -> None:
+    for reader in list(_OPEN_READERS):
+        reader.close()
+
+
 class FaceLandmarks:
     """``read(image)`` -> the largest face's ``FaceReading`` in the image's own pixels, or None."""
 
@@ -149,7 +162,9 @@ class FaceLandmarks:
             output_face_blendshapes=True, output_facial_transformation_matrixes=True, num_faces=4,
             min_face_detection_confidence=self.min_confidence, min_face_presence_confidence=self.min_confidence,
             running_mode=vision.RunningMode.IMAGE)
-        return vision.FaceLandmarker.create_from_options(options)
+        landmarker = vision.FaceLandmarker.create_from_options(options)
+        _OPEN_READERS.add(self)
+        return landmarker
 
     def _detect(self, rgb: np.ndarray) -> FaceReading | None:
         landmarker = self._landmarker
@@ -192,6 +207,7 @@ class FaceLandmarks:
         return FaceReading(points, face.blendshapes, face.matrix)
 
     def close(self) -> None:
+        _OPEN_READERS.discard(self)
         if "_landmarker" in self.__dict__:
             self.__dict__.pop("_landmarker").close()
 
