@@ -130,14 +130,27 @@ def aus_from_blendshapes(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-# Readers still open at exit are closed before the interpreter tears modules down: MediaPipe's own finaliser
-# runs too late then and prints an ignored TypeError (its dispatcher is already gone).
+# Readers still open at exit are let go while MediaPipe can still tell that the process is shutting down.
+# Left to interpreter teardown, MediaPipe's finaliser runs after its module globals are gone and prints an
+# ignored TypeError; closing them from an atexit hook is too late as well, since threading's exit hooks have
+# already stopped MediaPipe's dispatch executor by then. So the hook raises MediaPipe's own shutdown flag
+# (what its exit hook sets, making its native calls no-ops) and closes the landmarkers, so that their
+# finalisers find nothing left to close; the process's exit frees what they hold.
 _OPEN_READERS: weakref.WeakSet[FaceLandmarks] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_open_readers() -> None:
-    for reader in list(_OPEN_READERS):
+def _release_open_readers() -> None:
+    readers = list(_OPEN_READERS)
+    if not readers:
+        return
+    try:
+        from mediapipe.tasks.python.core import mediapipe_c_utils
+
+        mediapipe_c_utils._python_exit()
+    except (ImportError, AttributeError):  # another MediaPipe layout: close them for real
+        pass
+    for reader in readers:
         reader.close()
 
 

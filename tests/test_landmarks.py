@@ -122,3 +122,27 @@ def test_extract_cli_with_mediapipe_names_the_faceless_file(tmp_path: Path) -> N
     assert rows["astronaut"]["status"] == "ok"
     assert float(rows["astronaut"]["AU12"]) > 2.5  # she smiles broadly
     assert 0.0 <= float(rows["astronaut"]["gender"]) <= 1.0
+
+
+@pytest.mark.parametrize("mediapipe_first", [False, True])
+def test_a_reader_left_open_exits_quietly(tmp_path: Path, mediapipe_first: bool) -> None:
+    """A process that never closes its reader (also one used from a worker thread) ends without MediaPipe's
+    finaliser printing an ignored exception, whichever of MediaPipe and the project was imported first."""
+    import subprocess
+    import sys
+
+    script = "\n".join([
+        "import concurrent.futures",
+        "import mediapipe" if mediapipe_first else "",
+        "from skimage import data",
+        "from surrogate.landmarks import FaceLandmarks",
+        "reader = FaceLandmarks()",
+        "with concurrent.futures.ThreadPoolExecutor(1) as pool:",
+        "    assert pool.submit(reader.read, data.astronaut()).result() is not None",
+        "other = FaceLandmarks()",
+        "assert other.read(data.astronaut()) is not None",
+    ])
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
