@@ -9,7 +9,7 @@ colour framing and on the 64 px grey default), the shipped recon network for gen
 would not be an independent reading and is printed only for comparison). Identity: dlib's descriptor distance.
 
     PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \\
-        --rows 9232:9832 --corpus-directions data/directions_p2.npz --cache POOL.npz --out /tmp/unused.npz
+        --rows 9232:9832 --corpus-directions data/directions_p2.npz --cache POOL.npz --out runs/unused_calibration.npz
     PYTHONPATH=. .venv/bin/python benchmarks/bench_photoreal.py --attributes POOL.npz --n 500 --save DIR
 """
 

@@ -19,13 +19,13 @@ their own edits, not on a corpus edited along other directions.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.bench_photoreal import read_rows
+from surrogate.assets import sha256
 from surrogate.schema import DEFAULT_SCHEMA
 
 SEED_BASE = 8_500_000_000  # fresh seeds, apart from the benchmark's and the corpora's
@@ -85,8 +85,7 @@ def main() -> None:
                         gender=gender, predicted=backend.directions.predict(w0),
                         targets=backend.directions.predict(backend.latents(values_array, z)),
                         direction_names=np.array(backend.directions.names), calibrated=not args.uncalibrated,
-                        directions_sha256=hashlib.sha256((Path(args.models or MODELS_DIR) / DIRECTIONS_FILE)
-                                                         .read_bytes()).hexdigest())
+                        directions_sha256=sha256(Path(args.models or MODELS_DIR) / DIRECTIONS_FILE))
 
     d = descriptors.reshape(args.seeds, per_seed, 128)
     distance = np.linalg.norm(d - d[:, :1], axis=2)  # (seeds, per_seed): to v's render

@@ -10,18 +10,21 @@ the read-out exactly as before (read-out, intercept, spread and shift are kept),
 in read-out units, still applies; only the path through w changes.
 
     PYTHONPATH=. .venv/bin/python scripts/fit_identity_penalty.py --corpus data/portraits_p1 \\
-        --directions /tmp/directions_new.npz --weight 30 --cache runs/p1_dlib.npz \\
+        --directions D.npz --weight 30 --cache runs/p1_dlib.npz \\
         --out surrogate/portrait_models/directions.npz
+
+(D.npz: the plain conditioned directions, ``surrogate data portrait-directions PART... --out D.npz``.)
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
+
+from surrogate.assets import sha256
 
 
 def main() -> None:
@@ -76,7 +79,7 @@ def main() -> None:
         kept = {k: source[k] for k in ("rows", "held_out_r", "l2") if k in source.files}
     directions.save(args.out, **kept, identity_weight=args.weight, identity_l2=args.l2,
                     identity_rows=len(rows), identity_held_out_r_median=float(np.median(r)),
-                    plain_sha256=hashlib.sha256(Path(args.directions).read_bytes()).hexdigest())
+                    plain_sha256=sha256(Path(args.directions)))
     print(f"wrote {args.out}")
 
 

@@ -28,13 +28,13 @@ is how the shipped calibration is made:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from surrogate.assets import sha256
 from surrogate.photoreal import DIRECTIONS_FILE, MODELS_DIR, Calibration
 from surrogate.schema import DEFAULT_SCHEMA
 
@@ -76,7 +76,7 @@ def corpus_data(args: argparse.Namespace, directions) -> tuple[np.ndarray, ...]:
     edited_with_path = Path(args.corpus_directions) if args.corpus_directions else MODELS_DIR / DIRECTIONS_FILE
     edited_with = AttributeDirections.load(edited_with_path)
     options = json.loads((corpus / "options.json").read_text())
-    if options.get("directions_sha256") != hashlib.sha256(edited_with_path.read_bytes()).hexdigest():
+    if options.get("directions_sha256") != sha256(edited_with_path):
         raise SystemExit(f"{corpus} was not edited with {edited_with_path} (options.json's directions_sha256 differs)")
     start, stop = (int(x) for x in args.rows.split(":"))
     w, w0, rows = [], [], []
@@ -122,7 +122,7 @@ def render_data(args: argparse.Namespace, directions) -> tuple[np.ndarray, ...]:
     Whatever calibration made them, each render's read-outs of w0 and of its edited w are what the model
     relates the reading to; only the directions must be the shipped ones.
     """
-    shipped = hashlib.sha256((MODELS_DIR / DIRECTIONS_FILE).read_bytes()).hexdigest()
+    shipped = sha256(MODELS_DIR / DIRECTIONS_FILE)
     parts: dict[str, list[np.ndarray]] = {"predicted": [], "targets": [], "read": [], "found": []}
     for path in args.renders:
         with np.load(path) as data:
@@ -190,7 +190,7 @@ def main() -> None:
     fitted = fit(names, predicted, targets, read, found, limit)
     calibration = Calibration.from_dict(fitted, names)
     calibration.save(args.out, model="read ~ a + b * readout(w0) + c * readout(w)", **args.source,
-                     directions_sha256=hashlib.sha256((MODELS_DIR / DIRECTIONS_FILE).read_bytes()).hexdigest(),
+                     directions_sha256=sha256(MODELS_DIR / DIRECTIONS_FILE),
                      n=int(len(found)), found=int(found.sum()),
                      readers="MediaPipe pose and AUs, recon gender (the default repository's latest version)",
                      fit_r={n: round(v["fit_r"], 4) for n, v in fitted.items()})
