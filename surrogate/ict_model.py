@@ -64,7 +64,10 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
     "AU07": (("eyeSquint_L", 1.0), ("eyeSquint_R", 1.0), ("eyeBlink_L", 0.12), ("eyeBlink_R", 0.12)),
     "AU09": (("noseSneer_L", 1.0), ("noseSneer_R", 1.0)),
     "AU10": (("mouthUpperUp_L", 1.0), ("mouthUpperUp_R", 1.0)),
-    "AU12": (("mouthSmile_L", 1.0), ("mouthSmile_R", 1.0)),
+    # Lip corner puller. The kit's smile, at the gain AU_CURVE gives it, also presses and thins the lips,
+    # which both MediaPipe (mouthPress) and dlib (lip-red height) read as the lip tightener AU23; FACS's
+    # AU12 leaves the lips as they are, so a little outward roll keeps their red.
+    "AU12": (("mouthSmile_L", 1.0), ("mouthSmile_R", 1.0), ("mouthRollUpper", -0.2), ("mouthRollLower", -0.2)),
     "AU14": (("mouthDimple_L", 1.0), ("mouthDimple_R", 1.0)),
     "AU15": (("mouthFrown_L", 1.0), ("mouthFrown_R", 1.0)),
     "AU17": (("mouthShrugLower", 1.0),),
