@@ -14,7 +14,9 @@ MediaPipe reader (each face upscaled to 256 px, as the benchmark does), and prin
   reading), the pose columns the reader's dependence on the view; ``resid sd`` is what no requested
   attribute explains (the reader's scatter on these faces, identity, and the curve's non-linearity);
 * ``r without cross-talk`` = own / hypot(own, resid sd): the r the reading would reach if every other
-  column were 0, the ceiling that decorrelating the AUs alone could give at that size.
+  column were 0, the ceiling that decorrelating the AUs alone could give at that size;
+* r over the rows where every rival AU (``RIVALS``: the others acting on the same eye or lips) is 0, and
+  over the rest: what the co-activation of AUs on one feature costs, interactions included.
 
 ``--sweep-figure``: one AU at a time at intensities 0..5 (every other AU 0; 12 identities, near-frontal
 poses), the five calibrated readings against the request at 64 and 256 px; the diagonal panels are each
@@ -33,6 +35,9 @@ from surrogate.stats import pearson
 
 READ = ("AU04", "AU05", "AU07", "AU12", "AU23")
 REQUESTED = ("AU04", "AU05", "AU06", "AU07", "AU12", "AU23")
+# The other requested AUs that act on the same feature (the eye aperture, the lips).
+RIVALS = {"AU04": ("AU05", "AU06", "AU07"), "AU05": ("AU04", "AU06", "AU07"), "AU07": ("AU04", "AU05", "AU06"),
+          "AU12": ("AU23",), "AU23": ("AU12",)}
 
 
 def render(values: np.ndarray, seeds: list[int], size: int) -> np.ndarray:
@@ -74,8 +79,9 @@ def tables(seeds: list[int], n: int, sizes: list[int]) -> None:
         read = read_aus(render(values, face_seeds, size))
         found = np.isfinite(read[READ[0]])
         print(f"\n{size} px: faces found {found.mean():.1%}; reading ~ requested (per sd of each request)\n")
-        print("| read | " + " | ".join(columns) + " | resid sd | r | r without cross-talk |")
-        print("|" + "---|" * (len(columns) + 4))
+        print("| read | " + " | ".join(columns) + " | resid sd | r | r without cross-talk "
+              "| r, rivals 0 (rows) | r, a rival active |")
+        print("|" + "---|" * (len(columns) + 6))
         for au in READ:
             y = read[au][found]
             a = np.c_[np.ones(int(found.sum())), design[found]]
@@ -83,7 +89,11 @@ def tables(seeds: list[int], n: int, sizes: list[int]) -> None:
             resid = float((y - a @ beta).std())
             own = float(beta[1 + REQUESTED.index(au)])
             r = pearson(request[au][found], y)
-            cells = [f"{b:.2f}" for b in beta[1:]] + [f"{resid:.2f}", f"{r:.3f}", f"{own / np.hypot(own, resid):.3f}"]
+            alone = np.all([request[rival][found] == 0 for rival in RIVALS[au]], axis=0)
+            x = request[au][found]
+            cells = [f"{b:.2f}" for b in beta[1:]] + [f"{resid:.2f}", f"{r:.3f}", f"{own / np.hypot(own, resid):.3f}",
+                                                       f"{pearson(x[alone], y[alone]):.2f} ({int(alone.sum())})",
+                                                       f"{pearson(x[~alone], y[~alone]):.2f}"]
             print(f"| {au} | " + " | ".join(cells) + " |", flush=True)
 
 
