@@ -49,7 +49,7 @@ ICT_DATA_ENV = "SURROGATE_ICT_DATA"
 # (pyproject.toml package-data, bentofile.yaml include).
 ICT_DATA_DIR = Path(__file__).resolve().parent / "third_party" / "ict_facekit"
 # Version of what this model draws: a 3-D surrogate depends only on (attributes, seed, model, this).
-ICT_MODEL_VERSION = "2"
+ICT_MODEL_VERSION = "3"
 FACE_MODEL_ICT = "face_model_3d_ict"
 
 # AU -> (blendshape, weight at full activation): the kit's FACS table (AU04 browDown, AU05 eyeWide, AU06
@@ -64,7 +64,10 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
     "AU07": (("eyeSquint_L", 1.0), ("eyeSquint_R", 1.0), ("eyeBlink_L", 0.12), ("eyeBlink_R", 0.12)),
     "AU09": (("noseSneer_L", 1.0), ("noseSneer_R", 1.0)),
     "AU10": (("mouthUpperUp_L", 1.0), ("mouthUpperUp_R", 1.0)),
-    "AU12": (("mouthSmile_L", 1.0), ("mouthSmile_R", 1.0)),
+    # Lip corner puller. The kit's smile, at the gain AU_CURVE gives it, also presses and thins the lips,
+    # which both MediaPipe (mouthPress) and dlib (lip-red height) read as the lip tightener AU23; FACS's
+    # AU12 leaves the lips as they are, so a little outward roll keeps their red.
+    "AU12": (("mouthSmile_L", 1.0), ("mouthSmile_R", 1.0), ("mouthRollUpper", -0.2), ("mouthRollLower", -0.2)),
     "AU14": (("mouthDimple_L", 1.0), ("mouthDimple_R", 1.0)),
     "AU15": (("mouthFrown_L", 1.0), ("mouthFrown_R", 1.0)),
     "AU17": (("mouthShrugLower", 1.0),),
@@ -76,14 +79,19 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
     "AU45": (("eyeBlink_L", 1.0), ("eyeBlink_R", 1.0)),
 }
 # AU -> (gain, gamma): blendshape activation = gain * (intensity / 5) ** gamma. Gains above 1 exaggerate
-# a shape whose full activation is too small to read at 64 px; gamma < 1 lifts low intensities.
+# a shape whose full activation is too small to read at 64 px; gamma < 1 lifts low intensities. AU05's
+# 1.6 holds back the low intensities, which MediaPipe's eyeWide reads as much too wide (intensity 0.5 read
+# as 2.3 of 5 with 0.8) and whose opened eye it then reads as less eyeSquint (AU07). AU07's
+# 0.6 lifts the low intensities that MediaPipe's eyeSquint otherwise reads below its rest level; AU12's
+# 1.0 keeps the strongest smiles from tightening the lips into what MediaPipe reads as mouthPress (AU23)
+# (docs/face_model.md, "Why AU05, AU07 and AU23 read weakly").
 AU_CURVE: dict[str, tuple[float, float]] = {au: (1.0, 1.0) for au in SUPPORTED_AUS}
 AU_CURVE.update({
     "AU04": (3.5, 0.8),
-    "AU05": (4.0, 0.8),
+    "AU05": (4.5, 1.6),
     "AU06": (1.5, 0.8),
-    "AU07": (3.0, 0.8),
-    "AU12": (1.8, 0.8),
+    "AU07": (3.0, 0.6),
+    "AU12": (1.8, 1.0),
     "AU23": (2.5, 0.8),
 })
 IDENTITY_SCALE = 1.0
@@ -108,8 +116,9 @@ _SKIN_DARK = np.array([0.36, 0.24, 0.17], np.float32)
 _SKIN_LIGHT = np.array([0.93, 0.78, 0.68], np.float32)
 _HAIR_DARK = np.array([0.06, 0.045, 0.04], np.float32)
 _HAIR_LIGHT = np.array([0.72, 0.56, 0.32], np.float32)
-# The sclera is kept below the skin's brightest tones: a white one reads as a staring eye at 64 px.
-_SCLERA = np.array([0.72, 0.70, 0.68], np.float32)
+# A near-white sclera: at 64 px the white above and below the iris is what shows where the lids are, and
+# the large iris (below) keeps resting faces from reading as wide-eyed.
+_SCLERA = np.array([0.95, 0.93, 0.90], np.float32)
 # Iris and pupil edges, degrees off the eyeball's gaze axis. An iris of 40 degrees (1.5 cm across on the
 # 1.2 cm eyeball) fills about 80 % of the relaxed opening, the lids covering its top and bottom, so only
 # AU05 bares sclera above it; with 31 degrees (65 %) and a brighter sclera, MediaPipe read resting faces
