@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,11 @@ class IctModel:
     protected: np.ndarray  # (V,) bool: borders of the openings and the added parts (never merged)
     side: np.ndarray  # (V,) int8: which lid / lip a vertex belongs to (0 elsewhere), kept apart when merging
 
+    @cached_property
+    def incidence(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``_incidence`` of this model, kept on the model (a cache keyed by id() outlived rebuilt models)."""
+        return _incidence(self)
+
     @property
     def n_vertices(self) -> int:
         return int(self.mean.shape[0])
@@ -191,7 +196,7 @@ class IctModel:
         face_n[:-1, :, 2] = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
         # Slot k holds every vertex's k-th incident triangle; vertices are sorted by degree, so slot k
         # beyond the common degree is a short prefix.
-        order, slots = _incidence(self)
+        order, slots = self.incidence
         normals = face_n[slots[0]]
         for slot in slots[1:]:
             normals[: len(slot)] += face_n[slot]
@@ -201,29 +206,23 @@ class IctModel:
         return out
 
 
-_INCIDENCE: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
-
-
 def _incidence(model: IctModel) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Vertices by decreasing degree, and per slot k the k-th incident triangle of each (cached)."""
-    key = id(model)
-    if key not in _INCIDENCE:
-        tri = model.triangles
-        vertex = tri.reshape(-1)
-        owner = np.repeat(np.arange(len(tri)), 3)
-        degree = np.bincount(vertex, minlength=model.n_vertices)
-        order = np.argsort(-degree, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        by_vertex = np.lexsort((owner, rank[vertex]))
-        sorted_rank = rank[vertex][by_vertex]
-        start = np.searchsorted(sorted_rank, np.arange(len(order)))
-        slots = []
-        for k in range(int(degree.max())):
-            n = int((degree > k).sum())
-            slots.append(owner[by_vertex[start[:n] + k]].astype(np.int64))
-        _INCIDENCE[key] = (order, slots)
-    return _INCIDENCE[key]
+    """Vertices by decreasing degree, and per slot k the k-th incident triangle of each."""
+    tri = model.triangles
+    vertex = tri.reshape(-1)
+    owner = np.repeat(np.arange(len(tri)), 3)
+    degree = np.bincount(vertex, minlength=model.n_vertices)
+    order = np.argsort(-degree, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    by_vertex = np.lexsort((owner, rank[vertex]))
+    sorted_rank = rank[vertex][by_vertex]
+    start = np.searchsorted(sorted_rank, np.arange(len(order)))
+    slots = []
+    for k in range(int(degree.max())):
+        n = int((degree > k).sum())
+        slots.append(owner[by_vertex[start[:n] + k]].astype(np.int64))
+    return order, slots
 
 
 LONG_HAIR_GENDER = (0.35, 0.5)
