@@ -150,14 +150,23 @@ def _portrait_graph(model):
              and [d.get_length() if d.is_static else -1 for d in op.get_output_partial_shape(0)][1:] == want]
     if not bands:
         raise PortraitModelError("the portrait network is not the expected MobileStyleGAN (no wavelet output)")
-    # the last such op is the bands with their bias added, what the inverse transform reads
-    low = ops.slice(bands[-1].output(0), np.array([0]), np.array([3]), np.array([1]), np.array([1]))
+    # the last such op is the bands with their bias added, what the inverse transform reads. Every new node is
+    # named: unnamed ones get a per-process counter, and the saved IR would differ from run to run.
+    def const(name: str, value: Any):
+        return ops.constant(np.asarray(value), name=f"portrait/{name}")
+
+    low = ops.slice(bands[-1].output(0), const("start", [0]), const("stop", [3]), const("step", [1]),
+                    const("axis", [1]), name="portrait/low")
     # (0.5 low + 1) * 127.5, in the order the float pixels were always quantised
-    level = ops.multiply(ops.add(ops.multiply(low, np.float32(0.5)), np.float32(1.0)), np.float32(127.5))
-    pixels = ops.convert(ops.clamp(ops.round(level, "half_to_even"), 0.0, 255.0), ov.Type.u8)
-    portrait = ops.transpose(pixels, np.array([0, 2, 3, 1]))
+    half = ops.multiply(low, const("half", np.float32(0.5)), name="portrait/half")
+    shifted = ops.add(half, const("one", np.float32(1.0)), name="portrait/shifted")
+    level = ops.multiply(shifted, const("scale", np.float32(127.5)), name="portrait/level")
+    rounded = ops.round(level, "half_to_even", name="portrait/rounded")
+    pixels = ops.convert(ops.clamp(rounded, 0.0, 255.0, name="portrait/clamped"), ov.Type.u8, name="portrait/u8")
+    portrait = ops.transpose(pixels, const("nhwc", [0, 2, 3, 1]), name="portrait/nhwc")
     portrait.output(0).get_tensor().set_names({PORTRAIT_OUTPUT})
-    return ov.Model([portrait.output(0)], model.get_parameters(), "PortraitSynthesis")
+    result = ops.result(portrait, name="portrait/result")
+    return ov.Model([result], model.get_parameters(), "PortraitSynthesis")
 
 
 class HalfResolutionGenerator(PortraitGenerator):
@@ -350,7 +359,9 @@ class PhotorealBackend:
         attributes = np.asarray(attributes, np.float32)
         with self._lock:
             w = self.latents(attributes, np.asarray(z, np.float32))
-            portraits = self.renderer.render(w, side=WORK_SIDE)
+        # outside the lock: each render makes its own infer request, and a Triton call may wait in its queue
+        portraits = self.renderer.render(w, side=WORK_SIDE)
+        with self._lock:
             crops = [self.frame(p, float(a[self._roll])) for p, a in zip(portraits, attributes, strict=True)]
         if not crops:
             return np.zeros((0, 3, RENDER_SIDE, RENDER_SIDE), np.uint8)
