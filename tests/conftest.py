@@ -70,7 +70,9 @@ def triton_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonMo
                               exporter="legacy"), "recon")
     from surrogate.photoreal import photoreal_available
 
-    if photoreal_available():
+    # the entry's model.py needs openvino in the Triton venv (scripts/triton_env.sh installs it); without it the
+    # entry is left out and the photoreal Triton tests skip, rather than the server failing to start
+    if photoreal_available() and any(installation.site_packages.glob("openvino/__init__.py")):
         from export.photoreal import export_photoreal
 
         export_photoreal(repo)

@@ -162,15 +162,24 @@ photoreal = pytest.mark.skipif(not __import__("surrogate.photoreal").photoreal.p
                                reason="the portraits extra or its model files are missing")
 
 
+@pytest.fixture
+def portrait_served(triton_served):
+    """The server, when the fixture's repository holds the photoreal entry (its venv has openvino)."""
+    server, repository = triton_served
+    if "portrait_synthesis" not in repository.model_names():
+        pytest.skip("the Triton venv has no openvino (re-run scripts/triton_env.sh): portrait_synthesis not served")
+    return server
+
+
 @photoreal
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_triton_portrait_renderer_gives_the_embedded_pixels(triton_served, protocol: str) -> None:
+def test_triton_portrait_renderer_gives_the_embedded_pixels(portrait_served, protocol: str) -> None:
     """The Python-backend variant runs the exported IR as the embedded backend runs the same graph: equal pixels."""
     from surrogate.photoreal import PHOTOREAL_VERSION, TritonPortraitRenderer
     from surrogate.runtime import BackendError
     from surrogate.synthesis import photoreal_backend
 
-    server, _ = triton_served
+    server = portrait_served
     embedded = photoreal_backend()
     w = embedded.generator.w([3, 4])
     url = server.http_url if protocol == "http" else server.grpc_url
@@ -182,10 +191,10 @@ def test_triton_portrait_renderer_gives_the_embedded_pixels(triton_served, proto
 
 
 @photoreal
-def test_service_renders_photoreal_on_triton_and_lists_it(services, triton_served) -> None:
+def test_service_renders_photoreal_on_triton_and_lists_it(services, portrait_served) -> None:
     """SURROGATE_BACKEND=triton: /synthesize method photoreal renders through Triton with the embedded service's
     pixels, and /models lists the photoreal model with its licence and where it runs."""
-    server, _ = triton_served
+    server = portrait_served
     before = triton_success_count(server, "portrait_synthesis")
     with HttpClient(services["embedded"]) as embedded, HttpClient(services["triton-http"]) as triton:
         expected = embedded.synthesize(RECORDS[:2], seed=5, method="photoreal")
