@@ -60,9 +60,9 @@ def main() -> None:
                                                                                       protocol=args.protocol)}
             rates, images = {}, {}
             for name, backend in backends.items():
-                synthesize("photoreal", values[:1], [10**6], size=args.size, photoreal=backend)  # compile, warm
+                synthesize("photoreal", values[:1], [10**6], size=args.size, backend=backend)  # compile, warm
                 started = time.perf_counter()
-                images[name] = synthesize("photoreal", values, seeds, size=args.size, photoreal=backend)
+                images[name] = synthesize("photoreal", values, seeds, size=args.size, backend=backend)
                 rates[name] = args.records / (time.perf_counter() - started)
     difference = int(np.abs(images["triton"].astype(int) - images["embedded"]).max())
     print(f"{args.records} surrogates at {args.size} px, grey: embedded {rates['embedded']:.2f}/s, "

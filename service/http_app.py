@@ -293,7 +293,7 @@ class SurrogateAPI:
 
             return await anyio.to_thread.run_sync(
                 lambda: synthesize("photoreal", values, seeds, schema=schema, size=size, rgb=rgb,
-                                   photoreal=self.photoreal()))
+                                   backend=self.photoreal()))
         if method == "3d":
             from surrogate.synthesis_3d import render_surrogates_3d
 

@@ -57,13 +57,14 @@ def synthesize(
     size: int | None = None,
     rgb: bool = False,
     batch_size: int = 64,
-    photoreal: Backend | None = None,
+    backend: Backend | None = None,
 ) -> np.ndarray:
     """Render one surrogate per row of ``values`` (natural units) with the matching seed.
 
-    ``schema`` describes the columns of ``values``; it defaults to the method's own schema. ``photoreal``
-    is the photoreal method's backend (default: ``photoreal_backend()``, all in this process). Returns
-    uint8 (N, H, W) for grayscale or (N, H, W, 3).
+    ``schema`` describes the columns of ``values``; it defaults to the method's own schema. ``backend`` is
+    where the method's network runs (default: in this process; ``photoreal_backend()`` for photoreal, the
+    repository's generator through onnxruntime for gan; the 3-D renderer has none). Returns uint8 (N, H, W)
+    for grayscale or (N, H, W, 3).
     """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or len(values) != len(seeds):
@@ -77,11 +78,11 @@ def synthesize(
 
         return render_surrogates_3d(target, values, list(seeds), size=size or DEFAULT_3D_SIZE, rgb=rgb)
     if method == "photoreal":
-        return photoreal_images(generate_images(photoreal or photoreal_backend(), values, seeds, batch_size=batch_size),
+        return photoreal_images(generate_images(backend or photoreal_backend(), values, seeds, batch_size=batch_size),
                                 size=size, rgb=rgb)
     # The repository object is cached, and with it the sessions; the backend is rebuilt per call so that
     # a version added since the last call is the one used (as the manifest of a batch run says).
-    generator = OnnxRuntimeBackend(_repository(str(repository or default_repository())), recon_model=None)
+    generator = backend or OnnxRuntimeBackend(_repository(str(repository or default_repository())), recon_model=None)
     images = generate_images(generator, values, seeds, batch_size=batch_size)
     if rgb and images.ndim == 3:
         images = np.repeat(images[..., None], 3, axis=-1)
