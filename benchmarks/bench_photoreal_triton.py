@@ -38,25 +38,20 @@ def main() -> None:
     args = parser.parse_args()
 
     from export.photoreal import export_photoreal
-    from export.triton import write_python_backend_repository
     from service.testing import EXAMPLE_RECORD
     from surrogate.schema import DEFAULT_SCHEMA
     from surrogate.synthesis import photoreal_backend, synthesize
 
     sys.path.insert(0, str(ROOT / "tests"))  # the Triton server harness is test support
-    from triton_harness import TritonServer, ensure_triton_venv
+    from triton_harness import serving
 
     records = [dict(EXAMPLE_RECORD, yaw=float(y)) for y in np.linspace(-20, 20, args.records)]
     values = DEFAULT_SCHEMA.validate_records(records)
     seeds = list(range(args.records))
-    installation = ensure_triton_venv()
     with tempfile.TemporaryDirectory(prefix="bench-photoreal-triton-") as scratch:
         work = Path(scratch)
         export_photoreal(work / "repository")
-        served = write_python_backend_repository(work / "repository", work / "python",
-                                                 extra_sys_path=[str(installation.site_packages)],
-                                                 intra_op_threads=args.threads)
-        with TritonServer(served, installation, workdir=work / "triton") as server:
+        with serving(work / "repository", work, threads=args.threads) as server:
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
             backends = {"embedded": photoreal_backend(), "triton": photoreal_backend(triton_url=url,
                                                                                       protocol=args.protocol)}
