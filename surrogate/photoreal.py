@@ -221,6 +221,8 @@ class TritonPortraitRenderer:
             import tritonclient.http as client_module
         self._module = client_module
         self._local = threading.local()  # tritonclient's HTTP client must stay in the thread that made it
+        self._clients: list[Any] = []
+        self._clients_lock = threading.Lock()
 
     @property
     def _client(self) -> Any:
@@ -230,7 +232,15 @@ class TritonPortraitRenderer:
                 self._module.InferenceServerClient(self.url) if self.protocol == "grpc" else
                 self._module.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
                                                    network_timeout=self.timeout_s))
+            with self._clients_lock:
+                self._clients.append(client)
         return client
+
+    def close(self) -> None:
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     def input_name(self) -> str:
         metadata = self._client.get_model_metadata(self.model, str(self.version))
@@ -375,3 +385,5 @@ class PhotorealBackend:
     def close(self) -> None:
         if "_reader" in self.__dict__:
             self.__dict__.pop("_reader").close()
+        if isinstance(self.renderer, TritonPortraitRenderer):
+            self.renderer.close()
