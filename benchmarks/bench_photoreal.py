@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--rows", default="1024:2048")
     parser.add_argument("--n", type=int, default=120, help="surrogates (an even number: n/2 seeds, two each)")
     parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--refine", type=int, default=None, help="refinement rounds (default: the method's)")
+    parser.add_argument("--models", default=None, help="a folder with other directions/calibration files")
     parser.add_argument("--save", default=None, help="a folder for the 256 px renders and the requested values "
                         "(attributes.csv, for benchmarks/dlib_agreement.py: a reader independent of MediaPipe)")
     args = parser.parse_args()
@@ -53,28 +55,31 @@ def main() -> None:
     from surrogate.extract import OnnxEstimator
     from surrogate.face_identity import DlibIdentity
     from surrogate.landmarks import MediaPipeEstimator
-    from surrogate.photoreal import MODELS_DIR
+    from surrogate.photoreal import MODELS_DIR, PhotorealBackend
     from surrogate.portrait_directions import GenderBoundary
-    from surrogate.runtime import default_repository, generator_noise
+    from surrogate.runtime import default_repository, generate_images, generator_noise
     from surrogate.stats import auc, pearson
-    from surrogate.synthesis import photoreal_backend, photoreal_images, synthesize
+    from surrogate.synthesis import photoreal_images
 
     pool = read_rows(args.attributes, args.rows)
     rng = np.random.default_rng(1)
     values = pool[rng.choice(len(pool), args.n, replace=False)]
     seeds = [EVALUATION_SEED_BASE + i // 2 for i in range(args.n)]  # rows 2j and 2j+1 share a seed
 
-    backend = photoreal_backend()
-    synthesize("photoreal", values[:1], seeds[:1], size=128)  # compile and the mean w, outside the timing
+    backend = PhotorealBackend(refine=args.refine, models=args.models)
+
+    def synthesize(rows: slice, size: int, rgb: bool) -> np.ndarray:
+        return photoreal_images(generate_images(backend, values[rows], seeds[rows]), size=size, rgb=rgb)
+
+    synthesize(slice(0, 1), 128, False)  # compile and the mean w, outside the timing
     started = time.perf_counter()
-    colour = np.concatenate([synthesize("photoreal", values[s:s + args.chunk], seeds[s:s + args.chunk],
-                                        size=256, rgb=True) for s in range(0, args.n, args.chunk)])
+    colour = np.concatenate([synthesize(slice(s, s + args.chunk), 256, True) for s in range(0, args.n, args.chunk)])
     seconds = time.perf_counter() - started
     if args.save:
         save(args.save, colour, values)
     grey64 = photoreal_images(colour, size=64)
     small = time.perf_counter()
-    synthesize("photoreal", values[:8], seeds[:8], size=128)
+    synthesize(slice(0, 8), 128, False)
     per_128 = (time.perf_counter() - small) / 8
 
     mediapipe = MediaPipeEstimator()
@@ -87,7 +92,8 @@ def main() -> None:
     requested_gender = values[:, DEFAULT_SCHEMA.index("gender")]
 
     where = "the faces found" if args.attributes.endswith(".npz") else f"rows {args.rows}"
-    print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from {where} of {args.attributes}")
+    print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from {where} of {args.attributes}; "
+          f"{backend.refine} refinement round(s)")
     print(f"speed: {args.n / seconds:.2f} surrogates/s at 256 px colour in chunks of {args.chunk} "
           f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (512 px wavelet-band path, "
           "rotate, MediaPipe framing, crop)")
@@ -108,7 +114,7 @@ def main() -> None:
     labels = requested_gender > 0.5
     print(f"\ngender (recon on the 64 px grey crop): AUC {auc(gender_read, labels):.3f} against requested > 0.5; "
           f"r {pearson(requested_gender, gender_read):.3f}")
-    boundary = GenderBoundary.load(MODELS_DIR / "gender_boundary.npz")
+    boundary = GenderBoundary.load(MODELS_DIR / "gender_boundary.npz")  # the labels' boundary, whatever --models
     w = backend.latents(values, generator_noise(seeds, backend.gan))
     print(f"  for comparison only (not independent): the gender boundary on the edited w: AUC "
           f"{auc(boundary.probability(w), labels):.3f}")

@@ -39,7 +39,10 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--sheet", default=None)
     parser.add_argument("--sheet-seeds", type=int, default=6)
-    parser.add_argument("--uncalibrated", action="store_true", help="edit to the request itself (calibration off)")
+    parser.add_argument("--uncalibrated", action="store_true",
+                        help="edit to the request itself, calibration and refinement off "
+                        "(the renders a calibration is fitted on)")
+    parser.add_argument("--refine", type=int, default=None, help="refinement rounds (default: the method's)")
     parser.add_argument("--seed-base", type=int, default=SEED_BASE)
     parser.add_argument("--models", default=None, help="a folder with other directions/calibration files")
     args = parser.parse_args()
@@ -66,14 +69,14 @@ def main() -> None:
         values.extend(rows)
         seeds.extend([args.seed_base + s] * per_seed)
     values_array = np.stack(values).astype(np.float32)
-    backend = PhotorealBackend(calibrated=not args.uncalibrated, models=args.models)
+    backend = PhotorealBackend(calibrated=not args.uncalibrated, models=args.models,
+                               refine=0 if args.uncalibrated else args.refine)
     z = generator_noise(seeds, backend.gan)
     started = time.perf_counter()
     images = np.concatenate([backend.generate(values_array[i:i + per_seed], z[i:i + per_seed]).transpose(0, 2, 3, 1)
                              for i in range(0, len(seeds), per_seed)])
     seconds = time.perf_counter() - started
-    generator = backend.generator
-    w0 = generator.w_avg + np.float32(generator.psi) * (generator.map(z) - generator.w_avg)
+    w0 = backend.base_latents(z)
     descriptors, _ = DlibIdentity().describe(list(images))
     reader = MediaPipeEstimator()
     read = reader.predict(images)

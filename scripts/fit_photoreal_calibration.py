@@ -23,11 +23,21 @@ is how the shipped calibration is made:
 
     PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --renders renders.npz \
         --out surrogate/portrait_models/photoreal_calibration.npz
+
+``--refinement N`` then measures the refinement round's gain (``step``) on N fresh renders of corpus readings
+(rows the directions were not fitted on): each is rendered with the closed-form edit and read, its targets
+corrected once with the current step gains, rendered and read again; per attribute, the reading's change is
+regressed (through 0) on the targets' change. The calibration's other entries are kept:
+
+    PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --refinement 100 \
+        --pool data/portraits_p2/attributes_images128c.csv --rows 8032:9232 \
+        --out surrogate/portrait_models/photoreal_calibration.npz
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -40,6 +50,15 @@ from surrogate.schema import DEFAULT_SCHEMA
 
 # How far one read-out unit may move w0 (attribute units): the corpus's edits reach about 3 spreads.
 LIMIT_SPREADS = 3.0
+# Gender's read-out (the boundary's probability) has no corpus spread. One unit moved the recon reading by
+# only 0.3 (AUC 0.82 against the requested side); 2.5 separates the sides (AUC 0.96 on 80 surrogates) at
+# the cost of larger steps (the gender direction is the longest in w).
+GENDER_LIMIT = 2.5
+
+
+def limits(directions) -> np.ndarray:
+    """The largest read-out step per direction (a step beyond it breaks the face)."""
+    return np.where(directions.spread > 0, LIMIT_SPREADS * directions.spread, GENDER_LIMIT).astype(np.float32)
 
 
 def readings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +186,65 @@ def fit(names: tuple[str, ...], predicted: np.ndarray, targets: np.ndarray, read
     return fitted
 
 
+REFINEMENT_SEED_BASE = 9_100_000_000  # fresh seeds, apart from the benchmarks' and the corpora's
+
+
+def refinement_steps(args: argparse.Namespace) -> None:
+    """Fit each attribute's refinement gain on fresh renders and add it to the shipped calibration."""
+    from benchmarks.bench_photoreal import read_rows
+    from surrogate.photoreal import CALIBRATION_FILE, PhotorealBackend
+    from surrogate.portraits import z_for_seeds
+
+    pool = read_rows(args.pool, args.rows)
+    values = pool[np.random.default_rng(11).choice(len(pool), args.refinement, replace=False)]
+    backend = PhotorealBackend(refine=0)
+    backend.calibration = dataclasses.replace(backend.calibration, limit=limits(backend.directions))
+    names = backend.directions.names
+    w0 = backend.base_latents(z_for_seeds([REFINEMENT_SEED_BASE + i for i in range(len(values))]))
+    requested = backend.requested(values)
+    rolls = values[:, DEFAULT_SCHEMA.index("roll")]
+
+    def read(readings: list) -> np.ndarray:
+        out = np.full((len(readings), len(names)), np.nan, np.float32)
+        for i, reading in enumerate(readings):
+            if reading is not None:
+                found = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
+                out[i] = [found.get(name, np.nan) for name in names]
+        return out
+
+    before = backend.targets(requested, w0)
+    _, first = backend.rolled(backend.edit(w0, before), rolls)
+    after = before.copy()
+    for i, reading in enumerate(first):
+        if reading is not None:
+            after[i:i + 1] = backend.corrected(before[i:i + 1], requested[i:i + 1], w0[i:i + 1], reading)
+    _, second = backend.rolled(backend.edit(w0, after), rolls)
+    moved, read_first, read_second = after - before, read(first), read(second)
+    step = backend.calibration.c.copy()  # gender: MediaPipe does not read it, its rounds never correct it
+    for k, name in enumerate(names):
+        ok = np.isfinite(read_first[:, k]) & np.isfinite(read_second[:, k])
+        if ok.sum() < 10:
+            continue
+        dt, dr = moved[ok, k], read_second[ok, k] - read_first[ok, k]
+        step[k] = max(float(dt @ dr / max(dt @ dt, 1e-9)), 0.05)
+        r_before, r_after = (float(np.corrcoef(requested[ok, k], x[ok, k])[0, 1]) for x in (read_first, read_second))
+        print(f"{name:7s} step gain {step[k]:6.3f} (c {backend.calibration.c[k]:.3f}); r requested vs read "
+              f"{r_before:.3f} -> {r_after:.3f} ({ok.sum()} faces)")
+    calibration = dataclasses.replace(backend.calibration, step=step.astype(np.float32))
+    with np.load(MODELS_DIR / CALIBRATION_FILE) as data:
+        info = json.loads(str(data["info"])) if "info" in data else {}
+    calibration.save(args.out, **info, refinement={"pool": Path(args.pool).name, "rows": args.rows,
+                                                   "n": len(values), "seed_base": REFINEMENT_SEED_BASE})
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--corpus", help="an edited portrait corpus folder (read only)")
     source.add_argument("--renders", nargs="+", help="uncalibrated renders' readings (photoreal_identity.py)")
+    source.add_argument("--refinement", type=int, help="fit the refinement gains on this many fresh renders")
+    parser.add_argument("--pool", help="with --refinement: a canonical attribute CSV of corpus readings")
     parser.add_argument("--rows", default="0:1000", help="corpus rows START:STOP to read (rows not rendered yet are "
                         "skipped)")
     parser.add_argument("--corpus-directions", default=None,
@@ -179,6 +252,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--cache", default=None, help="an .npz to keep the corpus readings in (refits skip reading)")
     args = parser.parse_args()
+    if args.refinement:
+        if not args.pool:
+            parser.error("--refinement needs --pool")
+        refinement_steps(args)
+        return
 
     from surrogate.portrait_directions import AttributeDirections
 
@@ -186,8 +264,7 @@ def main() -> None:
     names = directions.names
     predicted, targets, read, found = (corpus_data if args.corpus else render_data)(args, directions)
     read = read[:, [DEFAULT_SCHEMA.index(n) for n in names]]
-    limit = LIMIT_SPREADS * np.where(directions.spread > 0, directions.spread, 1.0 / LIMIT_SPREADS)
-    fitted = fit(names, predicted, targets, read, found, limit)
+    fitted = fit(names, predicted, targets, read, found, limits(directions))
     calibration = Calibration.from_dict(fitted, names)
     calibration.save(args.out, model="read ~ a + b * readout(w0) + c * readout(w)", **args.source,
                      directions_sha256=sha256(MODELS_DIR / DIRECTIONS_FILE),

@@ -45,7 +45,7 @@ from surrogate.runtime import ModelInfo
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
 PHOTOREAL_MODEL = "photoreal"
-PHOTOREAL_VERSION = 2  # bump when the edit, the framing or a model file changes the pixels
+PHOTOREAL_VERSION = 3  # bump when the edit, the framing or a model file changes the pixels
 RENDER_SIDE = 256  # the backend's output; 64 and 128 are area-shrunk from it
 WORK_SIDE = 512  # the portrait is rotated and framed at this size (as the portrait corpus is)
 MODELS_DIR = Path(__file__).resolve().parent / "portrait_models"
@@ -55,6 +55,11 @@ CALIBRATION_FILE = "photoreal_calibration.npz"  # an .npz: package data, like th
 # of the calibration portraits): the output is then still a framed face, never an error.
 FALLBACK_FRAME = (256.0, 284.0, 330.0)
 LICENCE = PORTRAIT_GENERATOR.licence
+# Rounds of read-and-correct after the closed-form edit (each one more render and MediaPipe reading).
+REFINE_ROUNDS = 2
+# Turned further than this, the portraits distort (the generator saw few such faces): yaw requests beyond it
+# are rendered at it.
+MAX_YAW = 35.0
 
 
 def photoreal_available() -> bool:
@@ -67,13 +72,23 @@ def photoreal_available() -> bool:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per direction: MediaPipe's reading ~ a + b * readout(w0) + c * target; |target - readout(w0)| <= limit."""
+    """Per direction: MediaPipe's reading ~ a + b * readout(w0) + c * target; |target - readout(w0)| <= limit.
+
+    ``step``: how much the reading moves per read-out unit of a refinement round's correction (measured on
+    corrections, which are small moves around an edited w, where the gain differs from ``c``'s: AU23's is
+    twice as large); it defaults to ``c``.
+    """
 
     names: tuple[str, ...]
     a: np.ndarray
     b: np.ndarray
     c: np.ndarray
     limit: np.ndarray
+    step: np.ndarray | None = None
+
+    @property
+    def step_gain(self) -> np.ndarray:
+        return self.c if self.step is None else self.step
 
     @classmethod
     def identity(cls, names: tuple[str, ...], limit: np.ndarray) -> Calibration:
@@ -88,7 +103,8 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: {"a": float(self.a[k]), "b": float(self.b[k]), "c": float(self.c[k]),
-                       "limit": float(self.limit[k])} for k, name in enumerate(self.names)}
+                       "limit": float(self.limit[k]), **({} if self.step is None else {"step": float(self.step[k])})}
+                for k, name in enumerate(self.names)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], names: tuple[str, ...]) -> Calibration:
@@ -96,9 +112,12 @@ class Calibration:
         if missing:
             raise ValueError(f"calibration has no entry for {missing}")
         columns = {key: np.array([float(data[n][key]) for n in names], np.float32) for key in ("a", "b", "c", "limit")}
-        if np.any(columns["c"] <= 0):
-            raise ValueError("calibration gains c must be positive")
-        return cls(names, columns["a"], columns["b"], columns["c"], columns["limit"])
+        step = None
+        if all("step" in data[n] for n in names):
+            step = np.array([float(data[n]["step"]) for n in names], np.float32)
+        if np.any(columns["c"] <= 0) or (step is not None and np.any(step <= 0)):
+            raise ValueError("calibration gains c and step must be positive")
+        return cls(names, columns["a"], columns["b"], columns["c"], columns["limit"], step)
 
     @classmethod
     def load(cls, path: str | Path, names: tuple[str, ...]) -> Calibration:
@@ -295,8 +314,11 @@ class PhotorealBackend:
     recon: ModelInfo | None = None
 
     def __init__(self, *, psi: float = 0.7, batch: int = 4, threads: int = 0, model_dir: str | None = None,
-                 models: str | Path | None = None, calibrated: bool = True,
+                 models: str | Path | None = None, calibrated: bool = True, refine: int | None = None,
                  renderer: PortraitRenderer | None = None) -> None:
+        self.refine = REFINE_ROUNDS if refine is None else int(refine)
+        if self.refine < 0:
+            raise ValueError(f"refine must be >= 0, got {refine}")
         self.generator = HalfResolutionGenerator(psi=psi, batch=batch, threads=threads, model_dir=model_dir)
         self.renderer: PortraitRenderer = renderer or self.generator
         folder = Path(models or MODELS_DIR)
@@ -310,6 +332,7 @@ class PhotorealBackend:
         self.schema = DEFAULT_SCHEMA
         self._columns = schema_columns(self.schema, self.directions.names)
         self._roll = self.schema.index("roll")
+        self._yaw = self.directions.names.index("yaw")
         self._lock = threading.Lock()  # OpenVINO infer requests and the MediaPipe reader are not shared
         digest = hashlib.sha256()
         for path in (folder / DIRECTIONS_FILE, calibration_path):
@@ -323,7 +346,8 @@ class PhotorealBackend:
             (TensorSpec("image", np.dtype(np.uint8), (-1, 3, side, side)),),
             {"licence": LICENCE, "psi": psi, "calibrated": bool(calibrated and calibration_path.exists()),
              "models_sha256": digest.hexdigest()[:16],
-             "backend": "triton" if isinstance(self.renderer, TritonPortraitRenderer) else "openvino"},
+             "backend": "triton" if isinstance(self.renderer, TritonPortraitRenderer) else "openvino",
+             "refine": self.refine, "max_yaw": MAX_YAW},
             noise="portrait",
         )
 
@@ -333,27 +357,51 @@ class PhotorealBackend:
 
         return FaceLandmarks()
 
-    def latents(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """The edited w (N, 512): w0 from z alone, moved so that the reading matches the attributes."""
+    def base_latents(self, z: np.ndarray) -> np.ndarray:
+        """The seed's person: w0 = w_avg + psi (map(z) - w_avg), (N, 512)."""
         generator = self.generator
-        w0 = generator.w_avg + np.float32(generator.psi) * (generator.map(z) - generator.w_avg)
-        requested = np.asarray(attributes, np.float32)[:, self._columns]
+        return generator.w_avg + np.float32(generator.psi) * (generator.map(z) - generator.w_avg)
+
+    def requested(self, attributes: np.ndarray) -> np.ndarray:
+        """The directions' columns of the attributes (N, K), yaw clamped to what the generator can turn."""
+        requested = np.asarray(attributes, np.float32)[:, self._columns].copy()
+        requested[:, self._yaw] = np.clip(requested[:, self._yaw], -MAX_YAW, MAX_YAW)
+        return requested
+
+    def targets(self, requested: np.ndarray, w0: np.ndarray) -> np.ndarray:
+        """The calibrated read-out targets (N, K) that should make MediaPipe read ``requested``."""
         # One row at a time: a matrix product's rounding depends on how many rows it has (BLAS picks other
         # kernels), and a surrogate must not depend on the other rows of its request.
-        rows = []
-        for i in range(len(w0)):
-            predicted = self.directions.predict(w0[i:i + 1])
-            target = self.calibration.target(requested[i:i + 1], predicted)
-            rows.append(self.directions.edit(w0[i:i + 1], target))
+        rows = [self.calibration.target(requested[i:i + 1], self.directions.predict(w0[i:i + 1]))
+                for i in range(len(w0))]
+        return np.concatenate(rows) if rows else np.zeros((0, len(self._columns)), np.float32)
+
+    def edit(self, w0: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """w0 (N, 512) moved along the directions until the read-out equals ``targets`` (row by row)."""
+        rows = [self.directions.edit(w0[i:i + 1], targets[i:i + 1]) for i in range(len(w0))]
         return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, w0.shape[1]), np.float32)
 
-    def frame(self, portrait: np.ndarray, roll: float) -> np.ndarray:
-        """A WORK_SIDE portrait -> the project's framing at RENDER_SIDE colour, rolled by ``roll`` degrees."""
-        from surrogate.face_align import crop_square, landmark_frame
-        from surrogate.portrait_corpus import rotate_frame
+    def latents(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The closed-form edited w (N, 512): w0 from z alone, moved so that the reading should match."""
+        w0 = self.base_latents(np.asarray(z, np.float32))
+        return self.edit(w0, self.targets(self.requested(attributes), w0))
 
-        image = rotate_frame(portrait, float(roll))
-        reading = self._reader.read(image)
+    def corrected(self, targets: np.ndarray, requested: np.ndarray, w0: np.ndarray, reading) -> np.ndarray:
+        """One refinement step of a row's targets (1, K): the residual of what MediaPipe read, over the gain.
+
+        Gender is not read by MediaPipe and keeps its target; a step stays within the calibration's limits.
+        """
+        values = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
+        read = np.array([[values.get(name, np.nan) for name in self.directions.names]], np.float32)
+        residual = np.where(np.isnan(read), 0.0, requested - read) / self.calibration.step_gain
+        predicted = self.directions.predict(w0)
+        step = np.clip(targets + residual - predicted, -self.calibration.limit, self.calibration.limit)
+        return (predicted + step).astype(np.float32)
+
+    def frame(self, portrait: np.ndarray, roll: float, reading=None) -> np.ndarray:
+        """A rolled WORK_SIDE portrait (``rolled``) -> the project's framing at RENDER_SIDE colour."""
+        from surrogate.face_align import crop_square, landmark_frame
+
         if reading is None:
             centre_x, centre_y, side = FALLBACK_FRAME
             angle = np.radians(roll)  # the fixed frame turns with the image around the image's centre
@@ -362,19 +410,48 @@ class PhotorealBackend:
                    WORK_SIDE / 2 + dx * np.sin(angle) + dy * np.cos(angle), side)
         else:
             box = landmark_frame(reading.landmarks)
-        return crop_square(image, *box, RENDER_SIDE)
+        return crop_square(portrait, *box, RENDER_SIDE)
+
+    def rolled(self, w: np.ndarray, rolls: np.ndarray) -> tuple[list[np.ndarray], list]:
+        """Render w (N, 512) at WORK_SIDE, rotate each by its roll and read it: (portraits, readings or None)."""
+        from surrogate.portrait_corpus import rotate_frame
+
+        portraits = [rotate_frame(p, float(r)) for p, r in zip(self.renderer.render(w, side=WORK_SIDE), rolls,
+                                                               strict=True)]
+        return portraits, [self._reader.read(p) for p in portraits]
 
     def generate(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """(N, A) natural units (DEFAULT_SCHEMA order) + (N, 512) z -> (N, 3, RENDER_SIDE, RENDER_SIDE) uint8."""
+        """(N, A) natural units (DEFAULT_SCHEMA order) + (N, 512) z -> (N, 3, RENDER_SIDE, RENDER_SIDE) uint8.
+
+        The closed-form edit, then ``refine`` rounds of: read the render with MediaPipe, move each row's
+        targets by its residual over the calibrated refinement gain, render again (a row is re-rendered only
+        while a face is found; each round costs one more render and reading).
+        """
         attributes = np.asarray(attributes, np.float32)
-        with self._lock:
-            w = self.latents(attributes, np.asarray(z, np.float32))
-        # outside the lock: each render makes its own infer request, and a Triton call may wait in its queue
-        portraits = self.renderer.render(w, side=WORK_SIDE)
-        with self._lock:
-            crops = [self.frame(p, float(a[self._roll])) for p, a in zip(portraits, attributes, strict=True)]
-        if not crops:
+        if not len(attributes):
             return np.zeros((0, 3, RENDER_SIDE, RENDER_SIDE), np.uint8)
+        rolls = attributes[:, self._roll]
+        with self._lock:
+            w0 = self.base_latents(np.asarray(z, np.float32))
+            requested = self.requested(attributes)
+            targets = self.targets(requested, w0)
+            portraits, readings = self.rolled(self.edit(w0, targets), rolls)
+            active = [i for i, reading in enumerate(readings) if reading is not None]
+            for _ in range(self.refine):
+                if not active:
+                    break
+                for i in active:
+                    targets[i:i + 1] = self.corrected(targets[i:i + 1], requested[i:i + 1], w0[i:i + 1],
+                                                      readings[i])
+                again, reread = self.rolled(self.edit(w0[active], targets[active]), rolls[active])
+                kept = []
+                for j, i in enumerate(active):
+                    if reread[j] is not None:  # a round that loses the face keeps the previous render and stops
+                        portraits[i], readings[i] = again[j], reread[j]
+                        kept.append(i)
+                active = kept
+            crops = [self.frame(p, float(r), reading) for p, r, reading in zip(portraits, rolls, readings,
+                                                                                strict=True)]
         return np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:

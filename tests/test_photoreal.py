@@ -22,6 +22,19 @@ def test_calibrated_target_inverts_the_fitted_gain_and_clips_the_step() -> None:
     assert np.isclose(target[0, 1], predicted[0, 1] + 2.0)
 
 
+def test_refinement_gains_default_to_the_edit_gains_and_round_trip() -> None:
+    names = ("yaw", "AU12")
+    base = {"yaw": {"a": 0.0, "b": 0.7, "c": 0.25, "limit": 120.0},
+            "AU12": {"a": -1.0, "b": 0.7, "c": 0.8, "limit": 9.0}}
+    plain = Calibration.from_dict(base, names)
+    assert plain.step is None and np.array_equal(plain.step_gain, plain.c)
+    stepped = Calibration.from_dict({n: {**v, "step": 2 * v["c"]} for n, v in base.items()}, names)
+    assert np.allclose(stepped.step_gain, 2 * plain.c)
+    assert Calibration.from_dict(stepped.to_dict(), names).to_dict() == stepped.to_dict()
+    with pytest.raises(ValueError, match="positive"):
+        Calibration.from_dict({n: {**v, "step": 0.0} for n, v in base.items()}, names)
+
+
 def test_shipped_calibration_covers_every_direction() -> None:
     from surrogate.portrait_directions import AttributeDirections
 
@@ -58,7 +71,8 @@ def test_edit_comes_from_the_attributes_and_the_person_from_the_seed(backend) ->
     values = np.concatenate([row(AU12=0.5), row(AU12=4.5), row(AU12=4.5)])
     w = backend.latents(values, z)
     generator = backend.generator
-    w0 = generator.w_avg + np.float32(generator.psi) * (generator.map(z) - generator.w_avg)
+    w0 = backend.base_latents(z)
+    assert np.allclose(w0, generator.w_avg + np.float32(generator.psi) * (generator.map(z) - generator.w_avg))
     directions = backend.directions
     # the change of w lies in the span of the directions: nothing but the attributes moves the face
     change = (w - w0).astype(np.float64)
@@ -67,13 +81,58 @@ def test_edit_comes_from_the_attributes_and_the_person_from_the_seed(backend) ->
     residual = change.T - basis @ coefficients
     assert np.abs(residual).max() < 1e-3 * max(1.0, np.abs(change).max())
     # and the read-out of the edited w is the calibrated target of the requested attributes
-    requested = values[:, backend._columns]
+    requested = backend.requested(values)
     expected = backend.calibration.target(requested, directions.predict(w0))
     assert np.allclose(directions.predict(w), expected, atol=1e-2)
     smile = directions.names.index("AU12")
     assert directions.predict(w)[1, smile] > directions.predict(w)[0, smile] + 1.0
     # a row alone gives the same w as in a batch with others
     assert np.array_equal(backend.latents(values[2:], z[2:]), w[2:])
+
+
+def test_yaw_beyond_what_the_generator_turns_is_rendered_at_the_limit(backend) -> None:
+    from surrogate.photoreal import MAX_YAW
+
+    yaw = backend.directions.names.index("yaw")
+    requested = backend.requested(np.concatenate([row(yaw=-60.0), row(yaw=20.0), row(yaw=50.0)]))
+    assert requested[:, yaw].tolist() == [-MAX_YAW, 20.0, MAX_YAW]
+    assert backend.gan.metadata["max_yaw"] == MAX_YAW
+
+
+class Reading:
+    """What the refinement uses of a MediaPipe reading: the pose and the AU intensities."""
+
+    def __init__(self, **values: float) -> None:
+        self.pose = (values.pop("yaw"), values.pop("pitch"), values.pop("roll"))
+        self.values = values
+
+    def aus(self) -> dict[str, float]:
+        return dict(self.values)
+
+
+def test_a_refinement_round_moves_each_target_by_its_residual_over_the_gain(backend) -> None:
+    from surrogate.portraits import z_for_seeds
+
+    names = backend.directions.names
+    w0 = backend.base_latents(z_for_seeds([5]))
+    requested = backend.requested(row(yaw=10.0, AU12=3.0, gender=0.9))
+    targets = backend.targets(requested, w0)
+    read = dict(zip(names, requested[0].tolist(), strict=True))
+    read.update(yaw=6.0, AU12=2.0)  # MediaPipe read less turn and less smile than requested; the rest as asked
+    reading = Reading(**{k: v for k, v in read.items() if k != "gender"}, roll=0.0, AU06=1.0)
+    moved = backend.corrected(targets, requested, w0, reading)[0] - targets[0]
+    gain, limit = backend.calibration.c, backend.calibration.limit
+    step = dict(zip(names, moved.tolist(), strict=True))
+    yaw, smile = names.index("yaw"), names.index("AU12")
+    assert np.isclose(step["yaw"], min(4.0 / gain[yaw], limit[yaw]), rtol=1e-4)
+    assert np.isclose(step["AU12"], min(1.0 / gain[smile], limit[smile]), rtol=1e-4)
+    # read as requested: unmoved; gender is not read by MediaPipe: unmoved
+    assert all(abs(step[n]) < 1e-4 for n in names if n not in ("yaw", "AU12"))
+    # a step never leaves the calibration's limits around w0's read-out
+    far = Reading(**{**{k: v for k, v in read.items() if k != "gender"}, "yaw": -200.0}, roll=0.0)
+    corrected = backend.corrected(targets, requested, w0, far)[0]
+    predicted = backend.directions.predict(w0)[0]
+    assert np.isclose(corrected[yaw] - predicted[yaw], limit[yaw], rtol=1e-4)
 
 
 def test_half_resolution_path_is_the_full_render_averaged_down(backend) -> None:

@@ -111,13 +111,13 @@ def test_the_graph_quantises_as_the_float_path_did() -> None:
     from surrogate.photoreal import HalfResolutionGenerator, synthesis_model
     from surrogate.portraits import compile_cpu
 
-    generator = HalfResolutionGenerator(batch=2)
-    w = generator.w([5, 6])
+    generator = HalfResolutionGenerator(batch=1)
+    w = generator.w([5])
     portraits = generator.render(w)
-    model = synthesis_model(batch=2)
+    model = synthesis_model(batch=1)
     # the graph without its quantisation: the op before the final slice is the bands
     slice_op = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Slice")
     bands = compile_cpu(ov.Model([slice_op.input_value(0)], model.get_parameters()))({0: w})[0]
     floats = np.clip(np.rint((0.5 * bands[:, :3].transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255)
     difference = np.abs(floats - portraits)
-    assert difference.max() <= 1 and (difference > 0).mean() < 1e-4
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-4, (difference > 0).sum()
