@@ -204,27 +204,17 @@ def backend_environment(
     if backend == "embedded":
         yield {}
         return
-    from export.triton import write_python_backend_repository
-
     sys.path.insert(0, str(ROOT / "tests"))  # the Triton server harness is test support
-    from triton_harness import TritonInstallation, TritonServer, default_triton_venv, ensure_triton_venv
+    from triton_harness import TritonInstallation, default_triton_venv, serving
 
     try:
         TritonInstallation.find(default_triton_venv())
     except FileNotFoundError:
         print(f"no Triton venv at {default_triton_venv()}: creating it with scripts/triton_env.sh "
               "(needs the package index)", flush=True)
-    installation = ensure_triton_venv()
-    python_repository = write_python_backend_repository(
-        repository, work / "triton_repository", extra_sys_path=[str(installation.site_packages)],
-        intra_op_threads=threads, instance_count=instances)
-    server = TritonServer(python_repository, installation, workdir=work / "triton")
-    try:
-        server.start(timeout_s=180)
+    with serving(repository, work, threads=threads, instances=instances) as server:
         url = server.grpc_url if protocol == "grpc" else server.http_url
         yield {"SURROGATE_BACKEND": "triton", "SURROGATE_TRITON_URL": url, "SURROGATE_TRITON_PROTOCOL": protocol}
-    finally:
-        server.stop()
 
 
 def format_row(result: LoadResult, best_in_process: float) -> str:

@@ -1,4 +1,4 @@
-"""``surrogate export gan|recon|check|python-backend``: checkpoints -> a Triton model repository.
+"""``surrogate export gan|recon|photoreal|check|python-backend``: models -> a Triton model repository.
 
 torch is imported inside the commands only, so ``surrogate --help`` stays fast and torch-free.
 """
@@ -247,6 +247,29 @@ def _load_metrics(path: Path | None, fallback: dict[str, Any] | None) -> tuple[d
     if not isinstance(data, dict):
         raise click.BadParameter(f"{path}: expected a JSON object", param_hint="--metrics")
     return data.get("summary", data) if isinstance(data.get("summary"), dict) else data, str(path)
+
+
+@export_command.command("photoreal")
+@click.option("--repository", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPOSITORY,
+              show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="INFERENCE_NUM_THREADS of Triton's OpenVINO backend per instance (0: its default, every core).")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
+def export_photoreal_command(repository: Path, threads: int, instances: int) -> None:
+    """Place the photoreal method's synthesis network (OpenVINO IR, from the fetched portrait files) in REPOSITORY."""
+    import dataclasses
+
+    from export.photoreal import SERVING, export_photoreal
+    from surrogate.model_repo import ModelRepositoryError
+    from surrogate.portraits import PortraitModelError
+
+    options = dataclasses.replace(SERVING, intra_op_threads=threads, instance_count=instances)
+    try:
+        target = export_photoreal(repository, options=options)
+    except (ModelRepositoryError, PortraitModelError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
+    click.echo(f"{target}: OpenVINO IR, {size:.1f} MB (not committed: research / non-commercial weights)")
 
 
 @export_command.command("check")

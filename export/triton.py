@@ -36,12 +36,15 @@ from surrogate.model_repo import (
     EXPORT_INFO_FILENAME,
     MODEL_CARD_FILENAME,
     MODEL_FILENAME,
+    OPENVINO_FILENAME,
+    OPENVINO_WEIGHTS_FILENAME,
     TRITON_TO_NUMPY,
     ModelRepository,
     ModelRepositoryError,
     TensorSpec,
     config_io,
     create_session,
+    openvino_io,
     parse_config_text,
     session_io,
 )
@@ -143,10 +146,13 @@ def build_config(
     if backend == "onnxruntime":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = MODEL_FILENAME
+    elif backend == "openvino":
+        config.backend = "openvino"
+        config.default_model_filename = OPENVINO_FILENAME
     elif backend == "python":
         config.backend = "python"
     else:
-        raise ValueError(f"unknown backend {backend!r} (onnxruntime or python)")
+        raise ValueError(f"unknown backend {backend!r} (onnxruntime, openvino or python)")
     config.version_policy.CopyFrom(parse_version_policy(options.version_policy))
     for specs, target in ((inputs, config.input), (outputs, config.output)):
         for spec in specs:
@@ -173,6 +179,9 @@ def build_config(
             accelerator.parameters["trt_engine_cache_enable"] = "1"
         if options.openvino:
             config.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")
+    if backend == "openvino" and options.intra_op_threads:
+        # the keys Triton's OpenVINO backend reads (its README, "Parameters")
+        config.parameters["INFERENCE_NUM_THREADS"].string_value = str(options.intra_op_threads)
     return config
 
 
@@ -220,8 +229,13 @@ def check_repository(path: str | os.PathLike[str], *, run: bool = True) -> dict[
             repository.model_card(name)
             versions = repository.versions(name)
             if not versions:
-                problems.append("no version folder with model.onnx")
+                problems.append("no version folder with model.onnx or model.xml"
+                                + (" (an OpenVINO entry: `surrogate export photoreal` places its files)"
+                                   if config.backend == "openvino" else ""))
             for version in versions:
+                if repository.model_format(name, version) == "openvino":
+                    problems += [f"v{version}: {p}" for p in _check_openvino(repository, name, version, config, run)]
+                    continue
                 model = repository.session(name, version)
                 problems += [f"v{version}: {p}" for p in compare_config_with_model(config, model.inputs, model.outputs)]
                 if run:
@@ -230,6 +244,26 @@ def check_repository(path: str | os.PathLike[str], *, run: bool = True) -> dict[
         except (ModelRepositoryError, ValueError, OSError) as exc:
             problems.append(str(exc))
     return report
+
+
+def _check_openvino(repository: ModelRepository, name: str, version: int, config: Any, run: bool) -> list[str]:
+    """An OpenVINO IR version against its config (backend, I/O); with ``run``, it answers a batch of zeros."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return ["OpenVINO IR, but openvino is not installed here to check it (the portraits extra)"]
+    problems = [] if config.backend == "openvino" else [f"OpenVINO IR, but config backend is {config.backend!r}"]
+    path = repository.model_path(name, version)
+    if not path.with_name(OPENVINO_WEIGHTS_FILENAME).is_file():
+        return [*problems, f"{path.with_name(OPENVINO_WEIGHTS_FILENAME)} is missing"]
+    core = ov.Core()
+    model = core.read_model(str(path))
+    inputs, outputs = openvino_io(model)
+    problems += compare_config_with_model(config, inputs, outputs)
+    if run and not problems:
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled.create_infer_request().infer({s.name: _zeros(s, batch=1) for s in inputs})
+    return problems
 
 
 def _zeros(spec: TensorSpec, batch: int = 2) -> np.ndarray:
@@ -530,7 +564,11 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Python-backend variant
 # ---------------------------------------------------------------------------------------------------
 PYTHON_MODEL_FILE = Path(__file__).with_name("triton_python_model.py")
+PYTHON_OPENVINO_MODEL_FILE = Path(__file__).with_name("triton_openvino_model.py")
 PYTHON_MODEL_SETTINGS = "model_settings.json"
+# The batch the Python-backend OpenVINO model compiles and pads to: the embedded photoreal backend's, so that
+# the two give the same pixels (OpenVINO's rounding may move a pixel by one level with the batch size).
+OPENVINO_PYTHON_BATCH = 4
 
 
 def write_python_backend_repository(
@@ -540,14 +578,17 @@ def write_python_backend_repository(
     extra_sys_path: Sequence[str] = (),
     intra_op_threads: int = 1,
     instance_count: int = 1,
+    openvino_batch: int = OPENVINO_PYTHON_BATCH,
 ) -> Path:
     """Copy ``source`` to ``destination`` with every model switched to Triton's Python backend.
 
-    Each version folder gets the same model.onnx (hard-linked where possible), ``model.py`` (a copy of
-    ``export/triton_python_model.py``, running it through onnxruntime) and ``model_settings.json``;
-    config.pbtxt keeps the I/O, batching and version policy but uses ``backend: "python"`` and CPU
-    instances. ``extra_sys_path`` is prepended to sys.path by model.py (the Triton venv's
-    site-packages: the stub's interpreter does not know it).
+    Each version folder gets the same model files (hard-linked where possible) and ``model.py``: for
+    model.onnx a copy of ``export/triton_python_model.py`` (onnxruntime), for OpenVINO IR (model.xml +
+    model.bin) one of ``export/triton_openvino_model.py`` (OpenVINO, compiled at ``openvino_batch`` and
+    padded to it), with their ``model_settings.json``; config.pbtxt keeps the I/O, batching and version
+    policy but uses ``backend: "python"`` and CPU instances. ``extra_sys_path`` is prepended to sys.path by
+    model.py (the Triton venv's site-packages: the stub's interpreter does not know it). An entry with no
+    version folder (an OpenVINO entry whose files were not placed yet) is left out: Triton could not load it.
     """
     from tritonclient.grpc import model_config_pb2 as pb
 
@@ -557,6 +598,8 @@ def write_python_backend_repository(
         raise RepositoryWriteError(f"{destination} exists and is not empty")
     destination.mkdir(parents=True, exist_ok=True)
     for name in repository.model_names():
+        if not repository.versions(name):
+            continue
         config = repository.config(name)
         config.ClearField("platform")
         config.ClearField("default_model_filename")
@@ -575,12 +618,20 @@ def write_python_backend_repository(
             version_dir = model_dir / str(version)
             version_dir.mkdir()
             source_model = repository.model_path(name, version)
-            try:
-                os.link(source_model, version_dir / MODEL_FILENAME)
-            except OSError:
-                shutil.copy2(source_model, version_dir / MODEL_FILENAME)
-            shutil.copy2(PYTHON_MODEL_FILE, version_dir / "model.py")
-            settings = {"model_file": MODEL_FILENAME, "extra_sys_path": list(extra_sys_path),
-                        "intra_op_threads": int(intra_op_threads)}
+            settings: dict[str, Any] = {"model_file": source_model.name, "extra_sys_path": list(extra_sys_path),
+                                        "intra_op_threads": int(intra_op_threads)}
+            files = [source_model]
+            if repository.model_format(name, version) == "openvino":
+                files.append(source_model.with_name(OPENVINO_WEIGHTS_FILENAME))
+                settings["batch"] = int(openvino_batch)
+                model_py = PYTHON_OPENVINO_MODEL_FILE
+            else:
+                model_py = PYTHON_MODEL_FILE
+            for file in files:
+                try:
+                    os.link(file, version_dir / file.name)
+                except OSError:
+                    shutil.copy2(file, version_dir / file.name)
+            shutil.copy2(model_py, version_dir / "model.py")
             atomic_write_text(version_dir / PYTHON_MODEL_SETTINGS, json.dumps(settings, indent=2) + "\n")
     return destination

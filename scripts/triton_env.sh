@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-${SURROGATE_TRITON_VENV:-$ROOT/.venv-triton}}"
 PYTHON="${PYTHON:-python3}"
-REQUIREMENTS=("nvidia-pytriton==0.7.0" "numpy<2" "onnxruntime>=1.18")
+REQUIREMENTS=("nvidia-pytriton==0.7.0" "numpy<2" "onnxruntime>=1.18" "openvino==2026.4.1")
 STAMP="$VENV/.surrogate-triton-ready"
 WANT="${REQUIREMENTS[*]}"
 

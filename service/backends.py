@@ -12,7 +12,7 @@ from typing import Any
 from service.config import ServiceConfig
 from surrogate.runtime import Backend, BackendError, ModelInfo, open_backend
 
-__all__ = ["Backend", "BackendError", "ModelInfo", "create_backend", "backend_options"]
+__all__ = ["Backend", "BackendError", "ModelInfo", "backend_options", "create_backend", "photoreal_options"]
 
 
 def backend_options(config: ServiceConfig) -> dict[str, Any]:
@@ -28,3 +28,12 @@ def backend_options(config: ServiceConfig) -> dict[str, Any]:
 def create_backend(config: ServiceConfig, **kwargs: Any) -> Backend:
     """The backend the configuration asks for; ``kwargs`` add backend-specific options (``wait_s``)."""
     return open_backend(config.backend, **backend_options(config), **kwargs)
+
+
+def photoreal_options(config: ServiceConfig) -> dict[str, Any]:
+    """``surrogate.synthesis.photoreal_backend``'s options: with the Triton backend, the photoreal method's
+    synthesis network runs on the same Triton server (entry ``portrait_synthesis``), the rest in-process."""
+    if config.backend == "triton":
+        return {"triton_url": config.triton_url, "protocol": config.triton_protocol,
+                "timeout_s": config.triton_timeout_s}
+    return {}

@@ -249,8 +249,9 @@ class SurrogateAPI:
         gan, recon = await self.engine.models()
         served = [info.to_dict() for info in (gan, recon) if info is not None]
         if _photoreal_available():
-            photoreal = await anyio.to_thread.run_sync(_photoreal_info)
-            served.append({**photoreal.to_dict(), "licence": photoreal.metadata["licence"]})
+            photoreal = await anyio.to_thread.run_sync(self.photoreal_info)
+            served.append({**photoreal.to_dict(), "licence": photoreal.metadata["licence"],
+                           "backend": photoreal.metadata["backend"]})
         return JSONResponse(
             {"backend": self.engine.backend_kind, "methods": self.methods(gan), "models": served}
         )
@@ -270,7 +271,7 @@ class SurrogateAPI:
             if not _photoreal_available():
                 raise RequestError(503, "the photoreal method is not installed on this server (OpenVINO and the "
                                         "portrait model files)")
-            return DEFAULT_SCHEMA, await anyio.to_thread.run_sync(_photoreal_info)
+            return DEFAULT_SCHEMA, await anyio.to_thread.run_sync(self.photoreal_info)
         gan, _ = await self.engine.models()
         if gan is None:
             raise RequestError(503, "no generator model is served; use method '3d' or export a generator")
@@ -291,7 +292,8 @@ class SurrogateAPI:
             from surrogate.synthesis import synthesize
 
             return await anyio.to_thread.run_sync(
-                lambda: synthesize("photoreal", values, seeds, schema=schema, size=size, rgb=rgb))
+                lambda: synthesize("photoreal", values, seeds, schema=schema, size=size, rgb=rgb,
+                                   backend=self.photoreal()))
         if method == "3d":
             from surrogate.synthesis_3d import render_surrogates_3d
 
@@ -394,7 +396,21 @@ class SurrogateAPI:
         return JSONResponse({"images": items})
 
     def backend_label(self, method: str) -> str:
-        return {"3d": "renderer", "photoreal": "openvino"}.get(method, self.engine.backend_kind)
+        if method == "photoreal":
+            return str(self.photoreal_info().metadata["backend"])
+        return {"3d": "renderer"}.get(method, self.engine.backend_kind)
+
+    def photoreal(self) -> Backend:
+        """The photoreal method's backend (one per process and configuration): its synthesis network runs
+        in this process, or on Triton when the service's backend is Triton."""
+        from service.backends import photoreal_options
+        from surrogate.synthesis import photoreal_backend
+
+        return photoreal_backend(**photoreal_options(self.config))
+
+    def photoreal_info(self) -> ModelInfo:
+        """The photoreal model's facts (building its backend compiles nothing: that waits for the first image)."""
+        return require(self.photoreal().gan, "photoreal")
 
     def request_seeds(self, req: SynthesizeRequest) -> list[int]:
         """The seed of every image of the request, record-major (the runtime's seed rule)."""
@@ -758,13 +774,6 @@ def _photoreal_available() -> bool:
     from surrogate.photoreal import photoreal_available
 
     return photoreal_available()
-
-
-def _photoreal_info() -> ModelInfo:
-    """The photoreal model's facts (building its backend compiles nothing: that waits for the first image)."""
-    from surrogate.synthesis import photoreal_backend
-
-    return photoreal_backend().gan
 
 
 def _renderer_available() -> bool:

@@ -10,6 +10,10 @@ image depends only on (attributes, seed, model name, model version). Layout (Tri
     REPO/<name>/<version>/model.onnx  one folder per version (positive integer); newest = highest
     REPO/<name>/<version>/export.json parity figures and provenance of that version
 
+An entry may instead hold OpenVINO IR (``<version>/model.xml`` + ``model.bin``, ``backend: "openvino"``:
+the photoreal method's synthesis network, ``surrogate export photoreal``). It is listed and described
+like the others; onnxruntime never opens it (``session`` says so), Triton's OpenVINO backend serves it.
+
 Configs are parsed with Triton's own ``ModelConfig`` protobuf (shipped by tritonclient), so a config
 this module accepts is one that Triton's parser accepts too.
 """
@@ -33,6 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from tritonclient.grpc import model_config_pb2
 
 MODEL_FILENAME = "model.onnx"
+OPENVINO_FILENAME = "model.xml"  # OpenVINO IR, its weights beside it in model.bin
+OPENVINO_WEIGHTS_FILENAME = "model.bin"
+MODEL_FILENAMES = (MODEL_FILENAME, OPENVINO_FILENAME)  # what makes a folder a version, by format
 CONFIG_FILENAME = "config.pbtxt"
 ATTRIBUTES_FILENAME = "attributes.json"
 MODEL_CARD_FILENAME = "MODEL_CARD.md"
@@ -251,23 +258,31 @@ class ModelRepository:
         return folder
 
     def versions(self, name: str) -> list[int]:
-        """Versions of ``name`` that hold a model file, ascending (Triton's numeric version folders)."""
+        """Versions of ``name`` that hold a model file (ONNX or OpenVINO IR), ascending (Triton's numeric
+        version folders)."""
         folder = self.model_dir(name)
         found = []
         for child in folder.iterdir():
-            if child.is_dir() and child.name.isdigit() and int(child.name) > 0 and (child / MODEL_FILENAME).is_file():
+            if (child.is_dir() and child.name.isdigit() and int(child.name) > 0
+                    and any((child / f).is_file() for f in MODEL_FILENAMES)):
                 found.append(int(child.name))
         return sorted(found)
 
     def latest_version(self, name: str) -> int:
         versions = self.versions(name)
         if not versions:
-            raise ModelRepositoryError(f"{self.path / name}: no version folder with {MODEL_FILENAME}")
+            raise ModelRepositoryError(f"{self.path / name}: no version folder with {' or '.join(MODEL_FILENAMES)}")
         return versions[-1]
 
     def model_path(self, name: str, version: int | None = None) -> Path:
+        """The version's model file: model.onnx, or model.xml for an OpenVINO entry."""
         version = self._resolve_version(name, version)
-        return self.path / name / str(version) / MODEL_FILENAME
+        folder = self.path / name / str(version)
+        return next((folder / f for f in MODEL_FILENAMES if (folder / f).is_file()), folder / MODEL_FILENAME)
+
+    def model_format(self, name: str, version: int | None = None) -> str:
+        """"onnx" or "openvino" (IR), by the version's model file."""
+        return "openvino" if self.model_path(name, version).name == OPENVINO_FILENAME else "onnx"
 
     def _resolve_version(self, name: str, version: int | None) -> int:
         if version is None:
@@ -333,6 +348,9 @@ class ModelRepository:
                 raise ModelRepositoryError("give either providers or device, not both")
             providers = providers_for(device)
         version = self._resolve_version(name, version)
+        if self.model_format(name, version) != "onnx":
+            raise ModelRepositoryError(f"{self.path / name} v{version} is OpenVINO IR, not ONNX: Triton's OpenVINO "
+                                       f"backend serves it (the photoreal method runs it in-process itself)")
         key = (name, version, tuple(providers or ()), intra_op_threads)
         with self._lock:
             if key not in self._sessions:
@@ -341,6 +359,16 @@ class ModelRepository:
                 self._sessions[key] = OnnxModel(session, name=name, version=version,
                                                 schema=self.schema(name), path=path)
             return self._sessions[key]
+
+
+def openvino_io(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an ``openvino.Model`` as TensorSpecs (dynamic dimensions become -1)."""
+
+    def spec(port: Any) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+        return TensorSpec(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()), shape)
+
+    return [spec(p) for p in model.inputs], [spec(p) for p in model.outputs]
 
 
 def parse_config_text(text: str, *, source: str = "config.pbtxt") -> model_config_pb2.ModelConfig:

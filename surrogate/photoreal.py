@@ -33,14 +33,14 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from surrogate.assets import FACE_LANDMARKER, PORTRAIT_GENERATOR
 from surrogate.model_repo import TensorSpec
 from surrogate.portrait_directions import AttributeDirections
-from surrogate.portraits import FULL_SIDE, PortraitGenerator, PortraitModelError, downscale
+from surrogate.portraits import FULL_SIDE, PortraitGenerator, PortraitModelError, compile_cpu, downscale
 from surrogate.runtime import ModelInfo
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
@@ -133,46 +133,168 @@ class Calibration:
                      info=np.array(json.dumps(info, default=str)))
 
 
-class HalfResolutionGenerator(PortraitGenerator):
-    """The portrait generator stopped before its last step: the 512 px portrait straight from the last block.
+SYNTHESIS_MODEL = "portrait_synthesis"  # the Triton entry that serves ``synthesis_model``
+PORTRAIT_OUTPUT = "portrait"  # its output tensor
 
-    MobileStyleGAN's last block outputs Haar wavelet bands at 512 px (12 channels: the low band of R, G, B,
-    then the detail bands) and the network ends with their inverse transform to 1024 px. The low band is
-    twice the mean of each 2x2 block, so ``0.5 * low`` IS the 1024 px portrait averaged down to 512 px (to
-    float rounding; the pixels differ by at most one level of quantisation), without the inverse transform:
-    0.39 instead of 0.51 CPU-seconds per portrait on these cores. Nothing cheaper exists in this network:
-    the earlier blocks (256 px and below) have no output layer of their own.
+
+def synthesis_model(*, batch: int = -1, model_dir: str | None = None):
+    """The graph that renders portraits: the styles -> (N, 512, 512, 3) uint8 RGB portraits (an ``ov.Model``).
+
+    The one definition of the heavy step: the embedded backend compiles it at its fixed batch, and
+    ``surrogate export photoreal`` saves it with ``batch=-1`` (any batch) as the IR of the Triton entry
+    ``SYNTHESIS_MODEL``, whose config.pbtxt is derived from this model's parameters and results. The pixels
+    are quantised inside the graph, so both paths return the same uint8 array and a Triton reply carries
+    0.75 MB a portrait (the low band as float32 would be 3 MB, the 12 bands 12.6 MB).
     """
+    return HalfResolutionGenerator(model_dir=model_dir)._read("SynthesisNetwork", "style", batch, cut=_portrait_graph)
+
+
+def _portrait_graph(model):
+    """MobileStyleGAN's synthesis network cut at its 512 px wavelet bands, ending in uint8 RGB (NHWC).
+
+    The last block outputs Haar wavelet bands at 512 px (12 channels: the low band of R, G, B, then the
+    detail bands) and the network ends with their inverse transform to 1024 px. The low band is twice the
+    mean of each 2x2 block, so ``0.5 * low`` IS the 1024 px portrait averaged down to 512 px (to float
+    rounding; the pixels differ by at most one level of quantisation), without the inverse transform: 0.39
+    instead of 0.51 CPU-seconds per portrait on these cores. Nothing cheaper exists in this network: the
+    earlier blocks (256 px and below) have no output layer of their own.
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    side = model.outputs[0].get_partial_shape()[2].get_length()
+    want = [12, side // 2, side // 2]
+    bands = [op for op in model.get_ordered_ops() if op.get_output_size() == 1
+             and op.get_output_partial_shape(0).rank.get_length() == 4
+             and [d.get_length() if d.is_static else -1 for d in op.get_output_partial_shape(0)][1:] == want]
+    if not bands:
+        raise PortraitModelError("the portrait network is not the expected MobileStyleGAN (no wavelet output)")
+    # the last such op is the bands with their bias added, what the inverse transform reads. Every new node is
+    # named: unnamed ones get a per-process counter, and the saved IR would differ from run to run.
+    def const(name: str, value: Any):
+        return ops.constant(np.asarray(value), name=f"portrait/{name}")
+
+    low = ops.slice(bands[-1].output(0), const("start", [0]), const("stop", [3]), const("step", [1]),
+                    const("axis", [1]), name="portrait/low")
+    # (0.5 low + 1) * 127.5, in the order the float pixels were always quantised
+    half = ops.multiply(low, const("half", np.float32(0.5)), name="portrait/half")
+    shifted = ops.add(half, const("one", np.float32(1.0)), name="portrait/shifted")
+    level = ops.multiply(shifted, const("scale", np.float32(127.5)), name="portrait/level")
+    rounded = ops.round(level, "half_to_even", name="portrait/rounded")
+    pixels = ops.convert(ops.clamp(rounded, 0.0, 255.0, name="portrait/clamped"), ov.Type.u8, name="portrait/u8")
+    portrait = ops.transpose(pixels, const("nhwc", [0, 2, 3, 1]), name="portrait/nhwc")
+    portrait.output(0).get_tensor().set_names({PORTRAIT_OUTPUT})
+    result = ops.result(portrait, name="portrait/result")
+    return ov.Model([result], model.get_parameters(), "PortraitSynthesis")
+
+
+class HalfResolutionGenerator(PortraitGenerator):
+    """The portrait generator stopped before its last step: the 512 px portrait (``synthesis_model``)."""
 
     @cached_property
     def _synthesis(self):
-        return self._compile("SynthesisNetwork", "style", self.batch, cut=self._cut)
-
-    def _cut(self, model):
-        import openvino as ov
-
-        side = model.outputs[0].get_partial_shape()[2].get_length()
-        bands = [op for op in model.get_ordered_ops() if op.get_output_size() == 1
-                 and op.get_output_partial_shape(0).rank.get_length() == 4
-                 and [d.get_length() for d in op.get_output_partial_shape(0)][1:] == [12, side // 2, side // 2]]
-        if not bands:
-            raise PortraitModelError("the portrait network is not the expected MobileStyleGAN (no wavelet output)")
-        # the last such op is the bands with their bias added, what the inverse transform reads
-        return ov.Model([bands[-1].output(0)], model.get_parameters(), "SynthesisNetworkHalf")
+        return compile_cpu(synthesis_model(batch=self.batch, model_dir=self.model_dir), self.threads)
 
     def render(self, w: np.ndarray, side: int = FULL_SIDE // 2) -> np.ndarray:
         """Portraits for w (N, 512): (N, side, side, 3) uint8 RGB, side <= 512."""
-        if side > FULL_SIDE // 2:
-            raise ValueError(f"the half-resolution path renders at most {FULL_SIDE // 2} px, not {side}")
-        images = []
-        w = np.asarray(w, np.float32)
-        compiled = self._synthesis
+        check_side(side)
+        portraits = self._run(self._synthesis, np.asarray(w, np.float32))
+        return shrink(portraits, side)
+
+
+def check_side(side: int) -> None:
+    if side > FULL_SIDE // 2:
+        raise ValueError(f"the half-resolution path renders at most {FULL_SIDE // 2} px, not {side}")
+
+
+def shrink(portraits: np.ndarray, side: int) -> np.ndarray:
+    """(N, 512, 512, 3) uint8 portraits -> (N, side, side, 3) (area-averaged)."""
+    if not len(portraits):
+        return np.zeros((0, side, side, 3), np.uint8)
+    return np.stack([downscale(p, side) for p in portraits])
+
+
+class PortraitRenderer(Protocol):
+    """Where the heavy step runs: w -> (N, side, side, 3) uint8 RGB portraits, side <= 512."""
+
+    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2) -> np.ndarray: ...
+
+
+class TritonPortraitRenderer:
+    """The synthesis network on a Triton server (entry ``SYNTHESIS_MODEL``); mapping, edit and framing stay here.
+
+    Asks for version ``PHOTOREAL_VERSION`` of the entry, so a server holding another version of the graph
+    is an error, never other pixels. Sends at most ``batch`` rows a call (Triton's dynamic batcher merges
+    concurrent calls).
+    """
+
+    def __init__(self, url: str, *, protocol: str = "http", timeout_s: float = 60.0, batch: int = 4,
+                 model: str = SYNTHESIS_MODEL, version: int | None = None) -> None:
+        if protocol not in ("http", "grpc"):
+            raise ValueError(f"Triton protocol {protocol!r}: expected http or grpc")
+        self.url, self.protocol, self.timeout_s, self.batch, self.model = url, protocol, timeout_s, batch, model
+        self.version = PHOTOREAL_VERSION if version is None else int(version)
+        if protocol == "grpc":
+            import tritonclient.grpc as client_module
+        else:
+            import tritonclient.http as client_module
+        self._module = client_module
+        self._local = threading.local()  # tritonclient's HTTP client must stay in the thread that made it
+        self._clients: list[Any] = []
+        self._clients_lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = (
+                self._module.InferenceServerClient(self.url) if self.protocol == "grpc" else
+                self._module.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
+                                                   network_timeout=self.timeout_s))
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+    def input_name(self) -> str:
+        metadata = self._client.get_model_metadata(self.model, str(self.version))
+        inputs = metadata.inputs if self.protocol == "grpc" else metadata["inputs"]
+        return inputs[0].name if self.protocol == "grpc" else inputs[0]["name"]
+
+    @cached_property
+    def _input(self) -> str:
+        from surrogate.runtime import BackendError
+
+        try:
+            return self.input_name()
+        except Exception as exc:  # noqa: BLE001 - tritonclient raises several transport errors
+            raise BackendError(f"Triton at {self.url} does not serve {self.model!r} v{self.version}: {exc}") from exc
+
+    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2) -> np.ndarray:
+        from tritonclient.utils import np_to_triton_dtype
+
+        from surrogate.runtime import BackendError
+
+        check_side(side)
+        w = np.ascontiguousarray(w, np.float32)
+        parts = []
+        deadline = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         for start in range(0, len(w), self.batch):
-            bands = self._run(compiled, w[start:start + self.batch])
-            low = 0.5 * bands[:, :3]
-            pixels = np.clip(np.rint((low.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-            images.extend(downscale(p, side) for p in pixels)
-        return np.stack(images) if images else np.zeros((0, side, side, 3), np.uint8)
+            chunk = w[start:start + self.batch]
+            tensor = self._module.InferInput(self._input, list(chunk.shape), np_to_triton_dtype(chunk.dtype))
+            tensor.set_data_from_numpy(chunk)
+            try:
+                result = self._client.infer(self.model, [tensor], model_version=str(self.version),
+                                            outputs=[self._module.InferRequestedOutput(PORTRAIT_OUTPUT)], **deadline)
+            except Exception as exc:  # noqa: BLE001 - InferenceServerException and transport errors
+                raise BackendError(f"Triton {self.model!r} v{self.version} at {self.url} failed: {exc}") from exc
+            parts.append(result.as_numpy(PORTRAIT_OUTPUT))
+        return shrink(np.concatenate(parts) if parts else np.zeros((0, 1, 1, 3), np.uint8), side)
 
 
 def schema_columns(schema: AttributeSchema, names: tuple[str, ...]) -> list[int]:
@@ -181,17 +303,24 @@ def schema_columns(schema: AttributeSchema, names: tuple[str, ...]) -> list[int]
 
 
 class PhotorealBackend:
-    """The embedded OpenVINO backend of the photoreal method: attributes (N, A) + z (N, 512) -> (N, 3, S, S)."""
+    """The photoreal method as a runtime backend: attributes (N, A) + z (N, 512) -> (N, 3, S, S).
+
+    The mapping network and the edit of w (cheap) and the roll and framing (MediaPipe) run in this process;
+    the synthesis network (~0.4 CPU-s a portrait) runs where ``renderer`` says: in this process through
+    OpenVINO (default), or on Triton (``TritonPortraitRenderer``), with the same pixels.
+    """
 
     kind = "photoreal"
     recon: ModelInfo | None = None
 
     def __init__(self, *, psi: float = 0.7, batch: int = 4, threads: int = 0, model_dir: str | None = None,
-                 models: str | Path | None = None, calibrated: bool = True, refine: int | None = None) -> None:
+                 models: str | Path | None = None, calibrated: bool = True, refine: int | None = None,
+                 renderer: PortraitRenderer | None = None) -> None:
         self.refine = REFINE_ROUNDS if refine is None else int(refine)
         if self.refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
         self.generator = HalfResolutionGenerator(psi=psi, batch=batch, threads=threads, model_dir=model_dir)
+        self.renderer: PortraitRenderer = renderer or self.generator
         folder = Path(models or MODELS_DIR)
         self.directions = AttributeDirections.load(folder / DIRECTIONS_FILE)
         default_limit = np.where(self.directions.spread > 0, 3.0 * self.directions.spread, 1.0)
@@ -216,8 +345,9 @@ class PhotorealBackend:
              TensorSpec("z", np.dtype(np.float32), (-1, 512))),
             (TensorSpec("image", np.dtype(np.uint8), (-1, 3, side, side)),),
             {"licence": LICENCE, "psi": psi, "calibrated": bool(calibrated and calibration_path.exists()),
-             "models_sha256": digest.hexdigest()[:16], "backend": "openvino", "refine": self.refine,
-             "max_yaw": MAX_YAW},
+             "models_sha256": digest.hexdigest()[:16],
+             "backend": "triton" if isinstance(self.renderer, TritonPortraitRenderer) else "openvino",
+             "refine": self.refine, "max_yaw": MAX_YAW},
             noise="portrait",
         )
 
@@ -286,7 +416,7 @@ class PhotorealBackend:
         """Render w (N, 512) at WORK_SIDE, rotate each by its roll and read it: (portraits, readings or None)."""
         from surrogate.portrait_corpus import rotate_frame
 
-        portraits = [rotate_frame(p, float(r)) for p, r in zip(self.generator.render(w, side=WORK_SIDE), rolls,
+        portraits = [rotate_frame(p, float(r)) for p, r in zip(self.renderer.render(w, side=WORK_SIDE), rolls,
                                                                strict=True)]
         return portraits, [self._reader.read(p) for p in portraits]
 
@@ -332,3 +462,5 @@ class PhotorealBackend:
     def close(self) -> None:
         if "_reader" in self.__dict__:
             self.__dict__.pop("_reader").close()
+        if isinstance(self.renderer, TritonPortraitRenderer):
+            self.renderer.close()

@@ -54,8 +54,8 @@ class PortraitGenerator:
         self.threads = int(threads)
         self.model_dir = model_dir
 
-    def _compile(self, stem: str, input_name: str, batch: int, cut=None):
-        """Read, reshape to ``batch`` and compile one network; ``cut(model)`` may return a part of it first."""
+    def _read(self, stem: str, input_name: str, batch: int, cut=None):
+        """Read one network and reshape it to ``batch`` (-1: any batch); ``cut(model)`` may return a part of it."""
         try:
             import openvino as ov
         except ImportError as exc:
@@ -64,15 +64,13 @@ class PortraitGenerator:
         base = None if self.model_dir is None else f"{self.model_dir}/{stem}"
         xml = find(PORTRAIT_GENERATOR, f"{stem}.xml", f"{base}.xml" if base else None)
         weights = find(PORTRAIT_GENERATOR, f"{stem}.bin", f"{base}.bin" if base else None)
-        core = ov.Core()
-        model = core.read_model(str(xml), str(weights))
+        model = ov.Core().read_model(str(xml), str(weights))
         model.reshape({input_name: [batch, W_DIM]})
-        if cut is not None:
-            model = cut(model)
-        config = {"INFERENCE_PRECISION_HINT": "f32"}  # bf16 would change pixels with the CPU's features
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
-        return core.compile_model(model, "CPU", config)
+        return cut(model) if cut is not None else model
+
+    def _compile(self, stem: str, input_name: str, batch: int, cut=None):
+        """Read, reshape to ``batch`` and compile one network (``_read``)."""
+        return compile_cpu(self._read(stem, input_name, batch, cut), self.threads)
 
     @cached_property
     def _mapping(self):
@@ -124,6 +122,16 @@ class PortraitGenerator:
             pixels = np.clip(np.rint((raw.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
             images.extend(downscale(p, side) for p in pixels)
         return np.stack(images) if images else np.zeros((0, side, side, 3), np.uint8)
+
+
+def compile_cpu(model, threads: int = 0):
+    """Compile an ov.Model for the CPU in float32 (bf16 would change pixels with the CPU's features)."""
+    import openvino as ov
+
+    config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(model, "CPU", config)
 
 
 def downscale(image: np.ndarray, side: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from surrogate.model_repo import ModelRepository
-from surrogate.runtime import GAN_MODEL, OnnxRuntimeBackend, default_repository, generate_images
+from surrogate.runtime import GAN_MODEL, Backend, OnnxRuntimeBackend, default_repository, generate_images
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
 __all__ = ["DEFAULT_3D_SIZE", "DEFAULT_PHOTOREAL_SIZE", "GAN_MODEL", "METHODS", "PHOTOREAL_SIZES", "check_size",
@@ -57,11 +57,14 @@ def synthesize(
     size: int | None = None,
     rgb: bool = False,
     batch_size: int = 64,
+    backend: Backend | None = None,
 ) -> np.ndarray:
     """Render one surrogate per row of ``values`` (natural units) with the matching seed.
 
-    ``schema`` describes the columns of ``values``; it defaults to the method's own schema. Returns
-    uint8 (N, H, W) for grayscale or (N, H, W, 3).
+    ``schema`` describes the columns of ``values``; it defaults to the method's own schema. ``backend`` is
+    where the method's network runs (default: in this process; ``photoreal_backend()`` for photoreal, the
+    repository's generator through onnxruntime for gan; the 3-D renderer has none). Returns uint8 (N, H, W)
+    for grayscale or (N, H, W, 3).
     """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or len(values) != len(seeds):
@@ -75,11 +78,11 @@ def synthesize(
 
         return render_surrogates_3d(target, values, list(seeds), size=size or DEFAULT_3D_SIZE, rgb=rgb)
     if method == "photoreal":
-        return photoreal_images(generate_images(photoreal_backend(), values, seeds, batch_size=batch_size),
+        return photoreal_images(generate_images(backend or photoreal_backend(), values, seeds, batch_size=batch_size),
                                 size=size, rgb=rgb)
     # The repository object is cached, and with it the sessions; the backend is rebuilt per call so that
     # a version added since the last call is the one used (as the manifest of a batch run says).
-    generator = OnnxRuntimeBackend(_repository(str(repository or default_repository())), recon_model=None)
+    generator = backend or OnnxRuntimeBackend(_repository(str(repository or default_repository())), recon_model=None)
     images = generate_images(generator, values, seeds, batch_size=batch_size)
     if rgb and images.ndim == 3:
         images = np.repeat(images[..., None], 3, axis=-1)
@@ -88,12 +91,16 @@ def synthesize(
     return np.ascontiguousarray(images)
 
 
-@lru_cache(maxsize=1)
-def photoreal_backend():
-    """One photoreal backend per process (compiling the networks and the mean w take seconds)."""
-    from surrogate.photoreal import PhotorealBackend
+@lru_cache(maxsize=4)
+def photoreal_backend(triton_url: str | None = None, protocol: str = "http", timeout_s: float = 60.0):
+    """One photoreal backend per process and place (compiling the networks and the mean w take seconds):
+    the synthesis network in this process, or on the Triton server at ``triton_url`` (entry
+    ``portrait_synthesis``, placed by ``surrogate export photoreal``)."""
+    from surrogate.photoreal import PhotorealBackend, TritonPortraitRenderer
 
-    return PhotorealBackend()
+    if triton_url is None:
+        return PhotorealBackend()
+    return PhotorealBackend(renderer=TritonPortraitRenderer(triton_url, protocol=protocol, timeout_s=timeout_s))
 
 
 def check_size(method: str, size: int | None) -> None:

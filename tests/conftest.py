@@ -2,7 +2,8 @@
 
 ``triton_served``: the real ``tritonserver`` (nvidia-pytriton, Python backend) on 127.0.0.1 free ports,
 serving the Python-backend variant of a model repository that holds freshly initialised, really
-exported networks (two ``gan_generator`` versions with different weights, one ``recon``). Session
+exported networks (two ``gan_generator`` versions with different weights, one ``recon``; and, where the
+photoreal method is installed, its synthesis network ``portrait_synthesis`` as OpenVINO IR). Session
 scoped: test_triton_server.py and test_service_triton.py share one server start. torch, onnxscript
 and tritonclient are imported inside the fixture so that collecting other tests stays light; the
 tests using it skip when those, or the Triton venv (no network to create it), are missing.
@@ -67,6 +68,14 @@ def triton_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonMo
         torch.nn.init.normal_(p, 0.0, 0.1)
     add(repo, export_reconnet(net, DEFAULT_SCHEMA, image_size=GENERATOR_SIZE, channels=1, batch_sizes=(2,),
                               exporter="legacy"), "recon")
+    from surrogate.photoreal import photoreal_available
+
+    # the entry's model.py needs openvino in the Triton venv (scripts/triton_env.sh installs it); without it the
+    # entry is left out and the photoreal Triton tests skip, rather than the server failing to start
+    if photoreal_available() and any(installation.site_packages.glob("openvino/__init__.py")):
+        from export.photoreal import export_photoreal
+
+        export_photoreal(repo)
     python_repo = write_python_backend_repository(repo, root / "python_repository",
                                                   extra_sys_path=[str(installation.site_packages)])
     server = TritonServer(python_repo, installation, workdir=root / "work")

@@ -288,6 +288,11 @@ def test_stage_models_stages_pinned_or_newest_versions(tmp_path: Path) -> None:
             (repo / model / str(version)).mkdir()
             (repo / model / str(version) / "model.onnx").write_text(f"{model} v{version}")
     (repo / "gan_generator" / ".tmp-3").mkdir()  # an export being written is never staged
+    # the photoreal synthesis entry: OpenVINO IR, staged with its weights; skipped while its files are not placed
+    (repo / "portrait_synthesis" / "2").mkdir(parents=True)
+    (repo / "portrait_synthesis" / "config.pbtxt").write_text('name: "portrait_synthesis"\nbackend: "openvino"\n')
+    for name in ("model.xml", "model.bin"):
+        (repo / "portrait_synthesis" / "2" / name).write_text(name)
 
     def stage(pins: str) -> subprocess.CompletedProcess[str]:
         dest = tmp_path / f"models-{hashlib.md5(pins.encode()).hexdigest()[:6]}"
@@ -301,6 +306,10 @@ def test_stage_models_stages_pinned_or_newest_versions(tmp_path: Path) -> None:
     assert newest.returncode == 0, newest.stderr
     staged = sorted(p.name for p in (newest.dest / "gan_generator").iterdir())
     assert staged == ["2", "attributes.json", "config.pbtxt"]
+    assert sorted(p.name for p in (newest.dest / "portrait_synthesis" / "2").iterdir()) == ["model.bin", "model.xml"]
+    shutil.rmtree(repo / "portrait_synthesis" / "2")
+    unplaced = stage("")
+    assert unplaced.returncode == 0 and "portrait_synthesis skipped" in unplaced.stderr, unplaced.stderr
     pinned = stage("gan_generator=1")
     assert (pinned.dest / "gan_generator" / "1" / "model.onnx").read_text() == "gan_generator v1"
     assert not (pinned.dest / "gan_generator" / "2").exists()

@@ -154,3 +154,58 @@ def test_http_synthesize_equals_grpc_through_triton(services, triton_served) -> 
     assert single.status_code == 200 and single.headers["x-surrogate-model-version"] == str(LATEST_GAN_VERSION)
     np.testing.assert_array_equal(decode_image(single.content, grayscale=True), one[0, 0])
     assert not np.array_equal(other_seed[0].image, over_grpc[0].image)  # a different seed gives another image
+
+
+# -- the photoreal method: its synthesis network on Triton (entry portrait_synthesis, OpenVINO IR) --------------
+
+photoreal = pytest.mark.skipif(not __import__("surrogate.photoreal").photoreal.photoreal_available(),
+                               reason="the portraits extra or its model files are missing")
+
+
+@pytest.fixture
+def portrait_served(triton_served):
+    """The server, when the fixture's repository holds the photoreal entry (its venv has openvino)."""
+    server, repository = triton_served
+    if "portrait_synthesis" not in repository.model_names():
+        pytest.skip("the Triton venv has no openvino (re-run scripts/triton_env.sh): portrait_synthesis not served")
+    return server
+
+
+@photoreal
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_triton_portrait_renderer_gives_the_embedded_pixels(portrait_served, protocol: str) -> None:
+    """The Python-backend variant runs the exported IR as the embedded backend runs the same graph: equal pixels."""
+    from surrogate.photoreal import PHOTOREAL_VERSION, TritonPortraitRenderer
+    from surrogate.runtime import BackendError
+    from surrogate.synthesis import photoreal_backend
+
+    server = portrait_served
+    embedded = photoreal_backend()
+    w = embedded.generator.w([3])
+    url = server.http_url if protocol == "http" else server.grpc_url
+    portraits = TritonPortraitRenderer(url, protocol=protocol).render(w, side=256)
+    assert portraits.shape == (1, 256, 256, 3) and portraits.dtype == np.uint8
+    np.testing.assert_array_equal(portraits, embedded.generator.render(w, side=256))
+    with pytest.raises(BackendError, match=f"v{PHOTOREAL_VERSION + 1}"):  # another graph version: an error
+        TritonPortraitRenderer(url, protocol=protocol, version=PHOTOREAL_VERSION + 1).render(w)
+
+
+@photoreal
+def test_service_renders_photoreal_on_triton_and_lists_it(services, portrait_served) -> None:
+    """SURROGATE_BACKEND=triton: /synthesize method photoreal renders through Triton with the embedded service's
+    pixels, and /models lists the photoreal model with its licence and where it runs."""
+    server = portrait_served
+    before = triton_success_count(server, "portrait_synthesis")
+    with HttpClient(services["embedded"]) as embedded, HttpClient(services["triton-http"]) as triton:
+        expected = embedded.synthesize(RECORDS[:1], seed=5, method="photoreal")
+        got = triton.synthesize(RECORDS[:1], seed=5, method="photoreal")
+        assert len(got) == len(expected) == 1
+        for a, b in zip(expected, got, strict=True):
+            assert (b.seed, b.model, b.model_version) == (a.seed, a.model, a.model_version)
+            assert b.image.shape == (64, 64)
+            assert np.abs(b.image.astype(int) - a.image).max() <= 1
+        assert triton_success_count(server, "portrait_synthesis") > before  # the portraits came from Triton
+        for client, backend in ((triton, "triton"), (embedded, "openvino")):
+            listed = {m["name"]: m for m in client.models()["models"]}
+            assert listed["photoreal"]["backend"] == backend
+            assert "non-commercial" in listed["photoreal"]["licence"]

@@ -8,11 +8,13 @@ repositories, this file only starts a server on one for tests and benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +175,23 @@ def ensure_triton_venv(venv: Path | None = None, *, timeout_s: float = 600) -> T
         if result.returncode != 0:
             raise RuntimeError(f"could not create the Triton venv {venv}:\n{result.stderr[-2000:]}") from None
         return TritonInstallation.find(venv)
+
+
+@contextlib.contextmanager
+def serving(repository: str | os.PathLike[str], workdir: str | os.PathLike[str], *, threads: int = 1,
+            instances: int = 1, timeout_s: float = 180.0) -> Iterator[TritonServer]:
+    """A started ``TritonServer`` on the Python-backend variant of ``repository`` (written under ``workdir``,
+    ``threads`` per model instance: onnxruntime's, or OpenVINO's for an OpenVINO entry, 0 = all cores)."""
+    from export.triton import write_python_backend_repository
+
+    workdir = Path(workdir)
+    installation = ensure_triton_venv()
+    python_repository = write_python_backend_repository(
+        repository, workdir / "triton_repository", extra_sys_path=[str(installation.site_packages)],
+        intra_op_threads=threads, instance_count=instances)
+    server = TritonServer(python_repository, installation, workdir=workdir / "triton")
+    try:
+        server.start(timeout_s=timeout_s)
+        yield server
+    finally:
+        server.stop()

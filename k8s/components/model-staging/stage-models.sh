@@ -1,5 +1,6 @@
 #!/bin/sh
-# Copy one version of every model from the shared repository into this pod's own model folder.
+# Copy one version of every model from the shared repository into this pod's own model folder
+# (every file of the version folder: model.onnx, or an OpenVINO entry's model.xml + model.bin).
 #
 # Why: the shared repository (a PVC the retrain Job writes to) holds many versions. Each serving pod
 # stages exactly the version its pod template names, so all pods of a rollout serve the same model,
@@ -45,6 +46,12 @@ for name in $NAMES; do
   if [ -z "$version" ]; then
     # Only all-digit folder names are versions (Triton's rule); a ".tmp-4" being written is skipped.
     version=$(ls "$model" | grep -E '^[0-9]+$' | sort -n | tail -n 1 || true)
+    if [ -z "$version" ] && grep -qE '^backend: *"openvino"' "$model/config.pbtxt"; then
+      # An OpenVINO entry (the photoreal synthesis network) whose IR was never placed on the volume
+      # (`surrogate export photoreal --repository ...`): the other models still serve.
+      echo "stage-models: $name skipped: no version folder (place its files with surrogate export photoreal)" >&2
+      continue
+    fi
     [ -n "$version" ] || fail "$model has no version folder"
   fi
   [ -d "$model/$version" ] || fail "$name version $version does not exist in $model"
