@@ -333,7 +333,7 @@ class PhotorealBackend:
         self._columns = schema_columns(self.schema, self.directions.names)
         self._roll = self.schema.index("roll")
         self._yaw = self.directions.names.index("yaw")
-        self._lock = threading.Lock()  # OpenVINO infer requests and the MediaPipe reader are not shared
+        self._lock = threading.Lock()  # the MediaPipe reader is not shared between threads
         digest = hashlib.sha256()
         for path in (folder / DIRECTIONS_FILE, calibration_path):
             if path.exists():
@@ -416,9 +416,11 @@ class PhotorealBackend:
         """Render w (N, 512) at WORK_SIDE, rotate each by its roll and read it: (portraits, readings or None)."""
         from surrogate.portrait_corpus import rotate_frame
 
+        # outside the lock: each render makes its own infer request, and a Triton call may wait in its queue
         portraits = [rotate_frame(p, float(r)) for p, r in zip(self.renderer.render(w, side=WORK_SIDE), rolls,
                                                                strict=True)]
-        return portraits, [self._reader.read(p) for p in portraits]
+        with self._lock:  # one MediaPipe reader per backend
+            return portraits, [self._reader.read(p) for p in portraits]
 
     def generate(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
         """(N, A) natural units (DEFAULT_SCHEMA order) + (N, 512) z -> (N, 3, RENDER_SIDE, RENDER_SIDE) uint8.
@@ -431,27 +433,26 @@ class PhotorealBackend:
         if not len(attributes):
             return np.zeros((0, 3, RENDER_SIDE, RENDER_SIDE), np.uint8)
         rolls = attributes[:, self._roll]
-        with self._lock:
-            w0 = self.base_latents(np.asarray(z, np.float32))
-            requested = self.requested(attributes)
-            targets = self.targets(requested, w0)
-            portraits, readings = self.rolled(self.edit(w0, targets), rolls)
-            active = [i for i, reading in enumerate(readings) if reading is not None]
-            for _ in range(self.refine):
-                if not active:
-                    break
-                for i in active:
-                    targets[i:i + 1] = self.corrected(targets[i:i + 1], requested[i:i + 1], w0[i:i + 1],
-                                                      readings[i])
-                again, reread = self.rolled(self.edit(w0[active], targets[active]), rolls[active])
-                kept = []
-                for j, i in enumerate(active):
-                    if reread[j] is not None:  # a round that loses the face keeps the previous render and stops
-                        portraits[i], readings[i] = again[j], reread[j]
-                        kept.append(i)
-                active = kept
-            crops = [self.frame(p, float(r), reading) for p, r, reading in zip(portraits, rolls, readings,
-                                                                                strict=True)]
+        w0 = self.base_latents(np.asarray(z, np.float32))
+        requested = self.requested(attributes)
+        targets = self.targets(requested, w0)
+        portraits, readings = self.rolled(self.edit(w0, targets), rolls)
+        active = [i for i, reading in enumerate(readings) if reading is not None]
+        for _ in range(self.refine):
+            if not active:
+                break
+            for i in active:
+                targets[i:i + 1] = self.corrected(targets[i:i + 1], requested[i:i + 1], w0[i:i + 1],
+                                                  readings[i])
+            again, reread = self.rolled(self.edit(w0[active], targets[active]), rolls[active])
+            kept = []
+            for j, i in enumerate(active):
+                if reread[j] is not None:  # a round that loses the face keeps the previous render and stops
+                    portraits[i], readings[i] = again[j], reread[j]
+                    kept.append(i)
+            active = kept
+        crops = [self.frame(p, float(r), reading) for p, r, reading in zip(portraits, rolls, readings,
+                                                                            strict=True)]
         return np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:

@@ -121,7 +121,7 @@ def test_a_refinement_round_moves_each_target_by_its_residual_over_the_gain(back
     read.update(yaw=6.0, AU12=2.0)  # MediaPipe read less turn and less smile than requested; the rest as asked
     reading = Reading(**{k: v for k, v in read.items() if k != "gender"}, roll=0.0, AU06=1.0)
     moved = backend.corrected(targets, requested, w0, reading)[0] - targets[0]
-    gain, limit = backend.calibration.c, backend.calibration.limit
+    gain, limit = backend.calibration.step_gain, backend.calibration.limit
     step = dict(zip(names, moved.tolist(), strict=True))
     yaw, smile = names.index("yaw"), names.index("AU12")
     assert np.isclose(step["yaw"], min(4.0 / gain[yaw], limit[yaw]), rtol=1e-4)
