@@ -114,6 +114,9 @@ def main() -> None:
     labels = requested_gender > 0.5
     print(f"\ngender (recon on the 64 px grey crop): AUC {auc(gender_read, labels):.3f} against requested > 0.5; "
           f"r {pearson(requested_gender, gender_read):.3f}")
+    # The pool's gender is a reading in 0..1, and a request near 0.5 asks for an ambiguous face.
+    clear = np.abs(requested_gender - 0.5) > 0.1
+    print(f"  requests outside 0.4-0.6 ({clear.sum()} of {args.n}): AUC {auc(gender_read[clear], labels[clear]):.3f}")
     boundary = GenderBoundary.load(MODELS_DIR / "gender_boundary.npz")  # the labels' boundary, whatever --models
     w = backend.latents(values, generator_noise(seeds, backend.gan))
     print(f"  for comparison only (not independent): the gender boundary on the edited w: AUC "
