@@ -357,6 +357,7 @@ def add_version(
         atomic_write_text(model_dir / CONFIG_FILENAME, text)
         metadata = {**version_data.schema.to_dict(), **version_data.facts}
         atomic_write_text(model_dir / ATTRIBUTES_FILENAME, json.dumps(metadata, indent=2) + "\n")
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server running as another user
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

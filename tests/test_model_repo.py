@@ -107,6 +107,12 @@ def test_layout_names_versions_schema(repository):
     assert repository.export_info("gan_generator", 1)["version"] == 1
 
 
+def test_version_folders_are_readable_by_a_server_running_as_another_user(repository):
+    for version in repository.versions("gan_generator"):
+        mode = (repository.model_dir("gan_generator") / str(version)).stat().st_mode
+        assert mode & 0o055 == 0o055, oct(mode)  # group and others may list and enter it
+
+
 def test_config_is_tritons_protobuf_and_matches_the_graph(repository):
     config = repository.config("gan_generator")
     assert type(config).__name__ == "ModelConfig"
