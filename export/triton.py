@@ -565,7 +565,6 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Python-backend variant
 # ---------------------------------------------------------------------------------------------------
 PYTHON_MODEL_FILE = Path(__file__).with_name("triton_python_model.py")
-PYTHON_OPENVINO_MODEL_FILE = Path(__file__).with_name("triton_openvino_model.py")
 PYTHON_MODEL_SETTINGS = "model_settings.json"
 # The batch the Python-backend OpenVINO model compiles and pads to: the embedded photoreal backend's, so that
 # the two give the same pixels (OpenVINO's rounding may move a pixel by one level with the batch size).
@@ -583,12 +582,12 @@ def write_python_backend_repository(
 ) -> Path:
     """Copy ``source`` to ``destination`` with every model switched to Triton's Python backend.
 
-    Each version folder gets the same model files (hard-linked where possible) and ``model.py``: for
-    model.onnx a copy of ``export/triton_python_model.py`` (onnxruntime), for OpenVINO IR (model.xml +
-    model.bin) one of ``export/triton_openvino_model.py`` (OpenVINO, compiled at ``openvino_batch`` and
-    padded to it), with their ``model_settings.json``; config.pbtxt keeps the I/O, batching and version
-    policy but uses ``backend: "python"`` and CPU instances. ``extra_sys_path`` is prepended to sys.path by
-    model.py (the Triton venv's site-packages: the stub's interpreter does not know it). An entry with no
+    Each version folder gets the same model files (hard-linked where possible), ``model.py`` (a copy of
+    ``export/triton_python_model.py``: model.onnx through onnxruntime, OpenVINO IR (model.xml + model.bin)
+    through OpenVINO, compiled at ``openvino_batch`` and padded to it) and its ``model_settings.json``;
+    config.pbtxt keeps the I/O, batching and version policy but uses ``backend: "python"`` and CPU instances.
+    ``extra_sys_path`` is prepended to sys.path by model.py (the Triton venv's site-packages: the stub's
+    interpreter does not know it). An entry with no
     version folder (an OpenVINO entry whose files were not placed yet) is left out: Triton could not load it.
     """
     from tritonclient.grpc import model_config_pb2 as pb
@@ -625,14 +624,11 @@ def write_python_backend_repository(
             if repository.model_format(name, version) == "openvino":
                 files.append(source_model.with_name(OPENVINO_WEIGHTS_FILENAME))
                 settings["batch"] = int(openvino_batch)
-                model_py = PYTHON_OPENVINO_MODEL_FILE
-            else:
-                model_py = PYTHON_MODEL_FILE
             for file in files:
                 try:
                     os.link(file, version_dir / file.name)
                 except OSError:
                     shutil.copy2(file, version_dir / file.name)
-            shutil.copy2(model_py, version_dir / "model.py")
+            shutil.copy2(PYTHON_MODEL_FILE, version_dir / "model.py")
             atomic_write_text(version_dir / PYTHON_MODEL_SETTINGS, json.dumps(settings, indent=2) + "\n")
     return destination

@@ -83,7 +83,7 @@ def test_the_python_backend_variant_runs_the_same_ir(exported: Path, tmp_path: P
     out = write_python_backend_repository(exported, tmp_path / "python", extra_sys_path=["/opt/x"])
     version = out / SYNTHESIS_MODEL / str(PHOTOREAL_VERSION)
     assert sorted(p.name for p in version.iterdir()) == ["model.bin", "model.py", "model.xml", "model_settings.json"]
-    assert (version / "model.py").read_text() == (ROOT / "export" / "triton_openvino_model.py").read_text()
+    assert (version / "model.py").read_text() == (ROOT / "export" / "triton_python_model.py").read_text()
     settings = json.loads((version / "model_settings.json").read_text())
     assert settings["model_file"] == "model.xml" and settings["extra_sys_path"] == ["/opt/x"]
     assert 'backend: "python"' in (out / SYNTHESIS_MODEL / "config.pbtxt").read_text()
