@@ -122,7 +122,7 @@ class MediaPipeReader:
             reading = self.reader.read(upscale(face, self.size))
             if reading is None:
                 continue
-            values = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
+            values = reading.attributes()
             for name in self.names:
                 out[name][i] = values[name]
         return out

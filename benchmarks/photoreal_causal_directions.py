@@ -28,8 +28,7 @@ def readings(readings: list) -> np.ndarray:
     out = np.full((len(readings), len(NAMES)), np.nan)
     for i, reading in enumerate(readings):
         if reading is not None:
-            values = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
-            out[i] = [values[k] for k in NAMES]
+            out[i] = reading.array(NAMES)
     return out
 
 

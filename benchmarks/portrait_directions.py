@@ -40,8 +40,7 @@ def read(reader: FaceLandmarks, gender: GenderBoundary, images: np.ndarray, w: n
         face = reader.read(image)
         if face is None:
             continue
-        values = {**dict(zip(("yaw", "pitch", "roll"), face.pose, strict=True)), **face.aus()}
-        out[i, :-1] = [values[n] for n in READ[:-1]]
+        out[i, :-1] = face.array(READ[:-1])
     out[:, -1] = gender.probability(w)
     return out
 

@@ -77,8 +77,7 @@ def readings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
             aligned = align_face(np.asarray(image.convert("RGB")), 64)
         if aligned is None:
             continue
-        values = {**dict(zip(("yaw", "pitch", "roll"), aligned.reading.pose, strict=True)), **aligned.reading.aus()}
-        for name, value in values.items():
+        for name, value in aligned.reading.attributes().items():
             out[i, DEFAULT_SCHEMA.index(name)] = value
         crops.append(aligned.crop)
         where.append(i)
@@ -208,8 +207,7 @@ def refinement_steps(args: argparse.Namespace) -> None:
         out = np.full((len(readings), len(names)), np.nan, np.float32)
         for i, reading in enumerate(readings):
             if reading is not None:
-                found = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
-                out[i] = [found.get(name, np.nan) for name in names]
+                out[i] = reading.array(names)
         return out
 
     before = backend.targets(requested, w0)

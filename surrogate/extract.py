@@ -171,8 +171,7 @@ class MediaPipeExtractor:
         """Schema-ordered values of one MediaPipe reading (gender NaN); all NaN without a face."""
         if reading is None:
             return np.full(len(self.schema), np.nan, np.float32)
-        readings = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
-        return np.array([readings.get(name, np.nan) for name in self.schema.names], np.float32)
+        return reading.array(self.schema.names)
 
     def estimate(self, images: Sequence[np.ndarray], readings: Sequence[FaceReading],
                  crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

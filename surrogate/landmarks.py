@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import os
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -80,6 +81,15 @@ class FaceReading:
 
     def aus(self) -> dict[str, float]:
         return aus_from_blendshapes(self.blendshapes)
+
+    def attributes(self) -> dict[str, float]:
+        """The pose (yaw, pitch, roll) and the AU intensities, by schema name."""
+        return {**dict(zip(("yaw", "pitch", "roll"), self.pose, strict=True)), **self.aus()}
+
+    def array(self, names: Sequence[str]) -> np.ndarray:
+        """(len(names),) float32 of ``attributes()`` in that order, NaN for what MediaPipe does not read."""
+        values = self.attributes()
+        return np.array([values.get(name, np.nan) for name in names], np.float32)
 
 
 def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
@@ -244,7 +254,6 @@ class MediaPipeEstimator:
         for i, image in enumerate(images):
             reading = self.reader.read(np.asarray(image))
             if reading is not None:
-                values = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
-                out[i] = [values[name] for name in self.schema.names]
+                out[i] = reading.array(self.schema.names)
         self.found = ~np.isnan(out[:, 0])
         return out

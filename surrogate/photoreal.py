@@ -391,8 +391,7 @@ class PhotorealBackend:
 
         Gender is not read by MediaPipe and keeps its target; a step stays within the calibration's limits.
         """
-        values = {**dict(zip(("yaw", "pitch", "roll"), reading.pose, strict=True)), **reading.aus()}
-        read = np.array([[values.get(name, np.nan) for name in self.directions.names]], np.float32)
+        read = reading.array(self.directions.names)[None]
         residual = np.where(np.isnan(read), 0.0, requested - read) / self.calibration.step_gain
         predicted = self.directions.predict(w0)
         step = np.clip(targets + residual - predicted, -self.calibration.limit, self.calibration.limit)

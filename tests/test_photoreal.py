@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from surrogate.landmarks import FaceReading
 from surrogate.photoreal import CALIBRATION_FILE, MODELS_DIR, Calibration
 from surrogate.schema import DEFAULT_SCHEMA
 
@@ -103,11 +104,12 @@ class Reading:
     """What the refinement uses of a MediaPipe reading: the pose and the AU intensities."""
 
     def __init__(self, **values: float) -> None:
-        self.pose = (values.pop("yaw"), values.pop("pitch"), values.pop("roll"))
         self.values = values
 
-    def aus(self) -> dict[str, float]:
+    def attributes(self) -> dict[str, float]:
         return dict(self.values)
+
+    array = FaceReading.array
 
 
 def test_a_refinement_round_moves_each_target_by_its_residual_over_the_gain(backend) -> None:
