@@ -45,20 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from surrogate.assets import sha256
-from surrogate.photoreal import DIRECTIONS_FILE, MODELS_DIR, Calibration
+from surrogate.photoreal import DIRECTIONS_FILE, MODELS_DIR, Calibration, step_limits
 from surrogate.schema import DEFAULT_SCHEMA
-
-# How far one read-out unit may move w0 (attribute units): the corpus's edits reach about 3 spreads.
-LIMIT_SPREADS = 3.0
-# Gender's read-out (the boundary's probability) has no corpus spread. One unit moved the recon reading by
-# only 0.3 (AUC 0.82 against the requested side); 2.5 separates the sides (AUC 0.96 on 80 surrogates) at
-# the cost of larger steps (the gender direction is the longest in w).
-GENDER_LIMIT = 2.5
-
-
-def limits(directions) -> np.ndarray:
-    """The largest read-out step per direction (a step beyond it breaks the face)."""
-    return np.where(directions.spread > 0, LIMIT_SPREADS * directions.spread, GENDER_LIMIT).astype(np.float32)
 
 
 def readings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +185,7 @@ def refinement_steps(args: argparse.Namespace) -> None:
     pool = read_rows(args.pool, args.rows)
     values = pool[np.random.default_rng(11).choice(len(pool), args.refinement, replace=False)]
     backend = PhotorealBackend(refine=0)
-    backend.calibration = dataclasses.replace(backend.calibration, limit=limits(backend.directions))
+    backend.calibration = dataclasses.replace(backend.calibration, limit=step_limits(backend.directions))
     names = backend.directions.names
     w0 = backend.base_latents(z_for_seeds([REFINEMENT_SEED_BASE + i for i in range(len(values))]))
     requested = backend.requested(values)
@@ -262,7 +250,7 @@ def main() -> None:
     names = directions.names
     predicted, targets, read, found = (corpus_data if args.corpus else render_data)(args, directions)
     read = read[:, [DEFAULT_SCHEMA.index(n) for n in names]]
-    fitted = fit(names, predicted, targets, read, found, limits(directions))
+    fitted = fit(names, predicted, targets, read, found, step_limits(directions))
     calibration = Calibration.from_dict(fitted, names)
     calibration.save(args.out, model="read ~ a + b * readout(w0) + c * readout(w)", **args.source,
                      directions_sha256=sha256(MODELS_DIR / DIRECTIONS_FILE),

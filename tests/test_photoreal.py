@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from surrogate.landmarks import FaceReading
-from surrogate.photoreal import CALIBRATION_FILE, MODELS_DIR, Calibration
+from surrogate.photoreal import CALIBRATION_FILE, MODELS_DIR, Calibration, step_limits
 from surrogate.schema import DEFAULT_SCHEMA
 
 
@@ -42,6 +42,8 @@ def test_shipped_calibration_covers_every_direction() -> None:
     names = AttributeDirections.load(MODELS_DIR / "directions.npz").names
     calibration = Calibration.load(MODELS_DIR / CALIBRATION_FILE, names)
     assert np.all(calibration.c > 0) and np.all(calibration.limit > 0)
+    # the shipped step limits are the rule's (the uncalibrated backend uses the same)
+    assert np.allclose(calibration.limit, step_limits(AttributeDirections.load(MODELS_DIR / "directions.npz")))
     with pytest.raises(ValueError, match="no entry"):
         Calibration.from_dict({}, names)
 
