@@ -6,7 +6,10 @@
 
 Draws N attribute rows (yaw, pitch, roll uniform in +-``--yaw``/``--pitch``/``--roll`` degrees; each of the
 six AUs 0 with probability 0.4, else uniform 0..5, independently; gender uniform), renders each row with
-its seed by every ``--face-models`` model, and reads the faces back with a reader nobody here trained:
+its seed by every ``--face-models`` model, and reads the faces back with a reader nobody here trained.
+``--pool CSV --rows A:B`` draws the rows from held-out portrait-corpus readings instead, as the photoreal
+benchmark does: there the eye AUs co-occur as they do on faces (a row never asks for wide-open and
+tightened lids at full strength at once, which the independent draw often does).
 
 * ``dlib``: dlib's HOG face detector and its 68-landmark predictor (the face-recognition-models wheel the
   audit uses), on the face upscaled to 256 px. The attributes are read as landmark geometry: roll = the
@@ -165,6 +168,11 @@ def main() -> None:
     parser.add_argument("--yaw", type=float, default=35.0)
     parser.add_argument("--pitch", type=float, default=20.0)
     parser.add_argument("--roll", type=float, default=20.0)
+    parser.add_argument("--pool", default=None,
+                        help="draw the rows from a canonical attribute CSV instead (rows --rows of it, e.g. the "
+                        "held-out portrait-corpus readings the photoreal benchmark draws from: AUs co-occur as "
+                        "they do on faces, not independently)")
+    parser.add_argument("--rows", default="9232:9832", help="rows start:stop of --pool")
     parser.add_argument("--reader", choices=("dlib", "mediapipe", "recon"), default="dlib")
     parser.add_argument("--recon-version", type=int, default=3, help="recon version read by --reader recon")
     parser.add_argument("--mediapipe-model", type=Path, default=DEFAULT_TASK)
@@ -177,8 +185,15 @@ def main() -> None:
     from surrogate.schema import DEFAULT_SCHEMA
     from surrogate.synthesis_3d import render_surrogates_3d
 
-    rows = draw_rows(args.n, np.random.default_rng(args.seed), args.yaw, args.pitch, args.roll)
-    values = np.stack([rows[name] for name in DEFAULT_SCHEMA.names], axis=1).astype(np.float32)
+    if args.pool:
+        from benchmarks.bench_photoreal import read_rows
+
+        pool = read_rows(args.pool, args.rows)
+        values = pool[np.random.default_rng(args.seed).choice(len(pool), args.n, replace=len(pool) < args.n)]
+        rows = {name: values[:, k] for k, name in enumerate(DEFAULT_SCHEMA.names)}
+    else:
+        rows = draw_rows(args.n, np.random.default_rng(args.seed), args.yaw, args.pitch, args.roll)
+        values = np.stack([rows[name] for name in DEFAULT_SCHEMA.names], axis=1).astype(np.float32)
     seeds = [args.seed * 100_000 + i for i in range(args.n)]
     reader: DlibReader | MediaPipeReader | ReconReader
     if args.reader == "dlib":
@@ -192,9 +207,10 @@ def main() -> None:
         from audit.emotion import JOY, FerEmotion
 
         emotion = FerEmotion()
-    print(f"{args.n} faces at {args.size} px, reader {args.reader} (at {args.reader_size or args.size} px); "
-          f"yaw/pitch/roll uniform in "
-          f"+-{args.yaw:g}/{args.pitch:g}/{args.roll:g} deg; AUs 0 (p 0.4) or uniform 0..5")
+    drawn = (f"rows {args.rows} of {args.pool}" if args.pool else
+             f"yaw/pitch/roll uniform in +-{args.yaw:g}/{args.pitch:g}/{args.roll:g} deg; AUs 0 (p 0.4) or "
+             "uniform 0..5")
+    print(f"{args.n} faces at {args.size} px, reader {args.reader} (at {args.reader_size or args.size} px); {drawn}")
     gender_auc = "gender" in reader.names
     header = ["model", "found", *reader.names] + (["gender AUC"] if gender_auc else []) + (["joy"] if emotion else [])
     print("| " + " | ".join(header) + " |")
