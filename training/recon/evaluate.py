@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from surrogate.schema import AttributeSchema
-from surrogate.stats import auc
+from surrogate.stats import auc, pearson
 
 TARGET_POSE_MAE_DEG = 3.0
 TARGET_AU_R = 0.85
@@ -37,13 +37,6 @@ PORTRAIT_STRONG_AUS = ("AU04", "AU12")
 TARGET_PORTRAIT_OTHER_AU_R = 0.7
 TARGET_GENDER_AUC = 0.95
 RENDERED_SETS = ("clean", "randomised", "closed_loop")
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def attribute_metrics(schema: AttributeSchema, true: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
