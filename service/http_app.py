@@ -183,21 +183,29 @@ class SurrogateAPI:
 
         A work request's body is read first (with the body timeout), and only then does the request take
         one of the ``max_concurrency`` slots: a slow sender holds a connection, never a slot. Beyond the
-        slots, or past the request deadline, the answer is a 503 with Retry-After at once.
+        slots, or past the request deadline, the answer is a 503 with Retry-After at once. When every slot
+        is already taken as the request arrives, it is refused before its body is read (no upload is
+        received and decoded only to be shed) and the connection is closed, since its body was not read.
         """
 
         async def guarded(request: Request) -> Response:
+            body_read = False
             try:
                 if not work:
                     return await handler(request)
+                self.admission.check_slots()
                 # Starlette's Request.stream() replays a cached _body, so handlers read it unchanged.
                 request._body = await read_body(request, self.limits.max_upload_bytes, self.config.body_timeout_s)
+                body_read = True
                 with self.admission.request():
                     with anyio.move_on_after(self.config.request_timeout_s):
                         return await handler(request)
                     raise OverloadedError(f"the request was not finished within {self.config.request_timeout_s} s")
             except Exception as exc:  # noqa: BLE001 - every failure becomes a documented answer
-                return self.error_answer(endpoint, exc)
+                response = self.error_answer(endpoint, exc)
+                if work and not body_read:
+                    response.headers["Connection"] = "close"
+                return response
 
         return guarded
 
@@ -705,10 +713,14 @@ class Admission:
         self.image_limit = float(max_images)
         self.requests = self.queued_images = 0
 
-    @contextmanager
-    def request(self) -> Iterator[None]:
+    def check_slots(self) -> None:
+        """Raise ``OverloadedError`` when every request slot is taken."""
         if self.requests >= self.max_requests:
             raise OverloadedError(f"{self.requests} requests are being worked on; retry later")
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        self.check_slots()
         self.requests += 1
         try:
             yield

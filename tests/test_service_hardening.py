@@ -102,7 +102,10 @@ def test_overload_is_503_with_retry_after_and_refused_ahead_of_the_work(backend)
         assert response.headers["retry-after"] == "1" and OverloadedWorker.calls == calls
         api.admission.queued_images = 0
         api.admission.requests = 2
-        assert_documented_error(client.post("/synthesize", json={"records": [RECORD]}), 503)
+        response = client.post("/synthesize", json={"records": [RECORD]})
+        assert_documented_error(response, 503)
+        # refused as it arrived, its body unread: the connection is closed rather than reused
+        assert response.headers["retry-after"] == "1" and response.headers["connection"] == "close"
         assert OverloadedWorker.calls == calls
         api.admission.requests = 0
 
