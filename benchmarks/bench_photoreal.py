@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--refine", type=int, default=None, help="refinement rounds (default: the method's)")
     parser.add_argument("--models", default=None, help="a folder with other directions/calibration files")
+    parser.add_argument("--edit-budget", type=float, default=None,
+                        help="the longest edit of w (default: the method's EDIT_BUDGET; 0: no limit)")
     parser.add_argument("--save", default=None, help="a folder for the 256 px renders and the requested values "
                         "(attributes.csv, for benchmarks/dlib_agreement.py: a reader independent of MediaPipe)")
     args = parser.parse_args()
@@ -66,7 +68,10 @@ def main() -> None:
     values = pool[rng.choice(len(pool), args.n, replace=False)]
     seeds = [EVALUATION_SEED_BASE + i // 2 for i in range(args.n)]  # rows 2j and 2j+1 share a seed
 
-    backend = PhotorealBackend(refine=args.refine, models=args.models)
+    from surrogate.photoreal import EDIT_BUDGET
+
+    budget = EDIT_BUDGET if args.edit_budget is None else (args.edit_budget or None)
+    backend = PhotorealBackend(refine=args.refine, models=args.models, edit_budget=budget)
 
     def synthesize(rows: slice, size: int, rgb: bool) -> np.ndarray:
         return photoreal_images(generate_images(backend, values[rows], seeds[rows]), size=size, rgb=rgb)
@@ -93,7 +98,7 @@ def main() -> None:
 
     where = "the faces found" if args.attributes.endswith(".npz") else f"rows {args.rows}"
     print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from {where} of {args.attributes}; "
-          f"{backend.refine} refinement round(s)")
+          f"{backend.refine} refinement round(s), edit budget {backend.edit_budget}")
     print(f"speed: {args.n / seconds:.2f} surrogates/s at 256 px colour in chunks of {args.chunk} "
           f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (512 px wavelet-band path, "
           "rotate, MediaPipe framing, crop)")

@@ -45,7 +45,7 @@ from surrogate.runtime import ModelInfo
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
 PHOTOREAL_MODEL = "photoreal"
-PHOTOREAL_VERSION = 3  # bump when the edit, the framing or a model file changes the pixels
+PHOTOREAL_VERSION = 4  # bump when the edit, the framing or a model file changes the pixels
 RENDER_SIDE = 256  # the backend's output; 64 and 128 are area-shrunk from it
 WORK_SIDE = 512  # the portrait is rotated and framed at this size (as the portrait corpus is)
 MODELS_DIR = Path(__file__).resolve().parent / "portrait_models"
@@ -60,6 +60,11 @@ REFINE_ROUNDS = 2
 # Turned further than this, the portraits distort (the generator saw few such faces): yaw requests beyond it
 # are rendered at it.
 MAX_YAW = 35.0
+# The largest change of w one surrogate's edit may make (Euclidean, in w's units; w0 lies about 6.6 from the
+# mean w). Broken renders (smeared, grey or melted skin) come with large edits, mostly their yaw and gender
+# parts: the edit's norm told them from the rest at AUC 0.89 (docs/photoreal.md, "Realism"). A longer edit
+# is shortened to this length, so the attributes of such a request are rendered weaker, not broken.
+EDIT_BUDGET = 10.0
 
 
 def photoreal_available() -> bool:
@@ -328,10 +333,13 @@ class PhotorealBackend:
 
     def __init__(self, *, psi: float = 0.7, batch: int = 4, threads: int = 0, model_dir: str | None = None,
                  models: str | Path | None = None, calibrated: bool = True, refine: int | None = None,
-                 renderer: PortraitRenderer | None = None) -> None:
+                 renderer: PortraitRenderer | None = None, edit_budget: float | None = EDIT_BUDGET) -> None:
         self.refine = REFINE_ROUNDS if refine is None else int(refine)
         if self.refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
+        if edit_budget is not None and not edit_budget > 0:
+            raise ValueError(f"edit_budget must be > 0 or None (no limit), got {edit_budget}")
+        self.edit_budget = edit_budget
         self.generator = HalfResolutionGenerator(psi=psi, batch=batch, threads=threads, model_dir=model_dir)
         self.renderer: PortraitRenderer = renderer or self.generator
         folder = Path(models or MODELS_DIR)
@@ -359,7 +367,7 @@ class PhotorealBackend:
             {"licence": LICENCE, "psi": psi, "calibrated": bool(calibrated and calibration_path.exists()),
              "models_sha256": digest.hexdigest()[:16],
              "backend": "triton" if isinstance(self.renderer, TritonPortraitRenderer) else "openvino",
-             "refine": self.refine, "max_yaw": MAX_YAW},
+             "refine": self.refine, "max_yaw": MAX_YAW, "edit_budget": edit_budget},
             noise="portrait",
         )
 
@@ -389,9 +397,19 @@ class PhotorealBackend:
         return np.concatenate(rows) if rows else np.zeros((0, len(self._columns)), np.float32)
 
     def edit(self, w0: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """w0 (N, 512) moved along the directions until the read-out equals ``targets`` (row by row)."""
-        rows = [self.directions.edit(w0[i:i + 1], targets[i:i + 1]) for i in range(len(w0))]
-        return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, w0.shape[1]), np.float32)
+        """w0 (N, 512) moved along the directions until the read-out equals ``targets`` (row by row), the
+        move shortened to ``edit_budget`` where it is longer."""
+        rows = [self._edit_row(w0[i:i + 1], targets[i:i + 1]) for i in range(len(w0))]
+        return np.concatenate(rows) if rows else np.zeros((0, w0.shape[1]), np.float32)
+
+    def _edit_row(self, w0: np.ndarray, target: np.ndarray) -> np.ndarray:
+        w = self.directions.edit(w0, target).astype(np.float32)
+        if self.edit_budget is None:
+            return w
+        length = float(np.linalg.norm(w - w0))
+        if length <= self.edit_budget:
+            return w
+        return (w0 + (w - w0) * np.float32(self.edit_budget / length)).astype(np.float32)
 
     def latents(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The closed-form edited w (N, 512): w0 from z alone, moved so that the reading should match."""

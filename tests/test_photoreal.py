@@ -93,6 +93,28 @@ def test_edit_comes_from_the_attributes_and_the_person_from_the_seed(backend) ->
     assert np.array_equal(backend.latents(values[2:], z[2:]), w[2:])
 
 
+def test_an_edit_longer_than_the_budget_is_shortened_along_itself(backend) -> None:
+    from surrogate.photoreal import EDIT_BUDGET, PhotorealBackend
+    from surrogate.portraits import z_for_seeds
+
+    assert backend.edit_budget == EDIT_BUDGET and backend.gan.metadata["edit_budget"] == EDIT_BUDGET
+    w0 = backend.base_latents(z_for_seeds([5, 6]))
+    predicted = backend.directions.predict(w0)
+    targets = predicted.copy()
+    targets[0, backend.directions.names.index("AU12")] += 0.5  # a short edit
+    targets[1, backend.directions.names.index("yaw")] += 200.0  # far beyond the budget
+    unlimited = backend.directions.edit(w0, targets)
+    w = backend.edit(w0, targets)
+    assert np.allclose(w[0], unlimited[0]) and np.linalg.norm(unlimited[0] - w0[0]) < EDIT_BUDGET
+    assert np.isclose(np.linalg.norm(w[1] - w0[1]), EDIT_BUDGET, rtol=1e-4)
+    short, long = w[1] - w0[1], unlimited[1] - w0[1]
+    assert short @ long / np.linalg.norm(short) / np.linalg.norm(long) > 0.9999
+    free = PhotorealBackend(edit_budget=None)
+    assert np.allclose(free.edit(w0, targets), unlimited, atol=1e-5)
+    with pytest.raises(ValueError, match="edit_budget"):
+        PhotorealBackend(edit_budget=0.0)
+
+
 def test_yaw_beyond_what_the_generator_turns_is_rendered_at_the_limit(backend) -> None:
     from surrogate.photoreal import MAX_YAW
 
