@@ -24,21 +24,14 @@ PAIR_SEED_BASE = 9_300_000_000  # fresh seeds, apart from the benchmarks' and th
 EDIT_SEED_BASE = 9_400_000_000
 
 
-def readings(readings: list) -> np.ndarray:
-    out = np.full((len(readings), len(NAMES)), np.nan)
-    for i, reading in enumerate(readings):
-        if reading is not None:
-            out[i] = reading.array(NAMES)
-    return out
-
-
 def gradients(backend, pairs: int, sigma: float) -> dict[str, np.ndarray]:
+    from surrogate.landmarks import readings_array
     from surrogate.portraits import z_for_seeds
 
     w0 = backend.base_latents(z_for_seeds([PAIR_SEED_BASE + i for i in range(pairs)]))
     delta = (sigma * np.random.default_rng(5).standard_normal(w0.shape)).astype(np.float32)
     _, read = backend.rolled(np.concatenate([w0 + delta, w0 - delta]), np.zeros(2 * pairs, np.float32))
-    read = readings(read)
+    read = readings_array(read, NAMES).astype(np.float64)
     ok = np.isfinite(read[:pairs]).all(1) & np.isfinite(read[pairs:]).all(1)
     x, y = 2 * delta[ok].astype(np.float64), (read[:pairs] - read[pairs:])[ok]
     test = np.arange(len(x)) % 7 == 0
@@ -64,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from surrogate.face_identity import DlibIdentity
+    from surrogate.landmarks import readings_array
     from surrogate.photoreal import PhotorealBackend
     from surrogate.portraits import z_for_seeds
 
@@ -83,7 +77,7 @@ def main() -> None:
             tags.append((name, kind))
     w = np.concatenate(steps).astype(np.float32)
     portraits, found = backend.rolled(w, np.zeros(len(w), np.float32))
-    read = readings(found)
+    read = readings_array(found, NAMES).astype(np.float64)
     descriptors, _ = DlibIdentity().describe([backend.frame(p, 0.0, r) for p, r in zip(portraits, found, strict=True)])
     for t, (name, kind) in enumerate(tags, start=1):
         rows = slice(t * n, (t + 1) * n)

@@ -179,6 +179,7 @@ REFINEMENT_SEED_BASE = 9_100_000_000  # fresh seeds, apart from the benchmarks' 
 def refinement_steps(args: argparse.Namespace) -> None:
     """Fit each attribute's refinement gain on fresh renders and add it to the shipped calibration."""
     from benchmarks.bench_photoreal import read_rows
+    from surrogate.landmarks import readings_array
     from surrogate.photoreal import CALIBRATION_FILE, PhotorealBackend
     from surrogate.portraits import z_for_seeds
 
@@ -191,13 +192,6 @@ def refinement_steps(args: argparse.Namespace) -> None:
     requested = backend.requested(values)
     rolls = values[:, DEFAULT_SCHEMA.index("roll")]
 
-    def read(readings: list) -> np.ndarray:
-        out = np.full((len(readings), len(names)), np.nan, np.float32)
-        for i, reading in enumerate(readings):
-            if reading is not None:
-                out[i] = reading.array(names)
-        return out
-
     before = backend.targets(requested, w0)
     _, first = backend.rolled(backend.edit(w0, before), rolls)
     after = before.copy()
@@ -205,7 +199,7 @@ def refinement_steps(args: argparse.Namespace) -> None:
         if reading is not None:
             after[i:i + 1] = backend.corrected(before[i:i + 1], requested[i:i + 1], w0[i:i + 1], reading)
     _, second = backend.rolled(backend.edit(w0, after), rolls)
-    moved, read_first, read_second = after - before, read(first), read(second)
+    moved, read_first, read_second = after - before, readings_array(first, names), readings_array(second, names)
     step = backend.calibration.c.copy()  # gender: MediaPipe does not read it, its rounds never correct it
     for k, name in enumerate(names):
         ok = np.isfinite(read_first[:, k]) & np.isfinite(read_second[:, k])

@@ -92,6 +92,15 @@ class FaceReading:
         return np.array([values.get(name, np.nan) for name in names], np.float32)
 
 
+def readings_array(readings: Sequence[FaceReading | None], names: Sequence[str]) -> np.ndarray:
+    """(N, len(names)) float32 of the readings' ``array(names)``; a row of NaN where no face was found."""
+    out = np.full((len(readings), len(names)), np.nan, np.float32)
+    for i, reading in enumerate(readings):
+        if reading is not None:
+            out[i] = reading.array(names)
+    return out
+
+
 def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees, schema convention, from MediaPipe's facial transformation matrix.
 
@@ -250,10 +259,6 @@ class MediaPipeEstimator:
         self.found = np.zeros(0, bool)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        out = np.full((len(images), len(self.schema)), np.nan, np.float32)
-        for i, image in enumerate(images):
-            reading = self.reader.read(np.asarray(image))
-            if reading is not None:
-                out[i] = reading.array(self.schema.names)
+        out = readings_array([self.reader.read(np.asarray(image)) for image in images], self.schema.names)
         self.found = ~np.isnan(out[:, 0])
         return out
