@@ -57,7 +57,7 @@ def main() -> None:
     from surrogate.extract import OnnxEstimator
     from surrogate.face_identity import DlibIdentity
     from surrogate.landmarks import MediaPipeEstimator
-    from surrogate.photoreal import MODELS_DIR, PhotorealBackend
+    from surrogate.photoreal import EDIT_BUDGET, MODELS_DIR, PhotorealBackend
     from surrogate.portrait_directions import GenderBoundary
     from surrogate.runtime import default_repository, generate_images, generator_noise
     from surrogate.stats import auc, pearson
@@ -67,8 +67,6 @@ def main() -> None:
     rng = np.random.default_rng(1)
     values = pool[rng.choice(len(pool), args.n, replace=False)]
     seeds = [EVALUATION_SEED_BASE + i // 2 for i in range(args.n)]  # rows 2j and 2j+1 share a seed
-
-    from surrogate.photoreal import EDIT_BUDGET
 
     budget = EDIT_BUDGET if args.edit_budget is None else (args.edit_budget or None)
     backend = PhotorealBackend(refine=args.refine, models=args.models, edit_budget=budget)

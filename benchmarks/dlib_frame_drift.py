@@ -48,14 +48,10 @@ def render(method: str, values: np.ndarray, seeds: list[int]) -> np.ndarray:
     """(N, 256, 256, 3) uint8 renders of one method."""
     if method == "photoreal":
         from surrogate.photoreal import PhotorealBackend
-        from surrogate.runtime import generator_noise
+        from surrogate.runtime import generate_images
         from surrogate.synthesis import photoreal_images
 
-        backend = PhotorealBackend()
-        z = generator_noise(seeds, backend.gan)
-        portraits = np.concatenate([backend.generate(values[i:i + 8], z[i:i + 8])
-                                    for i in range(0, len(values), 8)]).transpose(0, 2, 3, 1)
-        return photoreal_images(portraits, size=256, rgb=True)
+        return photoreal_images(generate_images(PhotorealBackend(), values, seeds, batch_size=8), size=256, rgb=True)
     from surrogate.synthesis_3d import render_surrogates_3d
 
     return render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=256, rgb=True, model=method)
@@ -88,6 +84,9 @@ def main() -> None:
         same = np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)
         i, j = np.triu_indices(args.pairs, 1)
         different = np.linalg.norm(pairs[i, 0] - pairs[j, 0], axis=1)
+        # how well a smaller distance tells a same-seed pair from a different-seed pair
+        verification = auc(-np.concatenate([same, different]),
+                           np.r_[np.ones(len(same), bool), np.zeros(len(different), bool)])
         read = reader.predict(images)
         yaw = read[:, reader.schema.index("yaw")].reshape(args.pairs, 2)
         both = reader.found.reshape(args.pairs, 2).all(axis=1)
@@ -98,7 +97,7 @@ def main() -> None:
             by_gap.append(f"{(same[inside] < 0.5).mean():.0%} of {inside.sum()}" if inside.any() else "-")
         print(f"| {method} | {(same < 0.5).mean():.1%} | {np.median(same):.3f} | {(different > 0.6).mean():.1%} | "
               f"{np.median(different):.3f} | {np.median(same) / np.median(different):.2f} | "
-              f"{auc(-np.concatenate([same, different]), np.arange(len(same) + len(different)) < len(same)):.3f} | "
+              f"{verification:.3f} | "
               + " | ".join(by_gap)
               + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
 

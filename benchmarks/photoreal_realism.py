@@ -27,6 +27,7 @@ import numpy as np
 
 NEAR_FRONTAL = 20.0  # degrees of requested |yaw|
 
+
 def descriptors(identity, paths: list[Path]) -> np.ndarray:
     from PIL import Image
 
