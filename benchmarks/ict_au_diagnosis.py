@@ -1,10 +1,13 @@
 """Why do MediaPipe's readings of AU05, AU07 and AU23 follow the ICT model's renders weakly? (issue 21)
 
     .venv/bin/python benchmarks/ict_au_diagnosis.py [--seeds 1 2 3] [--n 300] [--sizes 64 128 256]
+    .venv/bin/python benchmarks/ict_au_diagnosis.py --pool data/portraits_p2/attributes_images128c.csv \
+        --rows 8032:9232 --n 900 --sizes 64
     .venv/bin/python benchmarks/ict_au_diagnosis.py --sweep-figure docs/face_model_sweep.png
 
 Tables (default): renders ``face_model_readback.py``'s draw (same rows and seeds for a given seed; tune on
-seeds other than that benchmark's seed 0) with the ICT model at each size, reads them with the project's
+seeds other than that benchmark's seed 0), or rows of a corpus attribute CSV (``--pool``; tune on rows other
+than the benchmark's 9232:9832), with the ICT model at each size, reads them with the project's
 MediaPipe reader (each face upscaled to 256 px, as the benchmark does), and prints per read AU:
 
 * Pearson r of the requested intensity against the reading (the benchmark's figure), per size: if r
@@ -63,18 +66,27 @@ def read_aus(faces: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def tables(seeds: list[int], n: int, sizes: list[int]) -> None:
+def tables(seeds: list[int], n: int, sizes: list[int], pool: str | None = None, pool_rows: str = "") -> None:
     from surrogate.schema import DEFAULT_SCHEMA
 
-    rows = [draw_rows(n, np.random.default_rng(seed), 35.0, 20.0, 20.0) for seed in seeds]
-    request = {name: np.concatenate([r[name] for r in rows]) for name in DEFAULT_SCHEMA.names}
-    values = np.stack([request[name] for name in DEFAULT_SCHEMA.names], axis=1).astype(np.float32)
-    face_seeds = [seed * 100_000 + i for seed in seeds for i in range(n)]
+    if pool:
+        from benchmarks.bench_photoreal import read_rows
+
+        values = read_rows(pool, pool_rows)
+        values = values[np.random.default_rng(seeds[0]).choice(len(values), min(n, len(values)), replace=False)]
+        face_seeds = [seeds[0] * 100_000 + i for i in range(len(values))]
+        request = {name: values[:, k] for k, name in enumerate(DEFAULT_SCHEMA.names)}
+    else:
+        rows = [draw_rows(n, np.random.default_rng(seed), 35.0, 20.0, 20.0) for seed in seeds]
+        request = {name: np.concatenate([r[name] for r in rows]) for name in DEFAULT_SCHEMA.names}
+        values = np.stack([request[name] for name in DEFAULT_SCHEMA.names], axis=1).astype(np.float32)
+        face_seeds = [seed * 100_000 + i for seed in seeds for i in range(n)]
     columns = [*REQUESTED, "|yaw|", "pitch", "|roll|", "gender"]
     design = np.stack([request[au] for au in REQUESTED] + [np.abs(request["yaw"]), request["pitch"],
                                                            np.abs(request["roll"]), request["gender"]], axis=1)
     design = (design - design.mean(0)) / design.std(0)
-    print(f"ICT model, {len(values)} rows (seeds {seeds}), read by MediaPipe at 256 px")
+    drawn = f"rows {pool_rows} of {pool}, seed {seeds[0]}" if pool else f"seeds {seeds}"
+    print(f"ICT model, {len(values)} rows ({drawn}), read by MediaPipe at 256 px")
     for size in sizes:
         read = read_aus(render(values, face_seeds, size))
         found = np.isfinite(read[READ[0]])
@@ -141,12 +153,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--pool", help="draw --n rows of this canonical attribute CSV (first seed) instead")
+    parser.add_argument("--rows", default="8032:9232", help="rows start:stop of --pool")
     parser.add_argument("--sweep-figure", type=Path, help="draw the single-AU sweeps to this PNG instead")
     args = parser.parse_args()
     if args.sweep_figure:
         sweep_figure(args.sweep_figure)
     else:
-        tables(args.seeds, args.n, args.sizes)
+        tables(args.seeds, args.n, args.sizes, args.pool, args.rows)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ the data). This module adds what the kit lacks and renders with the project's ra
   fixed direction in that same PCA space, solved from sex differences of face measurements) after the
   identity's own component along it is removed, plus albedo cues (brows, beard shadow, lip tint, hair);
 * expression: each AU intensity 0..5 drives its FACS-mapped blendshapes (``AU_BLENDSHAPES``) with the
-  weight ``gain * (intensity / 5) ** gamma`` (``AU_CURVE``);
+  weight ``gain * (intensity / 5) ** gamma`` (``AU_CURVE``); AU06 only by what it exceeds of the AU06 the
+  project's readers infer from the requested AU07 and AU12 (``drawn_au06``);
 * eyes, eye sockets, the mouth cavity and long hair (absent from the packed kit) are built here: a rigid
   eyeball cap per eye that follows the identity, dark caps that close the eye and mouth openings, and a
   hair sheet let out for women (``long_hair``);
@@ -41,6 +42,7 @@ from surrogate.face_model import (
     SUPPORTED_AUS,
     FaceParams,
 )
+from surrogate.landmarks import implied_au06
 from surrogate.render import light_direction, rasterize, render_batch
 from surrogate.render import project as _project
 
@@ -49,7 +51,7 @@ ICT_DATA_ENV = "SURROGATE_ICT_DATA"
 # (pyproject.toml package-data, bentofile.yaml include).
 ICT_DATA_DIR = Path(__file__).resolve().parent / "third_party" / "ict_facekit"
 # Version of what this model draws: a 3-D surrogate depends only on (attributes, seed, model, this).
-ICT_MODEL_VERSION = "3"
+ICT_MODEL_VERSION = "4"
 FACE_MODEL_ICT = "face_model_3d_ict"
 
 # AU -> (blendshape, weight at full activation): the kit's FACS table (AU04 browDown, AU05 eyeWide, AU06
@@ -94,6 +96,21 @@ AU_CURVE.update({
     "AU12": (1.8, 1.0),
     "AU23": (2.5, 0.8),
 })
+
+
+def drawn_au06(params: FaceParams) -> float:
+    """The cheek raise drawn for a request: AU06 less what its AU07 and AU12 already imply.
+
+    The project's readers (MediaPipe, and the reconstruction network trained on its readings) report AU06
+    as a proxy of the eye-squint and smile levels (``surrogate.landmarks.implied_au06``); a vector they
+    measured carries no cheek raise beyond what its AU07 and AU12 show. Drawing cheekSquint on top of the
+    squint and the smile drew that cheek raise twice: MediaPipe read it as more brow lowering (AU04),
+    squint and smile than requested (docs/face_model.md, "On the corpus draw"). An AU06 beyond the implied
+    level (another extractor's, or a hand-set vector) is drawn in full.
+    """
+    return max(0.0, params.au("AU06") - float(implied_au06(params.au("AU07"), params.au("AU12"))))
+
+
 IDENTITY_SCALE = 1.0
 """Coefficient of identity shape k per unit of ``FaceParams.identity[k]``: the kit's shapes are already
 scaled by their PCA standard deviation (their size falls from 0.47 cm RMS for the first to 0.03 cm
@@ -173,7 +190,7 @@ class IctModel:
         aus = np.zeros(len(SUPPORTED_AUS), np.float32)
         for i, au in enumerate(SUPPORTED_AUS):
             gain, gamma = AU_CURVE[au]
-            aus[i] = gain * (params.au(au) / 5.0) ** gamma
+            aus[i] = gain * ((drawn_au06(params) if au == "AU06" else params.au(au)) / 5.0) ** gamma
         gender = 2.0 * (params.gender - 0.5) * self.gender_scale
         return np.concatenate([ident, [gender], aus, [long_hair(params.gender)]]).astype(np.float32)
 

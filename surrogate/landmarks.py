@@ -140,6 +140,18 @@ def raw_au_levels(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     return {au: levels[au] for au in AU_CALIBRATION}
 
 
+def implied_au06(au07: np.ndarray | float, au12: np.ndarray | float) -> np.ndarray:
+    """The AU06 this reader reports for a face whose AU07 and AU12 it reads as given (0-5): the proxy
+    (``AU06_PROXY``) of the levels those intensities stand for. Renderers subtract it from a requested AU06
+    so that a cheek raise the squint and the smile already account for is not drawn twice."""
+    levels = []
+    for au, value in zip(AU06_PROXY, (au07, au12), strict=True):
+        rest, strong = AU_CALIBRATION[au]
+        levels.append(rest + (strong - rest) * np.clip(np.asarray(value, np.float32), 0.0, 5.0) / 5.0)
+    rest, strong = AU_CALIBRATION["AU06"]
+    return (5.0 * np.clip((np.sqrt(levels[0] * levels[1]) - rest) / (strong - rest), 0.0, 1.0)).astype(np.float32)
+
+
 def aus_from_blendshapes(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     """AU intensities 0-5 (``AU_CALIBRATION``) for (..., 52) blendshapes."""
     out = {}

@@ -98,6 +98,23 @@ def test_intensity_curve_is_monotone_and_zero_at_rest() -> None:
     assert weights[0] == 0.0 and all(a < b for a, b in zip(weights, weights[1:], strict=False))
 
 
+def test_a_cheek_raise_the_squint_and_smile_imply_is_not_drawn_again() -> None:
+    from surrogate.landmarks import implied_au06
+
+    model = im.ict_model()
+    col = len(model.gender_direction) + 1 + list(im.SUPPORTED_AUS).index("AU06")
+    implied = float(implied_au06(3.0, 4.0))
+    assert 2.5 < implied < 4.5  # what the project's readers report for that squint and smile
+    duchenne = {"AU07": 3.0, "AU12": 4.0}
+    assert model.coefficients(FaceParams(aus=duchenne | {"AU06": implied}))[col] == 0.0
+    assert model.coefficients(FaceParams(aus=duchenne))[col] == 0.0
+    beyond = model.coefficients(FaceParams(aus=duchenne | {"AU06": 5.0}))[col]
+    alone = model.coefficients(FaceParams(aus={"AU06": 5.0 - implied}))[col]
+    assert beyond > 0 and beyond == pytest.approx(alone)  # only the excess is drawn
+    # without a squint or a smile the reader implies no cheek raise: AU06 is drawn as requested
+    assert model.coefficients(FaceParams(aus={"AU06": 3.0}))[col] == pytest.approx(1.5 * (3.0 / 5.0) ** 0.8)
+
+
 def test_pose_follows_the_schema_convention() -> None:
     rest = landmarks_px(FaceParams())
     assert landmarks_px(FaceParams(yaw=30))[30, 0] < rest[30, 0] - 3  # nose to the image's left
