@@ -45,12 +45,14 @@ def main() -> None:
     parser.add_argument("--refine", type=int, default=None, help="refinement rounds (default: the method's)")
     parser.add_argument("--seed-base", type=int, default=SEED_BASE)
     parser.add_argument("--models", default=None, help="a folder with other directions/calibration files")
+    parser.add_argument("--edit-budget", type=float, default=None,
+                        help="the edit budget (default: the method's EDIT_BUDGET; 0: none)")
     args = parser.parse_args()
 
     from surrogate.extract import OnnxEstimator
     from surrogate.face_identity import DlibIdentity
     from surrogate.landmarks import MediaPipeEstimator
-    from surrogate.photoreal import DIRECTIONS_FILE, MODELS_DIR, PhotorealBackend
+    from surrogate.photoreal import DIRECTIONS_FILE, EDIT_BUDGET, MODELS_DIR, PhotorealBackend
     from surrogate.runtime import default_repository, generator_noise
     from surrogate.synthesis import photoreal_images
 
@@ -70,7 +72,8 @@ def main() -> None:
         seeds.extend([args.seed_base + s] * per_seed)
     values_array = np.stack(values).astype(np.float32)
     backend = PhotorealBackend(calibrated=not args.uncalibrated, models=args.models,
-                               refine=0 if args.uncalibrated else args.refine)
+                               refine=0 if args.uncalibrated else args.refine,
+                               edit_budget=EDIT_BUDGET if args.edit_budget is None else (args.edit_budget or None))
     z = generator_noise(seeds, backend.gan)
     started = time.perf_counter()
     images = np.concatenate([backend.generate(values_array[i:i + per_seed], z[i:i + per_seed]).transpose(0, 2, 3, 1)

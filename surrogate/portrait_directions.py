@@ -171,6 +171,34 @@ def conditioned_directions(readout: np.ndarray, penalty: np.ndarray | None = Non
     return (metric_inverse @ r.T @ np.linalg.inv(r @ metric_inverse @ r.T)).T.astype(np.float32)
 
 
+def boundary_gender_vector(directions: AttributeDirections, boundary: GenderBoundary) -> np.ndarray:
+    """Gender's step (512,) along the gender boundary's normal: the normal less its part in the span of the
+    other read-outs (so the step leaves their read-outs alone), scaled to move gender's read-out by 1.
+
+    The conditioned direction (``conditioned_directions``, the smallest step that moves the linear read-out
+    of the boundary's probability) lies at only ~60 degrees from the normal, and half of its length goes
+    into parts of w that move that read-out but not what a face looks like; the normal, which the labels
+    themselves fitted, changes how male or female a face looks about 1.75 times as much per unit of edit
+    (docs/photoreal.md, "Gender along the boundary's normal").
+    """
+    k = directions.names.index("gender")
+    others = np.delete(np.asarray(directions.readout, np.float64), k, axis=0)
+    normal = np.asarray(boundary.weights, np.float64)
+    normal = normal - others.T @ np.linalg.solve(others @ others.T, others @ normal)
+    per_unit = float(np.asarray(directions.readout[k], np.float64) @ normal)
+    if not abs(per_unit) > 1e-9:
+        raise DirectionsError("the gender boundary's normal does not move gender's read-out")
+    return (normal / per_unit).astype(np.float32)
+
+
+def with_vector(directions: AttributeDirections, name: str, vector: np.ndarray) -> AttributeDirections:
+    """``directions`` with ``name``'s step replaced (read-outs, spreads and shifts kept)."""
+    vectors = np.array(directions.vectors, np.float32, copy=True)
+    vectors[directions.names.index(name)] = vector
+    return AttributeDirections(directions.names, directions.readout, directions.intercept, vectors,
+                               directions.spread, directions.shift)
+
+
 def fit_directions(w: np.ndarray, y: np.ndarray, names: tuple[str, ...], spread: np.ndarray, shift: np.ndarray,
                    l2: float = 10.0) -> AttributeDirections:
     readout, intercept = fit_readout(w, y, l2)

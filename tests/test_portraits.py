@@ -15,10 +15,13 @@ from surrogate.cli import cli
 from surrogate.portrait_directions import (
     AttributeDirections,
     DirectionsError,
+    GenderBoundary,
+    boundary_gender_vector,
     conditioned_directions,
     fit_directions,
     fit_logistic,
     read_gender_labels,
+    with_vector,
 )
 from surrogate.stats import auc
 
@@ -55,6 +58,28 @@ def test_penalised_directions_still_move_the_readout_and_move_the_penalised_mode
     assert moved_penalised[0] < 0.5 * moved_plain[0]
     # the price: longer steps in w
     assert np.all(np.linalg.norm(penalised, axis=1) >= np.linalg.norm(plain, axis=1) - 1e-6)
+
+
+def test_gender_steps_along_the_boundary_normal_and_leaves_the_other_readouts_alone() -> None:
+    rng = np.random.default_rng(3)
+    readout = rng.standard_normal((3, 64))
+    readout[2] += 1.5 * readout[0]  # gender's read-out entangled with another attribute's
+    directions = AttributeDirections(("yaw", "AU12", "gender"), readout.astype(np.float32), np.zeros(3, np.float32),
+                                     conditioned_directions(readout), np.ones(3, np.float32), np.zeros(3, np.float32))
+    normal = readout[2] + rng.standard_normal(64)  # the labels' boundary: near, not on, gender's read-out
+    boundary = GenderBoundary(normal.astype(np.float32), 0.0)
+    vector = boundary_gender_vector(directions, boundary)
+    edited = with_vector(directions, "gender", vector)
+    assert np.allclose(edited.readout @ edited.vectors.T, np.eye(3), atol=1e-4)  # one read-out unit, others 0
+    assert np.array_equal(edited.vectors[:2], directions.vectors[:2]) and edited.readout is directions.readout
+    cosine = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert cosine(vector, normal) > cosine(directions.vectors[2], normal)
+    others = readout[:2]
+    off_span = normal - others.T @ np.linalg.lstsq(others.T, normal, rcond=None)[0]
+    assert cosine(vector, off_span) > 0.9999  # the normal's own part, off the other read-outs
+    # a boundary whose normal lies in the other read-outs' span cannot move gender
+    with pytest.raises(DirectionsError, match="does not move"):
+        boundary_gender_vector(directions, GenderBoundary(readout[0].astype(np.float32), 0.0))
 
 
 def test_directions_file_round_trip_and_bad_file(tmp_path: Path) -> None:
