@@ -49,6 +49,7 @@ from annotation.mapping import (
 )
 from annotation.question import GoldRule, Question
 from annotation.texts import load_texts
+from surrogate.batch import hold_per_subject
 from surrogate.imageio import ImageDecodeError, atomic_write_bytes, atomic_write_text, encode_png, load_image
 from surrogate.noise import image_seeds
 from surrogate.schema import AttributeSchema
@@ -240,7 +241,9 @@ def publish_batch(
     one sitting, with the instructions and consent ``texts``.
 
     ``subjects`` (one private subject id per row): the seeds are dealt per subject instead of per row, so
-    every photo of one private person shows one surrogate person (identity-consistent methods: photoreal).
+    every photo of one private person shows one surrogate person (identity-consistent methods: photoreal),
+    and each subject's gender is rendered at its median over the subject's photos
+    (``surrogate.batch.hold_per_subject``; the private mapping records the values rendered).
     """
     batch_dir, mapping_path = Path(batch_dir), Path(mapping_path)
     methods = list(dict.fromkeys(methods))
@@ -294,6 +297,8 @@ def publish_batch(
     gold_labels = [rule.label for rule in gold_rules for _ in range(gold_per_rule)]
     if subjects is not None and len(subjects) != len(ids):
         raise PublishError(f"{len(subjects)} subject ids for {len(ids)} manifest rows")
+    if subjects is not None:  # one person, one surrogate person: their gender held at the median
+        values = hold_per_subject(values, subjects, schema.names)
     people = list(dict.fromkeys(subjects)) if subjects is not None else ids
     seeds = [int(s) for s in secret.permutation(image_seeds(seed, len(people) + len(gold_values)))]
     if subjects is None:

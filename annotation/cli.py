@@ -169,8 +169,8 @@ def annotate_group() -> None:
 @click.option(
     "--subject-column",
     metavar="COLUMN",
-    help="A manifest column of private subject ids (CSV): every photo of one subject gets one seed, so one "
-    "surrogate person (method photoreal keeps the person across attributes).",
+    help="A manifest column of private subject ids (CSV): every photo of one subject gets one seed and the "
+    "subject's median gender, so one surrogate person (method photoreal keeps the person across attributes).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a previous batch in --batch / an existing mapping.")
 def publish_command(

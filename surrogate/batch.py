@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,32 @@ class BatchResult:
         return self.already_done + self.rendered == self.planned
 
 
+# Attributes held at one value per private subject wherever surrogates are seeded by subject. One person's
+# photos are read at somewhat different genders (0.7 in one, 0.9 in the next), and the photoreal method
+# renders such a difference, so the subject's one surrogate person would change from photo to photo; the
+# median keeps it one person (docs/photoreal.md, "Identity").
+HELD_PER_SUBJECT = ("gender",)
+
+
+def hold_per_subject(values: np.ndarray, subjects: Sequence[Hashable], names: Sequence[str],
+                     held: Sequence[str] = HELD_PER_SUBJECT) -> np.ndarray:
+    """``values`` (N, A; columns ``names``) with each ``held`` attribute replaced, on every row, by its median
+    over the rows of that row's subject (a copy; attributes not in ``names`` are skipped)."""
+    values = np.array(values, dtype=np.float32, copy=True)
+    if len(subjects) != len(values):
+        raise ValueError(f"{len(subjects)} subjects for {len(values)} rows")
+    rows_of: dict[Hashable, list[int]] = {}
+    for row, subject in enumerate(subjects):
+        rows_of.setdefault(subject, []).append(row)
+    for name in held:
+        if name not in names:
+            continue
+        column = list(names).index(name)
+        for rows in rows_of.values():
+            values[rows, column] = np.float32(np.median(values[rows, column]))
+    return values
+
+
 def plan_items(ids: Sequence[str], source_rows: Sequence[int], shard: Shard, seed: int,
                n_per_row: int, subjects: Sequence[int] | None = None) -> list[BatchItem]:
     """Every image the shard owns, in row order. File names come from the row id (unique per file).
@@ -225,7 +251,8 @@ def run_batch(
 
     ``rejected`` rows (dicts with ``row`` = source row number, ``id``, ``reason``) go to the error
     CSV of the shard that owns their source row. Per-image failures are recorded, not raised.
-    ``subjects``: per-row subject numbers that seed the surrogates instead of the rows (``plan_items``).
+    ``subjects``: per-row subject numbers that seed the surrogates instead of the rows (``plan_items``);
+    each subject's ``HELD_PER_SUBJECT`` attributes are then rendered (and journaled) at its median.
     """
     if chunk_size < 1 or n_per_row < 1:
         raise BatchError("chunk_size and n_per_row must be >= 1")
@@ -240,6 +267,7 @@ def run_batch(
                "shards": shard.count, "attributes": list(renderer.schema.names)}
     if subjects is not None:  # only then, so that folders of earlier runs still resume
         options["seeded_by"] = "subject"
+        options["held_per_subject"] = [n for n in HELD_PER_SUBJECT if n in renderer.schema.names]
     check_run_options(out, options)
 
     journal = Journal(out / f"manifest{shard.tag}.jsonl")
@@ -251,6 +279,8 @@ def run_batch(
 
     if subjects is not None and len(subjects) != len(ids):
         raise BatchError(f"{len(subjects)} subject numbers for {len(ids)} rows")
+    if subjects is not None:
+        values = hold_per_subject(values, subjects, renderer.schema.names)
     items = plan_items(ids, source_rows, shard, seed, n_per_row, subjects)
     _remove_stale_temp_files(out, items)
     todo = [item for item in items if not journal.done(item, out)]

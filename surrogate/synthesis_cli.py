@@ -161,7 +161,8 @@ class BackendUnavailableExit(click.ClickException):
 @image_options
 @click.option("--subject-column", default=None, metavar="COLUMN",
               help="A column of non-negative subject numbers (CSV files): every row of subject s is seeded as "
-                   "row s would be (seed + s*n + k), so one private person gets one surrogate person.")
+                   "row s would be (seed + s*n + k), and rendered at the subject's median gender, so one "
+                   "private person gets one surrogate person.")
 @click.option("--triton-url", envvar="SURROGATE_TRITON_URL", default="127.0.0.1:8001", show_default=True,
               help="Triton host:port for --backend triton ($SURROGATE_TRITON_URL).")
 @click.option("--triton-protocol", envvar="SURROGATE_TRITON_PROTOCOL", type=click.Choice(["grpc", "http"]),

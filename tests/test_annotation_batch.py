@@ -349,6 +349,7 @@ def test_sessions_round_trip_through_both_platforms(tmp_path: Path) -> None:
 
 def test_subject_ids_give_one_seed_per_private_person(tmp_path: Path) -> None:
     table = load_manifest(_wide_manifest(tmp_path, 6))
+    table.values[:, table.schema.index("gender")] = [0.6, 0.2, 0.9, 0.4, 0.3, 0.7]  # photos read differently
     subjects = ["p1", "p2", "p1", "p3", "p2", "p1"]
     summary = _publish(table, tmp_path, "subjects", methods=("photoreal",), include_raw=False, size=64,
                       subjects=subjects, gold_rules=[])
@@ -360,6 +361,14 @@ def test_subject_ids_give_one_seed_per_private_person(tmp_path: Path) -> None:
     assert all(len(seeds) == 1 for seeds in by_subject.values())
     assert len({next(iter(s)) for s in by_subject.values()}) == 3  # three people, three seeds
     assert {e.method for e in mapping.items()} == {"photoreal"}
+    # and one gender per person: the median of their photos' readings, which the mapping records
+    g = table.schema.index("gender")
+    gender_of = {e.private_id: e.attributes[g] for e in mapping.items()}
+    for subject in set(subjects):
+        rows = [i for i, s in enumerate(subjects) if s == subject]
+        median = float(np.median(table.values[rows, g]))
+        assert all(gender_of[table.ids[i]] == pytest.approx(median, abs=1e-5) for i in rows)
+    assert gender_of[table.ids[0]] == pytest.approx(0.7)  # p1: median of 0.6, 0.9, 0.7
     with pytest.raises(PublishError, match="renders"):
         _publish(table, tmp_path, "size", methods=("photoreal",), size=16)
     with pytest.raises(PublishError, match="subject ids"):

@@ -226,6 +226,14 @@ def test_subject_column_gives_every_row_of_a_subject_one_seed(tmp_path: Path) ->
     # subject s's surrogate k has the seed row s would have had: seed + s*n + k
     assert [seeds[(r, 0)] for r in range(4)] == [5 + 7 * 2, 5 + 2 * 2, 5 + 7 * 2, 5 + 3 * 2]
     assert seeds[(0, 1)] == seeds[(2, 1)] == 5 + 7 * 2 + 1
+    # subject 7's two rows are rendered (and journaled) at the median of their genders; the others as read
+    from surrogate.adapters import read_attributes
+
+    gender = read_attributes(attributes).values[:, DEFAULT_SCHEMA.index("gender")]
+    rendered = {int(r["row"]): float(r["gender"]) for r in read_csv(tmp_path / "out" / "manifest.csv")}
+    assert gender[0] != gender[2]
+    assert rendered[0] == rendered[2] == pytest.approx(float(np.median(gender[[0, 2]])), abs=1e-4)
+    assert rendered[1] == pytest.approx(float(gender[1]), abs=1e-4)
     missing = CliRunner().invoke(synthesize_batch_command, [*base, "--out", str(tmp_path / "m"),
                                                             "--subject-column", "person"])
     assert missing.exit_code == 1 and "'person' is not a column" in missing.output
