@@ -51,7 +51,7 @@ ICT_DATA_ENV = "SURROGATE_ICT_DATA"
 # (pyproject.toml package-data, bentofile.yaml include).
 ICT_DATA_DIR = Path(__file__).resolve().parent / "third_party" / "ict_facekit"
 # Version of what this model draws: a 3-D surrogate depends only on (attributes, seed, model, this).
-ICT_MODEL_VERSION = "4"
+ICT_MODEL_VERSION = "5"
 FACE_MODEL_ICT = "face_model_3d_ict"
 
 # AU -> (blendshape, weight at full activation): the kit's FACS table (AU04 browDown, AU05 eyeWide, AU06
@@ -86,10 +86,12 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
 # as 2.3 of 5 with 0.8) and whose opened eye it then reads as less eyeSquint (AU07). AU07's
 # 0.6 lifts the low intensities that MediaPipe's eyeSquint otherwise reads below its rest level; AU12's
 # 1.0 keeps the strongest smiles from tightening the lips into what MediaPipe reads as mouthPress (AU23)
-# (docs/face_model.md, "Why AU05, AU07 and AU23 read weakly").
+# (docs/face_model.md, "Why AU05, AU07 and AU23 read weakly"). AU04's 1.2 holds back the middle of the
+# range, which read above the request once the cheek raise was drawn once (``drawn_au06``), and its gain
+# of 4.0 reaches the top of the scale with the eyes still open (docs/face_model.md, "On the corpus draw").
 AU_CURVE: dict[str, tuple[float, float]] = {au: (1.0, 1.0) for au in SUPPORTED_AUS}
 AU_CURVE.update({
-    "AU04": (3.5, 0.8),
+    "AU04": (4.0, 1.2),
     "AU05": (4.5, 1.6),
     "AU06": (1.5, 0.8),
     "AU07": (3.0, 0.6),
