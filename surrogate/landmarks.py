@@ -136,8 +136,19 @@ def raw_au_levels(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     blendshapes = np.asarray(blendshapes, np.float32)
     levels = {au: blendshapes[..., [_BLENDSHAPE_INDEX[n] for n in names]].mean(-1)
               for au, names in AU_BLENDSHAPES.items()}
-    levels["AU06"] = np.sqrt(levels[AU06_PROXY[0]] * levels[AU06_PROXY[1]])
+    levels["AU06"] = au06_level(levels[AU06_PROXY[0]], levels[AU06_PROXY[1]])
     return {au: levels[au] for au in AU_CALIBRATION}
+
+
+def au06_level(au07_level: np.ndarray, au12_level: np.ndarray) -> np.ndarray:
+    """AU06's proxy level (``AU06_PROXY``): the geometric mean of the eye-squint and smile levels."""
+    return np.sqrt(au07_level * au12_level)
+
+
+def intensity(au: str, level: np.ndarray) -> np.ndarray:
+    """An AU's level -> its intensity 0-5 (``AU_CALIBRATION``)."""
+    rest, strong = AU_CALIBRATION[au]
+    return 5.0 * np.clip((level - rest) / (strong - rest), 0.0, 1.0)
 
 
 def implied_au06(au07: np.ndarray | float, au12: np.ndarray | float) -> np.ndarray:
@@ -146,19 +157,14 @@ def implied_au06(au07: np.ndarray | float, au12: np.ndarray | float) -> np.ndarr
     so that a cheek raise the squint and the smile already account for is not drawn twice."""
     levels = []
     for au, value in zip(AU06_PROXY, (au07, au12), strict=True):
-        rest, strong = AU_CALIBRATION[au]
+        rest, strong = AU_CALIBRATION[au]  # intensity() inverted
         levels.append(rest + (strong - rest) * np.clip(np.asarray(value, np.float32), 0.0, 5.0) / 5.0)
-    rest, strong = AU_CALIBRATION["AU06"]
-    return (5.0 * np.clip((np.sqrt(levels[0] * levels[1]) - rest) / (strong - rest), 0.0, 1.0)).astype(np.float32)
+    return intensity("AU06", au06_level(*levels)).astype(np.float32)
 
 
 def aus_from_blendshapes(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     """AU intensities 0-5 (``AU_CALIBRATION``) for (..., 52) blendshapes."""
-    out = {}
-    for au, level in raw_au_levels(blendshapes).items():
-        rest, strong = AU_CALIBRATION[au]
-        out[au] = 5.0 * np.clip((level - rest) / (strong - rest), 0.0, 1.0)
-    return out
+    return {au: intensity(au, level) for au, level in raw_au_levels(blendshapes).items()}
 
 
 # Readers still open at exit are let go while MediaPipe can still tell that the process is shutting down.
