@@ -53,6 +53,15 @@ def draw_rows(n: int, rng: np.random.Generator, yaw: float, pitch: float, roll: 
     return rows
 
 
+def draw_pool(path: str, rows: str, n: int, seed: int) -> np.ndarray:
+    """``n`` (N, A) DEFAULT_SCHEMA rows drawn from rows start:stop of a canonical attribute CSV (with
+    replacement only where the pool is smaller than ``n``)."""
+    from benchmarks.bench_photoreal import read_rows
+
+    pool = read_rows(path, rows)
+    return pool[np.random.default_rng(seed).choice(len(pool), n, replace=len(pool) < n)]
+
+
 def upscale(face: np.ndarray, size: int) -> np.ndarray:
     """RGB face upscaled (bicubic) to ``size`` pixels; 0 keeps its own size."""
     from PIL import Image
@@ -186,10 +195,7 @@ def main() -> None:
     from surrogate.synthesis_3d import render_surrogates_3d
 
     if args.pool:
-        from benchmarks.bench_photoreal import read_rows
-
-        pool = read_rows(args.pool, args.rows)
-        values = pool[np.random.default_rng(args.seed).choice(len(pool), args.n, replace=len(pool) < args.n)]
+        values = draw_pool(args.pool, args.rows, args.n, args.seed)
         rows = {name: values[:, k] for k, name in enumerate(DEFAULT_SCHEMA.names)}
     else:
         rows = draw_rows(args.n, np.random.default_rng(args.seed), args.yaw, args.pitch, args.roll)

@@ -32,7 +32,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from face_model_readback import draw_rows, upscale  # this folder (the script is run as a file)
+from face_model_readback import draw_pool, draw_rows, upscale  # this folder (the script is run as a file)
 
 from surrogate.stats import pearson
 
@@ -70,10 +70,7 @@ def tables(seeds: list[int], n: int, sizes: list[int], pool: str | None = None, 
     from surrogate.schema import DEFAULT_SCHEMA
 
     if pool:
-        from benchmarks.bench_photoreal import read_rows
-
-        values = read_rows(pool, pool_rows)
-        values = values[np.random.default_rng(seeds[0]).choice(len(values), min(n, len(values)), replace=False)]
+        values = draw_pool(pool, pool_rows, n, seeds[0])
         face_seeds = [seeds[0] * 100_000 + i for i in range(len(values))]
         request = {name: values[:, k] for k, name in enumerate(DEFAULT_SCHEMA.names)}
     else:
