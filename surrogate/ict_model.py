@@ -51,7 +51,7 @@ ICT_DATA_ENV = "SURROGATE_ICT_DATA"
 # (pyproject.toml package-data, bentofile.yaml include).
 ICT_DATA_DIR = Path(__file__).resolve().parent / "third_party" / "ict_facekit"
 # Version of what this model draws: a 3-D surrogate depends only on (attributes, seed, model, this).
-ICT_MODEL_VERSION = "5"
+ICT_MODEL_VERSION = "6"
 FACE_MODEL_ICT = "face_model_3d_ict"
 
 # AU -> (blendshape, weight at full activation): the kit's FACS table (AU04 browDown, AU05 eyeWide, AU06
@@ -74,8 +74,10 @@ AU_BLENDSHAPES: dict[str, tuple[tuple[str, float], ...]] = {
     "AU15": (("mouthFrown_L", 1.0), ("mouthFrown_R", 1.0)),
     "AU17": (("mouthShrugLower", 1.0),),
     "AU20": (("mouthStretch_L", 1.0), ("mouthStretch_R", 1.0)),
-    # Lip tightener (not in the kit's table): lips pressed together and rolled in, the red narrowed.
-    "AU23": (("mouthPress_L", 1.0), ("mouthPress_R", 1.0), ("mouthRollUpper", 0.35), ("mouthRollLower", 0.35)),
+    # Lip tightener (not in the kit's table): the red narrowed by rolling the lips in, pressed together a
+    # little. The kit's full mouthPress also pushes the lower lip and chin up and forward, which a reader
+    # does not take for a tightener on a smiling mouth; the roll-in is what it reads, smiling or not.
+    "AU23": (("mouthPress_L", 0.5), ("mouthPress_R", 0.5), ("mouthRollUpper", 0.6), ("mouthRollLower", 0.6)),
     "AU25": (("jawOpen", 0.08), ("mouthLowerDown_L", 0.5), ("mouthLowerDown_R", 0.5)),
     "AU26": (("jawOpen", 0.45),),
     "AU45": (("eyeBlink_L", 1.0), ("eyeBlink_R", 1.0)),
@@ -96,7 +98,7 @@ AU_CURVE.update({
     "AU06": (1.5, 0.8),
     "AU07": (3.0, 0.6),
     "AU12": (1.8, 1.0),
-    "AU23": (2.5, 0.8),
+    "AU23": (2.5, 1.0),
 })
 
 
