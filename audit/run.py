@@ -30,13 +30,14 @@ def _demo_repository(out: Path) -> Path:
     return folder
 
 
-# The service's two methods, plus "3d-ict": the 3-D path drawn by the ICT-FaceKit face model.
-AUDIT_METHODS = ("3d", "gan", "3d-ict", "photoreal")
+# The service's methods, plus "3d-parametric": the 3-D path drawn by the hand-built parametric face model,
+# which "3d" (the ICT-FaceKit model) replaced as the default.
+AUDIT_METHODS = ("3d", "gan", "3d-parametric", "photoreal")
 
 
 def _synthesis_method(method: str) -> str:
     """The service method whose attribute schema an audit method consumes."""
-    return "3d" if method == "3d-ict" else method
+    return "3d" if method == "3d-parametric" else method
 
 
 def resolve_models(config: AuditConfig, out: Path) -> tuple[str | None, Any, str, dict[str, str]]:
@@ -76,12 +77,12 @@ def make_surrogates(
 ) -> list[np.ndarray]:
     from surrogate.synthesis import PHOTOREAL_SIZES, reorder, resize_images, synthesize
 
-    if method == "3d-ict":
+    if method == "3d-parametric":
         from surrogate.schema import DEFAULT_SCHEMA
         from surrogate.synthesis_3d import render_surrogates_3d
 
         rows = values if faces.schema is None else reorder(values, faces.schema, DEFAULT_SCHEMA)
-        return list(render_surrogates_3d(DEFAULT_SCHEMA, rows, seeds, size=size, model="ict"))
+        return list(render_surrogates_3d(DEFAULT_SCHEMA, rows, seeds, size=size, model="parametric"))
     if method == "photoreal" and size not in PHOTOREAL_SIZES:  # it frames at 64, 128 or 256 px only
         images = resize_images(synthesize(method, values, seeds, schema=faces.schema, size=64), size)
     else:
@@ -332,11 +333,13 @@ def _distinct_pairs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _model_versions(repository: str | None, methods: list[str]) -> dict[str, int]:
     """The version of each repository model the audited methods use (the newest, as synthesis picks it)."""
-    if "3d-ict" in methods:
+    face_models = {"3d": "ict", "3d-parametric": "parametric"}
+    if any(m in face_models for m in methods):
         from surrogate.synthesis_3d import model_version
 
-        name, version = model_version("ict")
-        return {name: int(version), **_model_versions(repository, [m for m in methods if m != "3d-ict"])}
+        drawn = dict(model_version(face_models[m]) for m in methods if m in face_models)
+        rest = [m for m in methods if m not in face_models]
+        return {name: int(version) for name, version in drawn.items()} | _model_versions(repository, rest)
     if "photoreal" in methods:
         from surrogate.photoreal import PHOTOREAL_MODEL, PHOTOREAL_VERSION
 

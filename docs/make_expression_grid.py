@@ -28,7 +28,7 @@ EXPRESSIONS = {
     "neutral": {},
 }
 YAWS = (-30.0, -15.0, 0.0, 15.0, 30.0)
-TITLES = {"gan": "conditional BEGAN-CS", "3d": "3-D face model", "photoreal": "photoreal portraits"}
+TITLES = {"gan": "conditional BEGAN-CS", "3d": "3-D face model (ICT)", "photoreal": "photoreal portraits"}
 
 
 def grid_values() -> np.ndarray:

@@ -61,7 +61,7 @@ def main() -> None:
     ax.text(0.0, 0.5, caption, family="monospace", fontsize=10, va="center")
     ax.set_title("attributes only")
     ax.axis("off")
-    methods = (("3-D face model", three_d), ("conditional BEGAN-CS", gan), ("photoreal portraits", photoreal))
+    methods = (("3-D face model (ICT)", three_d), ("conditional BEGAN-CS", gan), ("photoreal portraits", photoreal))
     for row, (name, images) in enumerate(methods):
         for col, (seed, image) in enumerate(zip(seeds, images, strict=True)):
             ax = fig.add_subplot(grid[row, 3 + col])

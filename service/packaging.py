@@ -16,11 +16,12 @@ from surrogate.runtime import ModelInfo
 
 def producing_model(method: str, gan: ModelInfo | None) -> dict[str, Any] | None:
     """``{"name", "version"}`` of what drew a surrogate: the served generator, or the 3-D face model at
-    the renderer's version (a surrogate depends only on attributes, seed and this)."""
+    its version (a surrogate depends only on attributes, seed and this)."""
     if method == "3d":
-        from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION
+        from surrogate.synthesis_3d import model_version
 
-        return {"name": FACE_MODEL_3D, "version": int(RENDERER_VERSION)}
+        name, version = model_version()
+        return {"name": name, "version": int(version)}
     return {"name": gan.name, "version": gan.version} if gan is not None else None
 
 

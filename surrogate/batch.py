@@ -359,7 +359,6 @@ def embedded_renderer(method: str, *, repository: str | os.PathLike[str] | None 
                       size: int | None = None, rgb: bool = False) -> Renderer:
     """``surrogate.synthesis.synthesize`` in this process (onnxruntime for gan, OpenVINO for photoreal, the
     3-D renderer)."""
-    from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION
     from surrogate.synthesis import GAN_MODEL, check_size, default_repository, method_schema, synthesize
 
     check_size(method, size)
@@ -374,7 +373,9 @@ def embedded_renderer(method: str, *, repository: str | os.PathLike[str] | None 
 
         model, version = PHOTOREAL_MODEL, str(PHOTOREAL_VERSION)
     else:
-        model, version = FACE_MODEL_3D, RENDERER_VERSION
+        from surrogate.synthesis_3d import model_version
+
+        model, version = model_version()
 
     def render(values: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         return synthesize(method, values, seeds, schema=schema, repository=repository, size=size, rgb=rgb)

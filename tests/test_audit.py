@@ -139,7 +139,7 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
     config = tmp_path / "audit.toml"
     config.write_text(
         f'[audit]\nout = "{tmp_path / "out"}"\nrepository = "demo"\nestimator = "demo"\n'
-        'methods = ["3d", "gan", "3d-ict"]\n'
+        'methods = ["3d", "gan", "3d-parametric"]\n'
         f'[audit.synthetic]\nidentities = 8\n[audit.real]\nlfw = 10\n'
         f'[audit.memorisation]\nsamples = 20\ncontrols = 10\n[audit.fidelity]\nfer_model = "{fer_model}"\n'
     )
@@ -154,8 +154,8 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
     assert set(report) >= {"config", "environment", "models", "attributes_only", "identity", "memorisation",
                            "fidelity", "elapsed_s"}
     assert report["attributes_only"]["passed"] is True
-    assert report["models"]["methods"] == ["3d", "gan", "3d-ict"]
-    assert report["models"]["versions"]["face_model_3d_ict"] >= 1
+    assert report["models"]["methods"] == ["3d", "gan", "3d-parametric"]
+    assert report["models"]["versions"]["face_model_3d_ict"] >= 6 and report["models"]["versions"]["face_model_3d"] >= 2
     real = report["identity"]["real"]["probes"]
     control = real["control: degraded copy"]["ranks"][0]
     assert control["accuracy"] > control["chance"] + 5 * control["chance_se"]  # identity is found when present
@@ -166,7 +166,7 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
     assert report["identity"]["real"]["null"]["neighbours"] == 5 and report["identity"]["real"]["alpha"] == 0.05
     verdicts = {"within chance", "attribute-level match (not above the attribute-matched null)",
                 "identity leak (above the attribute-matched null)"}
-    for method in ("3d", "gan", "3d-ict"):
+    for method in ("3d", "gan", "3d-parametric"):
         assert set(real[f"surrogate {method}"]) >= {"ranks", "verdict", "same_person_fraction", "p_vs_chance",
                                                      "p_vs_null", "null", "verdict_vs_chance"}
         assert real[f"surrogate {method}"]["verdict"] in verdicts
@@ -176,11 +176,11 @@ def test_ci_audit_report_structure_and_positive_control(tmp_path: Path, fer_mode
         assert 0.0 <= rank1["accuracy"] <= 1.0 and rank1["chance"] == pytest.approx(1 / 8)
     memo = report["memorisation"]
     assert memo["control: degraded training copies"]["flagged_fraction"] == 1.0
-    assert set(memo["methods"]) == {"3d", "gan", "3d-ict"} and memo["threshold"] > 0
-    assert set(memo["blur_matched"]) == {"3d", "gan", "3d-ict"}
+    assert set(memo["methods"]) == {"3d", "gan", "3d-parametric"} and memo["threshold"] > 0
+    assert set(memo["blur_matched"]) == {"3d", "gan", "3d-parametric"}
     assert all(row["control_flagged_fraction"] == 1.0 for row in memo["blur_matched"].values())
     emotion = report["fidelity"]["emotion"]["sets"]
-    assert set(emotion["real"]["versions"]) == {"raw (degraded copy)", "3d", "gan", "3d-ict"}
+    assert set(emotion["real"]["versions"]) == {"raw (degraded copy)", "3d", "gan", "3d-parametric"}
     assert 0.0 <= emotion["real"]["versions"]["3d"]["joy"]["agreement"] <= 1.0
     assert set(report["fidelity"]["recovery"]["surrogate 3d"]) == {"yaw", "pitch", "roll", "AU04", "AU05", "AU06",
                                                                      "AU07", "AU12", "AU23", "gender"}

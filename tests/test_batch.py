@@ -32,8 +32,8 @@ from surrogate.batch import (  # noqa: E402
     plan_items,
     run_batch,
 )
+from surrogate.ict_model import ICT_MODEL_VERSION  # noqa: E402
 from surrogate.imageio import load_image  # noqa: E402
-from surrogate.render import RENDERER_VERSION
 from surrogate.runtime import row_seed  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
 from surrogate.synthesis_cli import synthesize_batch_command, synthesize_command  # noqa: E402
@@ -112,7 +112,7 @@ def test_same_images_as_surrogate_synthesize_and_shards_add_up(tmp_path: Path, r
         theirs = load_image(tmp_path / "ref" / f"{r['id']}_{r['k']}.png", grayscale=True)
         np.testing.assert_array_equal(ours, theirs)
         assert r["method"] == method and r["backend"] == "embedded"
-        expected = ("gan_generator", "1") if method == "gan" else ("face_model_3d", RENDERER_VERSION)
+        expected = ("gan_generator", "1") if method == "gan" else ("face_model_3d_ict", ICT_MODEL_VERSION)
         assert (r["model"], r["version"]) == expected
         data = (tmp_path / "batch" / r["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == r["sha256"]

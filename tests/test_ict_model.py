@@ -158,9 +158,11 @@ def test_surrogates_3d_with_the_ict_model() -> None:
     np.testing.assert_array_equal(a[0], a[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert np.abs(a[0].astype(int) - a[2]).mean() > 2  # another seed, another person and backdrop
-    old = render_surrogates_3d(DEFAULT_SCHEMA, values[:1], [1])
-    assert np.abs(old[0].astype(int) - a[0]).mean() > 5  # the default is still the parametric model
-    assert model_version("ict") == (im.FACE_MODEL_ICT, im.ICT_MODEL_VERSION)
+    default = render_surrogates_3d(DEFAULT_SCHEMA, values[:1], [1])
+    np.testing.assert_array_equal(default[0], a[0])  # the default face model since version 6
+    old = render_surrogates_3d(DEFAULT_SCHEMA, values[:1], [1], model="parametric")
+    assert np.abs(old[0].astype(int) - a[0]).mean() > 5  # the parametric model stays selectable
+    assert model_version("ict") == model_version() == (im.FACE_MODEL_ICT, im.ICT_MODEL_VERSION)
     with pytest.raises(ValueError, match="face_model"):
         render_surrogates_3d(DEFAULT_SCHEMA, values, [1, 2, 3], model="ict2")
 

@@ -33,9 +33,9 @@ from service.demo_models import write_demo_repository  # noqa: E402
 from service.testing import EXAMPLE_RECORD, running_service  # noqa: E402
 from surrogate.imageio import decode_image, encode_png  # noqa: E402
 from surrogate.noise import z_batch  # noqa: E402
-from surrogate.render import FACE_MODEL_3D, RENDERER_VERSION  # noqa: E402
 from surrogate.runtime import OnnxRuntimeBackend  # noqa: E402
 from surrogate.schema import DEFAULT_SCHEMA  # noqa: E402
+from surrogate.synthesis_3d import model_version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = EXAMPLE_RECORD
@@ -126,7 +126,7 @@ def test_json_response_carries_model_seed_attributes(server) -> None:
     assert decode_image(base64.b64decode(images[0]["png_base64"])).shape[:2] == (32, 32)
     drawn_3d = post(url, "/synthesize", json={"records": [RECORD], "n": 2, "method": "3d"}).json()["images"]
     assert {(i["method"], i["model"]["name"], i["model"]["version"]) for i in drawn_3d} == {
-        ("3d", FACE_MODEL_3D, int(RENDERER_VERSION))
+        ("3d", "face_model_3d_ict", int(model_version()[1]))  # the default face model since ICT v6
     }
 
 
@@ -210,9 +210,9 @@ def test_attribute_file_upload_gives_zip_with_row_status(server) -> None:
     status_3d = zipfile.ZipFile(io.BytesIO(drawn_3d.content)).read("status.csv").decode()
     rows_3d = list(csv.DictReader(io.StringIO(status_3d)))
     assert {(r["method"], r["model"], r["model_version"]) for r in rows_3d} == {
-        ("3d", FACE_MODEL_3D, RENDERER_VERSION)
+        ("3d", *model_version())
     }
-    assert drawn_3d.headers["X-Surrogate-Model"] == FACE_MODEL_3D
+    assert drawn_3d.headers["X-Surrogate-Model"] == "face_model_3d_ict"
     assert sorted(n for n in archive.namelist() if n.endswith(".png")) == [
         "images/a_0.png",
         "images/a_1.png",
