@@ -37,6 +37,7 @@ def test_shipped_configs_load() -> None:
     ({"train": {"steps": "many"}}, "train.steps must be an integer"),
     ({"model": {"channels": 2}}, "model.channels"),
     ({"data": {"mode": "magic"}}, "data.mode"),
+    ({"data": {"face_model": "ict2"}}, "data.face_model must be one of parametric, ict"),
     ({"attributes": ["yaw", "AU99"]}, "AU99"),
 ])
 def test_bad_config_values_are_named(data: dict, message: str) -> None:
@@ -72,6 +73,19 @@ def test_render_chunk_is_deterministic_and_labelled() -> None:
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_allclose(DEFAULT_SCHEMA.denormalise(a.attributes), a.values, atol=1e-4)
     assert a.lighting.min() >= 0 and a.lighting.max() <= 1
+
+
+def test_render_chunk_draws_the_configured_face_model() -> None:
+    """``data.face_model = "ict"`` draws the same rows (attributes, identity, scene) with the ICT head."""
+    from dataclasses import replace
+
+    config = load_config(TINY)
+    ict = replace(config, data=replace(config.data, face_model="ict"))
+    parametric = render_chunk(config, np.random.default_rng([1, 2]), 3, randomise_scene=False)
+    drawn = render_chunk(ict, np.random.default_rng([1, 2]), 3, randomise_scene=False)
+    np.testing.assert_array_equal(parametric.values, drawn.values)  # the same labels ...
+    assert np.abs(parametric.images.astype(int) - drawn.images).mean() > 5  # ... on another head
+    assert load_config(ROOT / "configs" / "recon" / "cpu_ict.toml").data.face_model == "ict"
 
 
 def test_augmentation_is_seeded_and_in_range() -> None:

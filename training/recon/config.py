@@ -53,6 +53,9 @@ class DataConfig:
     pool_size: int = 4096
     refresh: int = 64  # new faces per step in pool mode (a multiple of chunk)
     render_size: int = 0  # 0 = model.image_size
+    # rendered modes: the 3-D face model drawing the faces, one of surrogate.synthesis_3d.FACE_MODELS
+    # ("ict": the scanned ICT-FaceKit head; the identity head then learns its identity coefficients)
+    face_model: str = "parametric"
     attribute_distribution: str = "coverage"  # "coverage" (whole valid range) or "synth" (surrogate.training_data's)
     neutral_au_probability: float = 0.3  # each AU is exactly 0 with this probability
     pose_uniform_fraction: float = 0.6  # rest of the poses ~ N(0, limits/3), clipped
@@ -161,6 +164,10 @@ class ReconConfig:
             problems.append(f"data.held_out_fraction must be in [0, 1), not {self.data.held_out_fraction}")
         if not 0.0 <= self.data.flip_probability <= 1.0:
             problems.append(f"data.flip_probability must be in [0, 1], not {self.data.flip_probability}")
+        from surrogate.synthesis_3d import FACE_MODELS
+
+        if self.data.face_model not in FACE_MODELS:
+            problems.append(f"data.face_model must be one of {', '.join(FACE_MODELS)}, not {self.data.face_model!r}")
         if self.data.attribute_distribution not in ("coverage", "synth"):
             problems.append("data.attribute_distribution must be 'coverage' or 'synth'")
         pool_ok = self.data.refresh % self.data.chunk == 0 and self.data.pool_size >= self.train.batch_size
