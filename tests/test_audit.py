@@ -107,7 +107,7 @@ def test_config_rejects_unknown_keys_and_bad_types(tmp_path: Path) -> None:
 
 def test_shipped_configs_parse() -> None:
     root = Path(__file__).resolve().parent.parent / "configs" / "audit"
-    for name in ("ci.toml", "full.toml"):
+    for name in ("ci.toml", "full.toml", "face_models.toml"):
         config = AuditConfig.from_file(root / name)
         assert Path(config.out).is_absolute()
 
