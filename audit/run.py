@@ -333,13 +333,13 @@ def _distinct_pairs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _model_versions(repository: str | None, methods: list[str]) -> dict[str, int]:
     """The version of each repository model the audited methods use (the newest, as synthesis picks it)."""
-    face_models = {"3d": "ict", "3d-parametric": "parametric"}
-    if any(m in face_models for m in methods):
-        from surrogate.synthesis_3d import model_version
+    from surrogate.synthesis_3d import DEFAULT_FACE_MODEL, model_version
 
-        drawn = dict(model_version(face_models[m]) for m in methods if m in face_models)
+    face_models = {"3d": DEFAULT_FACE_MODEL, "3d-parametric": "parametric"}
+    if any(m in face_models for m in methods):
+        drawn = (model_version(face_models[m]) for m in methods if m in face_models)
         rest = [m for m in methods if m not in face_models]
-        return {name: int(version) for name, version in drawn.items()} | _model_versions(repository, rest)
+        return {name: int(version) for name, version in drawn} | _model_versions(repository, rest)
     if "photoreal" in methods:
         from surrogate.photoreal import PHOTOREAL_MODEL, PHOTOREAL_VERSION
 

@@ -10,6 +10,7 @@ from ``noise.scene_rng(seed)``, and the lighting is a fixed neutral studio set-u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,18 @@ def model_version(face_model: str = DEFAULT_FACE_MODEL) -> tuple[str, str]:
     return FACE_MODEL_3D, RENDERER_VERSION
 
 
+def render_params(params: Sequence[FaceParams], size: int, model: str = DEFAULT_FACE_MODEL,
+                  **options: Any) -> np.ndarray:
+    """Render ``FaceParams`` with the face model ``model`` (one of ``FACE_MODELS``) -> uint8 (N, size, size)[, 3];
+    ``options`` (``rgb``, ``backgrounds``, ``supersample``) as for ``surrogate.render.render_batch``. The one
+    place a face model's name picks its renderer (surrogates, synthetic datasets, recon training data)."""
+    if check_face_model(model) == "ict":
+        from surrogate.ict_model import render_ict_batch
+
+        return render_ict_batch(params, size, **options)
+    return render_batch(params, size, **options)
+
+
 def surrogate_params(schema: AttributeSchema, values: np.ndarray, seed: int) -> FaceParams:
     """FaceParams of one 3-D surrogate: the row's attributes + a seed-derived identity and tone."""
     identity = noise.identity_from_seed(seed, N_IDENTITY)
@@ -84,10 +97,10 @@ def render_surrogates_3d(
         raise ValueError(f"got {len(seeds)} seeds for {len(values)} attribute rows")
     params = [surrogate_params(schema, row, noise.check_seed(seed)) for row, seed in zip(values, seeds, strict=True)]
     if model == "ict":
-        from surrogate.ict_model import render_ict_batch
-
         # Drawn after skin and hair, so both models give a seed the same tones.
-        backgrounds = [float(noise.scene_rng(seed).uniform(0.0, 1.0, size=3)[2]) for seed in seeds]
+        draws = [float(noise.scene_rng(seed).uniform(0.0, 1.0, size=3)[2]) for seed in seeds]
         low, high = ICT_BACKGROUND_RANGE
-        return render_ict_batch(params, size, rgb=rgb, backgrounds=[low + (high - low) * b for b in backgrounds])
-    return render_batch(params, size, rgb=rgb, backgrounds=[STUDIO_BACKGROUND] * len(params))
+        backgrounds = [low + (high - low) * b for b in draws]
+    else:
+        backgrounds = [STUDIO_BACKGROUND] * len(params)
+    return render_params(params, size, model, rgb=rgb, backgrounds=backgrounds)

@@ -399,12 +399,9 @@ def synthesize_dataset(
 def _render_and_save(batch: Sequence[tuple[Path, FaceParams, Any]], size: int, rgb: bool,
                      face_model: str = "parametric") -> None:
     """Render one batch and write its PNGs (atomically); runs in a worker process when --workers > 1."""
-    if face_model == "ict":
-        from surrogate.ict_model import render_ict_batch as render_batch
-    else:
-        from surrogate.render import render_batch
+    from surrogate.synthesis_3d import render_params
 
-    images = render_batch([b[1] for b in batch], size, rgb=rgb, backgrounds=[b[2] for b in batch])
+    images = render_params([b[1] for b in batch], size, face_model, rgb=rgb, backgrounds=[b[2] for b in batch])
     for (path, _, _), image in zip(batch, images, strict=True):
         save_png(path, image)
 

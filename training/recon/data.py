@@ -117,8 +117,7 @@ def render_chunk(
     """Sample n faces and render them. ``randomise_scene=False`` gives plain, centred, well-lit faces
     with random identity and skin only (the "clean" held-out set)."""
     from surrogate.face_model import N_IDENTITY, params_from_attributes
-    from surrogate.ict_model import render_ict_batch
-    from surrogate.render import render_batch
+    from surrogate.synthesis_3d import render_params
 
     schema = config.schema
     aug = config.augment
@@ -156,8 +155,8 @@ def render_chunk(
                        for i in range(n)]
         if all(b is None for b in backgrounds):
             backgrounds = None
-    draw = render_ict_batch if config.data.face_model == "ict" else render_batch
-    images = np.asarray(draw(params, size, rgb=rgb, backgrounds=backgrounds), dtype=np.uint8)
+    images = np.asarray(render_params(params, size, config.data.face_model, rgb=rgb, backgrounds=backgrounds),
+                        dtype=np.uint8)
     images = images.transpose(0, 3, 1, 2) if rgb else images[:, None]
     return RenderedChunk(
         images=np.ascontiguousarray(images),
