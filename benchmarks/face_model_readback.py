@@ -27,7 +27,9 @@ tightened lids at full strength at once, which the independent draw often does).
   the upscaled image. Reported as ROC AUC for requested P(male) > 0.5 (and r against it).
 
 Prints, per face model: the share of faces found and Pearson r (requested vs read) per attribute over the
-faces found. Pose signs follow each reader's own convention, so compare |r|.
+faces found. Pose signs follow each reader's own convention, so compare |r|. With ``mediapipe``, whose
+readings are in the request's units (degrees, the 0-5 AU scale), a second row gives the least-squares slope
+of the reading on the request: 1 when a face reads as strongly as it was asked to.
 """
 
 from __future__ import annotations
@@ -234,6 +236,10 @@ def main() -> None:
             joy = emotion.probabilities(list(faces))[:, JOY]
             cells.append(f"{pearson(rows['AU12'], joy):.2f}")
         print("| " + " | ".join(cells) + f" |  ({time.perf_counter() - start:.0f} s)", flush=True)
+        if args.reader == "mediapipe":  # its readings share the request's units: r hides a scale error
+            slopes = [np.polyfit(rows[name][found], read[name][found], 1)[0] for name in reader.names]
+            print(f"| {model}: slope of read on requested | | " + " | ".join(f"{x:.2f}" for x in slopes)
+                  + " |" + " |" * (len(header) - 2 - len(slopes)), flush=True)
 
 
 if __name__ == "__main__":
