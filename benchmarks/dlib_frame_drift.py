@@ -14,6 +14,12 @@ tells a same-seed pair from a different-seed pair: scale-free, so comparable acr
 the same-seed figures by the yaw gap MediaPipe reads. ``--photoreal`` adds the photoreal method at the same
 pairs (about 2 s a render).
 
+``--distractors G`` adds an identification test that needs no absolute threshold: each pair's second frame is
+also rendered from G other seeds (people), and the seed counts as kept when its first frame is nearer to its
+own second frame than to all G others, which show the same pose and expression (chance: 1 / (G + 1)). It
+asks whether, across a change of pose and expression, a surrogate person stays more like itself than like
+any other surrogate person showing that frame: what a crowd worker needs to follow one person.
+
     PYTHONPATH=. .venv/bin/python benchmarks/dlib_frame_drift.py --pairs 150 [--photoreal] \\
         --attributes data/portraits_p2/attributes_images128c.csv --rows 9232:9832
 """
@@ -30,6 +36,7 @@ from surrogate.schema import DEFAULT_SCHEMA
 from surrogate.stats import auc
 
 SEED_BASE = 8_700_000_000  # fresh seeds, apart from the benchmarks' and the corpora's
+DISTRACTOR_BASE = 8_800_000_000
 YAW_GAPS = ((0, 10), (10, 20), (20, 30), (30, 90))
 
 
@@ -64,6 +71,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=150)
     parser.add_argument("--face-models", nargs="+", default=["ict", "parametric"])
     parser.add_argument("--photoreal", action="store_true", help="add the photoreal method (needs its model files)")
+    parser.add_argument("--distractors", type=int, default=0,
+                        help="G other seeds rendered at each second frame: the identification test")
     args = parser.parse_args()
 
     from surrogate.face_identity import DlibIdentity
@@ -73,9 +82,12 @@ def main() -> None:
     seeds = [SEED_BASE + i // 2 for i in range(len(values))]
     identity, reader = DlibIdentity(), MediaPipeEstimator()
     print(f"{args.pairs} seeds x 2 frames from rows {args.rows} of {args.attributes} (gender kept), 256 px colour")
+    g = args.distractors
+    identification = [f"identified among {g + 1} (chance {1 / (g + 1):.0%})"] if g else []
     print("| method | same seed < 0.5 | median | different seeds > 0.6 | median | ratio of medians | "
-          "verification AUC | " + " | ".join(f"yaw gap {lo}-{hi}: < 0.5" for lo, hi in YAW_GAPS) + " |")
-    print("|" + "---|" * (7 + len(YAW_GAPS)))
+          "verification AUC | " + " | ".join(f"yaw gap {lo}-{hi}: < 0.5" for lo, hi in YAW_GAPS) + " | "
+          + "".join(f"{c} | " for c in identification))
+    print("|" + "---|" * (7 + len(YAW_GAPS) + len(identification)))
     for method in [*args.face_models, *(["photoreal"] if args.photoreal else [])]:
         started = time.perf_counter()
         images = render(method, values, seeds)
@@ -95,11 +107,19 @@ def main() -> None:
         for lo, hi in YAW_GAPS:
             inside = both & (gap >= lo) & (gap < hi)
             by_gap.append(f"{(same[inside] < 0.5).mean():.0%} of {inside.sum()}" if inside.any() else "-")
+        identified = ""
+        if g:
+            # every pair's second frame from G other people: is the seed's own second frame the nearest?
+            others = render(method, np.repeat(values[1::2], g, axis=0),
+                            [DISTRACTOR_BASE + i for i in range(args.pairs * g)])
+            other_descriptors = identity.describe(list(others))[0].reshape(args.pairs, g, -1)
+            nearest_other = np.linalg.norm(other_descriptors - pairs[:, :1], axis=2).min(axis=1)
+            identified = f" {(same < nearest_other).mean():.1%} |"
         print(f"| {method} | {(same < 0.5).mean():.1%} | {np.median(same):.3f} | {(different > 0.6).mean():.1%} | "
               f"{np.median(different):.3f} | {np.median(same) / np.median(different):.2f} | "
               f"{verification:.3f} | "
               + " | ".join(by_gap)
-              + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
+              + f" |{identified}  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
