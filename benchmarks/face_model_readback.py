@@ -1,8 +1,8 @@
 """Do outside models read the requested attributes back from 3-D surrogates? Both face models, same inputs.
 
-    .venv/bin/python benchmarks/face_model_readback.py [--n 300] [--size 64] [--reader dlib|mediapipe]
+    PYTHONPATH=. .venv/bin/python benchmarks/face_model_readback.py [--n 300] [--size 64] [--reader dlib|mediapipe]
         [--mediapipe-model ~/.cache/surrogate-faces/face-landmarker-0.1.1/face_landmarker.task] [--reader-size 256]
-    .venv/bin/python benchmarks/face_model_readback.py --reader recon [--recon-version 3] --no-emotion
+    PYTHONPATH=. .venv/bin/python benchmarks/face_model_readback.py --reader recon [--recon-version 3] --no-emotion
 
 Draws N attribute rows (yaw, pitch, roll uniform in +-``--yaw``/``--pitch``/``--roll`` degrees; each of the
 six AUs 0 with probability 0.4, else uniform 0..5, independently; gender uniform), renders each row with
