@@ -112,8 +112,10 @@ def main() -> None:
                 note = f"   (|requested yaw| <= 30: r {pearson(values[inside, k], estimates[inside, j]):.3f})"
             if name == "AU06":
                 note = "   (no direction: MediaPipe's AU06 is a proxy of AU07 and AU12)"
-            print(f"  {name:6s} r {r:.3f}  requested mean {values[hit, k].mean():6.2f} sd {values[hit, k].std():5.2f}"
-                  f"  read mean {estimates[hit, j].mean():6.2f} sd {estimates[hit, j].std():5.2f}{note}")
+            slope = np.polyfit(values[hit, k], estimates[hit, j], 1)[0]  # r hides a face that reads too weakly
+            print(f"  {name:6s} r {r:.3f}  slope {slope:5.2f}  requested mean {values[hit, k].mean():6.2f} "
+                  f"sd {values[hit, k].std():5.2f}  read mean {estimates[hit, j].mean():6.2f} "
+                  f"sd {estimates[hit, j].std():5.2f}{note}")
     labels = requested_gender > 0.5
     print(f"\ngender (recon on the 64 px grey crop): AUC {auc(gender_read, labels):.3f} against requested > 0.5; "
           f"r {pearson(requested_gender, gender_read):.3f}")
