@@ -32,6 +32,10 @@ regressed (through 0) on the targets' change. The calibration's other entries ar
     PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --refinement 100 \
         --pool data/portraits_p2/attributes_images128c.csv --rows 8032:9232 \
         --out surrogate/portrait_models/photoreal_calibration.npz
+
+``--models DIR`` fits for another folder of model files (a trial's directions, a copy of the shipped folder
+with one file replaced) instead of the shipped one; ``benchmarks/photoreal_identity.py --models DIR`` makes
+its renders.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def corpus_data(args: argparse.Namespace, directions) -> tuple[np.ndarray, ...]:
     from surrogate.portrait_directions import AttributeDirections
 
     corpus = Path(args.corpus)
-    edited_with_path = Path(args.corpus_directions) if args.corpus_directions else MODELS_DIR / DIRECTIONS_FILE
+    edited_with_path = Path(args.corpus_directions) if args.corpus_directions else args.models / DIRECTIONS_FILE
     edited_with = AttributeDirections.load(edited_with_path)
     options = json.loads((corpus / "options.json").read_text())
     if options.get("directions_sha256") != sha256(edited_with_path):
@@ -126,14 +130,14 @@ def render_data(args: argparse.Namespace, directions) -> tuple[np.ndarray, ...]:
     """The same from the method's own renders (``benchmarks/photoreal_identity.py``, best ``--uncalibrated``).
 
     Whatever calibration made them, each render's read-outs of w0 and of its edited w are what the model
-    relates the reading to; only the directions must be the shipped ones.
+    relates the reading to; only the directions must be those of ``--models``.
     """
-    shipped = sha256(MODELS_DIR / DIRECTIONS_FILE)
+    shipped = sha256(args.models / DIRECTIONS_FILE)
     parts: dict[str, list[np.ndarray]] = {"predicted": [], "targets": [], "read": [], "found": []}
     for path in args.renders:
         with np.load(path) as data:
             if str(data["directions_sha256"]) != shipped:
-                raise SystemExit(f"{path}: renders of other directions than the shipped ones")
+                raise SystemExit(f"{path}: renders of other directions than those of {args.models}")
             read = np.full((len(data["read"]), len(DEFAULT_SCHEMA)), np.nan, np.float32)
             for j, name in enumerate(str(n) for n in data["read_names"]):
                 read[:, DEFAULT_SCHEMA.index(name)] = data["read"][:, j]
@@ -185,7 +189,7 @@ def refinement_steps(args: argparse.Namespace) -> None:
 
     pool = read_rows(args.pool, args.rows)
     values = pool[np.random.default_rng(11).choice(len(pool), args.refinement, replace=False)]
-    backend = PhotorealBackend(refine=0)
+    backend = PhotorealBackend(refine=0, models=args.models)
     backend.calibration = dataclasses.replace(backend.calibration, limit=step_limits(backend.directions))
     names = backend.directions.names
     w0 = backend.base_latents(z_for_seeds([REFINEMENT_SEED_BASE + i for i in range(len(values))]))
@@ -211,7 +215,7 @@ def refinement_steps(args: argparse.Namespace) -> None:
         print(f"{name:7s} step gain {step[k]:6.3f} (c {backend.calibration.c[k]:.3f}); r requested vs read "
               f"{r_before:.3f} -> {r_after:.3f} ({ok.sum()} faces)")
     calibration = dataclasses.replace(backend.calibration, step=step.astype(np.float32))
-    with np.load(MODELS_DIR / CALIBRATION_FILE) as data:
+    with np.load(args.models / CALIBRATION_FILE) as data:
         info = json.loads(str(data["info"])) if "info" in data else {}
     calibration.save(args.out, **info, refinement={"pool": Path(args.pool).name, "rows": args.rows,
                                                    "n": len(values), "seed_base": REFINEMENT_SEED_BASE})
@@ -230,6 +234,9 @@ def main() -> None:
     parser.add_argument("--corpus-directions", default=None,
                         help="the directions file the corpus was edited with (default: the shipped one)")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--models", type=Path, default=MODELS_DIR,
+                        help="the folder of the directions (and, with --refinement, the calibration) to fit for; "
+                        "default: the shipped one")
     parser.add_argument("--cache", default=None, help="an .npz to keep the corpus readings in (refits skip reading)")
     args = parser.parse_args()
     if args.refinement:
@@ -240,14 +247,14 @@ def main() -> None:
 
     from surrogate.portrait_directions import AttributeDirections
 
-    directions = AttributeDirections.load(MODELS_DIR / DIRECTIONS_FILE)
+    directions = AttributeDirections.load(args.models / DIRECTIONS_FILE)
     names = directions.names
     predicted, targets, read, found = (corpus_data if args.corpus else render_data)(args, directions)
     read = read[:, [DEFAULT_SCHEMA.index(n) for n in names]]
     fitted = fit(names, predicted, targets, read, found, step_limits(directions))
     calibration = Calibration.from_dict(fitted, names)
     calibration.save(args.out, model="read ~ a + b * readout(w0) + c * readout(w)", **args.source,
-                     directions_sha256=sha256(MODELS_DIR / DIRECTIONS_FILE),
+                     directions_sha256=sha256(args.models / DIRECTIONS_FILE),
                      n=int(len(found)), found=int(found.sum()),
                      readers="MediaPipe pose and AUs, recon gender (the default repository's latest version)",
                      fit_r={n: round(v["fit_r"], 4) for n, v in fitted.items()})
