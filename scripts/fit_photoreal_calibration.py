@@ -217,6 +217,7 @@ def refinement_steps(args: argparse.Namespace) -> None:
     calibration = dataclasses.replace(backend.calibration, step=step.astype(np.float32))
     with np.load(args.models / CALIBRATION_FILE) as data:
         info = json.loads(str(data["info"])) if "info" in data else {}
+    info.pop("refinement", None)  # a refit replaces the last refinement's record
     calibration.save(args.out, **info, refinement={"pool": Path(args.pool).name, "rows": args.rows,
                                                    "n": len(values), "seed_base": REFINEMENT_SEED_BASE})
     print(f"wrote {args.out}")
