@@ -20,7 +20,7 @@ own second frame than to all G others, which show the same pose and expression (
 asks whether, across a change of pose and expression, a surrogate person stays more like itself than like
 any other surrogate person showing that frame: what a crowd worker needs to follow one person.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/dlib_frame_drift.py --pairs 150 [--photoreal] \\
+    PYTHONPATH=. .venv/bin/python benchmarks/dlib_frame_drift.py --pairs 150 [--photoreal] [--distractors 9] \\
         --attributes data/portraits_p2/attributes_images128c.csv --rows 9232:9832
 """
 
