@@ -73,18 +73,9 @@ class StyleOffsetRenderer:
 
     def render(self, w: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """(N, 512, 512, 3) uint8 portraits of w (N, 512) with ``offset`` (N, channels) on the styles."""
-        out = []
-        for start in range(0, len(w), self.batch):
-            chunk_w = np.asarray(w[start:start + self.batch], np.float32)
-            chunk_o = np.asarray(offset[start:start + self.batch], np.float32)
-            n = len(chunk_w)
-            pad = self.batch - n
-            if pad:
-                chunk_w = np.concatenate([chunk_w, np.repeat(chunk_w[-1:], pad, 0)])
-                chunk_o = np.concatenate([chunk_o, np.repeat(chunk_o[-1:], pad, 0)])
-            result = self._compiled({"style": chunk_w, "offset": chunk_o})
-            out.append(np.asarray(next(iter(result.values())))[:n])
-        return np.concatenate(out)
+        from surrogate.portraits import PortraitGenerator
+
+        return PortraitGenerator._run(self._compiled, np.asarray(w, np.float32), np.asarray(offset, np.float32))
 
 
 def _constant(node):

@@ -30,6 +30,7 @@ def main() -> None:
     from PIL import Image
 
     from surrogate.landmarks import MediaPipeEstimator
+    from surrogate.stats import pearson
 
     corpus = Path(args.corpus)
     start, stop = (int(x) for x in args.rows.split(":"))
@@ -44,7 +45,7 @@ def main() -> None:
         images = np.stack([np.asarray(Image.open(corpus / folder / Path(r["file"]).name)) for r in records])
         read = reader.predict(images)
         found = reader.found
-        r = [np.corrcoef(labels[found, k], read[found, reader.schema.index(n)])[0, 1] for k, n in enumerate(NAMES)]
+        r = [pearson(labels[found, k], read[found, reader.schema.index(n)]) for k, n in enumerate(NAMES)]
         print(f"| {folder} | {found.mean():.1%} | " + " | ".join(f"{x:.3f}" for x in r) + " |", flush=True)
 
 

@@ -132,11 +132,11 @@ def render_data(args: argparse.Namespace, directions) -> tuple[np.ndarray, ...]:
     Whatever calibration made them, each render's read-outs of w0 and of its edited w are what the model
     relates the reading to; only the directions must be those of ``--models``.
     """
-    shipped = sha256(args.models / DIRECTIONS_FILE)
+    expected = sha256(args.models / DIRECTIONS_FILE)
     parts: dict[str, list[np.ndarray]] = {"predicted": [], "targets": [], "read": [], "found": []}
     for path in args.renders:
         with np.load(path) as data:
-            if str(data["directions_sha256"]) != shipped:
+            if str(data["directions_sha256"]) != expected:
                 raise SystemExit(f"{path}: renders of other directions than those of {args.models}")
             read = np.full((len(data["read"]), len(DEFAULT_SCHEMA)), np.nan, np.float32)
             for j, name in enumerate(str(n) for n in data["read_names"]):
@@ -233,7 +233,7 @@ def main() -> None:
     parser.add_argument("--rows", default="0:1000", help="corpus rows START:STOP to read (rows not rendered yet are "
                         "skipped)")
     parser.add_argument("--corpus-directions", default=None,
-                        help="the directions file the corpus was edited with (default: the shipped one)")
+                        help="the directions file the corpus was edited with (default: that of --models)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--models", type=Path, default=MODELS_DIR,
                         help="the folder of the directions (and, with --refinement, the calibration) to fit for; "

@@ -81,17 +81,22 @@ class PortraitGenerator:
         return self._compile("SynthesisNetwork", "style", self.batch)
 
     @staticmethod
-    def _run(compiled, x: np.ndarray) -> np.ndarray:
-        """Run in the compiled batch, padding the last chunk (so a row never depends on its neighbours)."""
+    def _run(compiled, x: np.ndarray, *more: np.ndarray) -> np.ndarray:
+        """Run in the compiled batch, padding the last chunk (so a row never depends on its neighbours).
+
+        ``more``: the graph's further inputs, in order, one row per row of ``x``.
+        """
         batch = int(compiled.inputs[0].get_shape()[0])
         request = compiled.create_infer_request()
         out = []
         for start in range(0, len(x), batch):
-            chunk = x[start:start + batch]
-            padded = np.zeros((batch, *chunk.shape[1:]), np.float32)
-            padded[: len(chunk)] = chunk
-            result = request.infer({0: padded})
-            out.append(np.array(result[compiled.outputs[0]][: len(chunk)], copy=True))
+            inputs = {}
+            for i, array in enumerate((x, *more)):
+                chunk = array[start:start + batch]
+                inputs[i] = np.zeros((batch, *chunk.shape[1:]), np.float32)
+                inputs[i][: len(chunk)] = chunk
+            result = request.infer(inputs)
+            out.append(np.array(result[compiled.outputs[0]][: min(batch, len(x) - start)], copy=True))
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
     def map(self, z: np.ndarray) -> np.ndarray:
