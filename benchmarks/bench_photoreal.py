@@ -4,9 +4,10 @@ Attribute vectors are drawn from corpus rows that neither the directions nor the
 version 2: the readings of rows 9232-9831 of the edited corpus, ``scripts/fit_photoreal_calibration.py
 --cache``; the readings are only requests here). Each of n/2 fresh seeds renders two different vectors,
 so the same person is seen with two sets of attributes. Readers: MediaPipe for pose and AUs (on the 256 px
-colour framing and on the 64 px grey default), the shipped recon network for gender on the 64 px grey crop
-(what ``surrogate attributes extract`` reads by default; the gender boundary's probability of the edited w
-would not be an independent reading and is printed only for comparison). Identity: dlib's descriptor distance.
+colour framing, the 128 px grey default and the 64 px grey crop), the shipped recon network for gender on
+the 64 px grey crop (what ``surrogate attributes extract`` reads by default; the gender boundary's
+probability of the edited w would not be an independent reading and is printed only for comparison).
+Identity: dlib's descriptor distance.
 
     PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \\
         --rows 9232:9832 --corpus-directions data/directions_p2.npz --cache POOL.npz --out runs/unused_calibration.npz
@@ -80,6 +81,7 @@ def main() -> None:
     seconds = time.perf_counter() - started
     if args.save:
         save(args.save, colour, values)
+    grey128 = photoreal_images(colour, size=128)
     grey64 = photoreal_images(colour, size=64)
     small = time.perf_counter()
     synthesize(slice(0, 8), 128, False)
@@ -88,6 +90,8 @@ def main() -> None:
     mediapipe = MediaPipeEstimator()
     read = {"256 colour": mediapipe.predict(colour)}
     found = {"256 colour": mediapipe.found.copy()}
+    read["128 grey (default)"] = mediapipe.predict(grey128)
+    found["128 grey (default)"] = mediapipe.found.copy()
     read["64 grey"] = mediapipe.predict(grey64)
     found["64 grey"] = mediapipe.found.copy()
     recon = OnnxEstimator(str(default_repository()))

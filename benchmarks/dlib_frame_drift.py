@@ -20,8 +20,11 @@ own second frame than to all G others, which show the same pose and expression (
 asks whether, across a change of pose and expression, a surrogate person stays more like itself than like
 any other surrogate person showing that frame: what a crowd worker needs to follow one person.
 
+``--sheet FILE`` draws each method's first ``--sheet-pairs`` pairs side by side, captioned with dlib's
+distance and the two frames' requested yaw and smile, for looking at what the figures count.
+
     PYTHONPATH=. .venv/bin/python benchmarks/dlib_frame_drift.py --pairs 150 [--photoreal] [--distractors 9] \\
-        --attributes data/portraits_p2/attributes_images128c.csv --rows 9232:9832
+        --attributes data/portraits_p2/attributes_images128c.csv --rows 9232:9832 [--sheet FILE]
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def main() -> None:
     parser.add_argument("--photoreal", action="store_true", help="add the photoreal method (needs its model files)")
     parser.add_argument("--distractors", type=int, default=0,
                         help="G other seeds rendered at each second frame: the identification test")
+    parser.add_argument("--sheet", default=None, help="an image file: the first pairs of every method, captioned")
+    parser.add_argument("--sheet-pairs", type=int, default=16)
     args = parser.parse_args()
 
     from surrogate.face_identity import DlibIdentity
@@ -88,6 +93,7 @@ def main() -> None:
           "verification AUC | " + " | ".join(f"yaw gap {lo}-{hi}: < 0.5" for lo, hi in YAW_GAPS) + " | "
           + "".join(f"{c} | " for c in identification))
     print("|" + "---|" * (7 + len(YAW_GAPS) + len(identification)))
+    sheets = []
     for method in [*args.face_models, *(["photoreal"] if args.photoreal else [])]:
         started = time.perf_counter()
         images = render(method, values, seeds)
@@ -120,6 +126,25 @@ def main() -> None:
               f"{verification:.3f} | "
               + " | ".join(by_gap)
               + f" |{identified}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        if args.sheet:
+            sheets.append(pair_sheet(method, images, values, same, min(args.sheet_pairs, args.pairs)))
+    if sheets:
+        from PIL import Image
+
+        width = max(sheet.shape[1] for sheet in sheets)
+        Image.fromarray(np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=255)
+                                        for s in sheets])).save(args.sheet, quality=88)
+        print(f"sheet: {args.sheet}")
+
+
+def pair_sheet(method: str, images: np.ndarray, values: np.ndarray, same: np.ndarray, n: int) -> np.ndarray:
+    """A contact sheet of the first ``n`` same-seed pairs (four pairs a row), each frame captioned."""
+    from surrogate.sheet import contact_sheet
+
+    yaw, smile = DEFAULT_SCHEMA.index("yaw"), DEFAULT_SCHEMA.index("AU12")
+    captions = [[f"{method} #{k // 2}{'ab'[k % 2]}" + (f"  dlib {same[k // 2]:.2f}" if k % 2 == 0 else ""),
+                 f"yaw {values[k, yaw]:+.0f}  AU12 {values[k, smile]:.1f}"] for k in range(2 * n)]
+    return contact_sheet(list(images[: 2 * n]), captions, columns=8, cell=160)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from surrogate.noise import MAX_SEED
+from surrogate.synthesis import DEFAULT_PHOTOREAL_SIZE
 
 Method = Literal["gan", "3d", "photoreal"]
 OutputFormat = Literal["auto", "png", "json"]
 PhotorealSize = Literal[64, 128, 256]
-SIZE_DESCRIPTION = "output side in pixels, method photoreal only (default 64)"
+SIZE_DESCRIPTION = f"output side in pixels, method photoreal only (default {DEFAULT_PHOTOREAL_SIZE})"
 RGB_DESCRIPTION = "colour instead of grey, method photoreal only"
 
 

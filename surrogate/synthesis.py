@@ -27,10 +27,11 @@ __all__ = ["DEFAULT_3D_SIZE", "DEFAULT_PHOTOREAL_SIZE", "GAN_MODEL", "METHODS", 
 Method = Literal["gan", "3d", "photoreal"]
 METHODS: tuple[str, ...] = ("gan", "3d", "photoreal")
 DEFAULT_3D_SIZE = 64
-# The photoreal method's sizes (area-shrunk from its 256 px framing) and default (64 grey, as the GAN's,
-# which the annotation uses).
+# The photoreal method's sizes (area-shrunk from its 256 px framing) and default: 128 px grey, what the
+# annotation export shows the crowd (``annotate publish --size 128``). At 64 px MediaPipe loses a tenth of
+# its own brow and lid reading (benchmarks/reader_resolution.py), which a photo-like face need not give up.
 PHOTOREAL_SIZES: tuple[int, ...] = (64, 128, 256)
-DEFAULT_PHOTOREAL_SIZE = 64
+DEFAULT_PHOTOREAL_SIZE = 128
 
 
 @lru_cache(maxsize=4)

@@ -190,9 +190,9 @@ def test_surrogates_are_framed_rolled_turned_and_deterministic() -> None:
     yaw, roll = reader.schema.index("yaw"), reader.schema.index("roll")
     assert 14.0 < read[1, roll] - read[0, roll] < 26.0  # roll is an in-plane rotation of the portrait
     assert read[3, yaw] - read[2, yaw] > 10.0  # yaw comes from the edit of w
-    # the default: 64 px grey, the same pixels whatever else shares the batch
+    # the default: 128 px grey (the annotation export's size), the same pixels whatever else shares the batch
     alone = synthesize("photoreal", values[1:2], [21])
-    assert alone.shape == (1, 64, 64)
+    assert alone.shape == (1, 128, 128)
     assert np.array_equal(alone[0], photoreal_images(colour[1:2])[0])
     with pytest.raises(ValueError, match="photoreal method renders"):
         photoreal_images(colour[:1], size=100)

@@ -202,7 +202,7 @@ def test_service_renders_photoreal_on_triton_and_lists_it(services, portrait_ser
         assert len(got) == len(expected) == 1
         for a, b in zip(expected, got, strict=True):
             assert (b.seed, b.model, b.model_version) == (a.seed, a.model, a.model_version)
-            assert b.image.shape == (64, 64)
+            assert b.image.shape == (128, 128)  # the photoreal default
             assert np.abs(b.image.astype(int) - a.image).max() <= 1
         assert triton_success_count(server, "portrait_synthesis") > before  # the portraits came from Triton
         for client, backend in ((triton, "triton"), (embedded, "openvino")):
