@@ -100,7 +100,8 @@ def main() -> None:
 
     where = "the faces found" if args.attributes.endswith(".npz") else f"rows {args.rows}"
     print(f"{args.n} surrogates of {args.n // 2} seeds, vectors from {where} of {args.attributes}; "
-          f"{backend.refine} refinement round(s), edit budget {backend.edit_budget}")
+          f"{backend.refine} refinement round(s), edit budget {backend.edit_budget}, routed "
+          f"{backend.gan.metadata['routed'] or 'none'}")
     print(f"speed: {args.n / seconds:.2f} surrogates/s at 256 px colour in chunks of {args.chunk} "
           f"({seconds / args.n:.2f} s each); 128 px grey: {1 / per_128:.2f} /s (512 px wavelet-band path, "
           "rotate, MediaPipe framing, crop)")

@@ -12,7 +12,8 @@ distance > 0.6 and the median; the ratio of the two medians (how far a person mo
 apart dlib puts different people of that kind of render); the verification AUC (how well the distance
 tells a same-seed pair from a different-seed pair: scale-free, so comparable across kinds of render); and
 the same-seed figures by the yaw gap MediaPipe reads. ``--photoreal`` adds the photoreal method at the same
-pairs (about 2 s a render).
+pairs (about 1 s a render), ``--photoreal-models DIR`` the same with the model files of DIR (a folder holding
+version 5's directions and calibration and no style routes renders version 5).
 
 ``--distractors G`` adds an identification test that needs no absolute threshold: each pair's second frame is
 also rendered from G other seeds (people), and the seed counts as kept when its first frame is nearer to its
@@ -20,10 +21,12 @@ own second frame than to all G others, which show the same pose and expression (
 asks whether, across a change of pose and expression, a surrogate person stays more like itself than like
 any other surrogate person showing that frame: what a crowd worker needs to follow one person.
 
-``--sheet FILE`` draws each method's first ``--sheet-pairs`` pairs side by side, captioned with dlib's
-distance and the two frames' requested yaw and smile, for looking at what the figures count.
+``--sheet FILE`` draws each method's first ``--sheet-pairs`` pairs, the methods' rows of the same pairs one
+under the other, captioned with dlib's distance and the two frames' requested yaw and smile, for looking at
+what the figures count.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/dlib_frame_drift.py --pairs 150 [--photoreal] [--distractors 9] \\
+    PYTHONPATH=. .venv/bin/python benchmarks/dlib_frame_drift.py --pairs 150 [--photoreal] \\
+        [--photoreal-models DIR] [--distractors 9] \\
         --attributes data/portraits_p2/attributes_images128c.csv --rows 9232:9832 [--sheet FILE]
 """
 
@@ -55,13 +58,14 @@ def frame_pairs(pool: np.ndarray, pairs: int, rng: np.random.Generator) -> np.nd
 
 
 def render(method: str, values: np.ndarray, seeds: list[int]) -> np.ndarray:
-    """(N, 256, 256, 3) uint8 renders of one method."""
-    if method == "photoreal":
+    """(N, 256, 256, 3) uint8 renders of one method ("photoreal:DIR": with the model files of folder DIR)."""
+    if method.startswith("photoreal"):
         from surrogate.photoreal import PhotorealBackend
         from surrogate.runtime import generate_images
         from surrogate.synthesis import photoreal_images
 
-        return photoreal_images(generate_images(PhotorealBackend(), values, seeds, batch_size=8), size=256, rgb=True)
+        backend = PhotorealBackend(models=method.partition(":")[2] or None)
+        return photoreal_images(generate_images(backend, values, seeds, batch_size=8), size=256, rgb=True)
     from surrogate.synthesis_3d import render_surrogates_3d
 
     return render_surrogates_3d(DEFAULT_SCHEMA, values, seeds, size=256, rgb=True, model=method)
@@ -72,8 +76,10 @@ def main() -> None:
     parser.add_argument("--attributes", required=True, help="a canonical attribute CSV (the pool)")
     parser.add_argument("--rows", default="9232:9832")
     parser.add_argument("--pairs", type=int, default=150)
-    parser.add_argument("--face-models", nargs="+", default=["ict", "parametric"])
+    parser.add_argument("--face-models", nargs="*", default=["ict", "parametric"])
     parser.add_argument("--photoreal", action="store_true", help="add the photoreal method (needs its model files)")
+    parser.add_argument("--photoreal-models", nargs="*", default=[], metavar="DIR",
+                        help="add the photoreal method with other model files (e.g. an earlier version's)")
     parser.add_argument("--distractors", type=int, default=0,
                         help="G other seeds rendered at each second frame: the identification test")
     parser.add_argument("--sheet", default=None, help="an image file: the first pairs of every method, captioned")
@@ -94,7 +100,8 @@ def main() -> None:
           + "".join(f"{c} | " for c in identification))
     print("|" + "---|" * (7 + len(YAW_GAPS) + len(identification)))
     sheets = []
-    for method in [*args.face_models, *(["photoreal"] if args.photoreal else [])]:
+    for method in [*args.face_models, *(f"photoreal:{folder}" for folder in args.photoreal_models),
+                   *(["photoreal"] if args.photoreal else [])]:
         started = time.perf_counter()
         images = render(method, values, seeds)
         descriptors, _ = identity.describe(list(images))
@@ -127,25 +134,29 @@ def main() -> None:
               + " | ".join(by_gap)
               + f" |{identified}  ({time.perf_counter() - started:.0f} s)", flush=True)
         if args.sheet:
-            sheets.append(pair_sheet(method, images, values, same, min(args.sheet_pairs, args.pairs)))
+            sheets.append((method, images, same))
     if sheets:
         from PIL import Image
 
-        width = max(sheet.shape[1] for sheet in sheets)
-        Image.fromarray(np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=255)
-                                        for s in sheets])).save(args.sheet, quality=88)
+        Image.fromarray(pair_sheet(sheets, values, min(args.sheet_pairs, args.pairs))).save(args.sheet, quality=88)
         print(f"sheet: {args.sheet}")
 
 
-def pair_sheet(method: str, images: np.ndarray, values: np.ndarray, same: np.ndarray, n: int) -> np.ndarray:
-    """A contact sheet of the first ``n`` same-seed pairs (four pairs a row), each frame captioned."""
+def pair_sheet(shown: list[tuple[str, np.ndarray, np.ndarray]], values: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` same-seed pairs of each (method, renders, distances), four pairs a row, the methods' rows
+    of the same pairs one under the other; each frame captioned with its requested yaw and smile."""
     from surrogate.sheet import contact_sheet
 
     yaw, smile = DEFAULT_SCHEMA.index("yaw"), DEFAULT_SCHEMA.index("AU12")
-    captions = [[f"{method} #{k // 2}{'ab'[k % 2]}" + (f"  dlib {same[k // 2]:.2f}" if k % 2 == 0 else ""),
-                 f"yaw {values[k, yaw]:+.0f}  AU12 {values[k, smile]:.1f}"] for k in range(2 * n)]
-    return contact_sheet(list(images[: 2 * n]), captions, columns=8, cell=160)
-
+    images, captions = [], []
+    for group in range(0, n, 4):
+        for method, renders, same in shown:
+            for k in range(2 * group, 2 * min(group + 4, n)):
+                images.append(renders[k])
+                captions.append([f"{method.rsplit('/', 1)[-1]} #{k // 2}{'ab'[k % 2]}"
+                                 + (f"  dlib {same[k // 2]:.2f}" if k % 2 == 0 else ""),
+                                 f"yaw {values[k, yaw]:+.0f}  AU12 {values[k, smile]:.1f}"])
+    return contact_sheet(images, captions, columns=8, cell=160)
 
 if __name__ == "__main__":
     main()

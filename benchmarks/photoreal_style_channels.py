@@ -1,9 +1,9 @@
 """Do expression edits that touch a few style channels move the person less than the shipped step in w?
 
 StyleSpace edits (Wu et al., 2021): the synthesis network's 23 affine layers turn w into 6,752 style channels
-s = A w + b, and a few channels of s often carry one local change (a smile, a brow) on their own. Here the
-graph of ``surrogate.photoreal.synthesis_model`` gets a second input, an offset added to every style
-channel (zero offset: the shipped pixels). Per attribute of ``--plan``, the shipped step of ``t`` read-out
+s = A w + b, and a few channels of s often carry one local change (a smile, a brow) on their own. The graph
+of ``surrogate.photoreal.synthesis_model`` takes an offset added to every style channel (its second input,
+since version 6; zero offset: the network's own pixels). Per attribute of ``--plan``, the shipped step of ``t`` read-out
 units along the attribute's direction is turned into its style offset A (t d); that offset is kept on its
 top ``m`` channels only (largest against the channel's spread over natural portraits) and scaled by
 ``alpha``; the shipped step is scaled by the same ``alpha`` values, so that the two compare at equal effect.
@@ -32,57 +32,23 @@ PLAN = "AU12:2.5,AU04:3,AU07:2.5,AU23:3,AU05:2"  # attribute:t (read-out units o
 
 
 class StyleOffsetRenderer:
-    """The portrait graph with ``offset`` (N, channels) added after each affine layer of the style input."""
+    """The method's synthesis graph (w and an offset on every style channel) at 512 px, and its styles."""
 
-    def __init__(self, batch: int = 4) -> None:
-        import openvino as ov
-        import openvino.opset13 as ops
+    def __init__(self) -> None:
+        from surrogate.photoreal import STYLE_INPUT, HalfResolutionGenerator, style_layers
 
-        from surrogate.photoreal import synthesis_model
-        from surrogate.portraits import compile_cpu
-
-        self.batch = batch
-        model = synthesis_model(batch=batch)
-        style = model.get_parameters()[0]
-        matmuls = sorted((t.get_node() for t in style.output(0).get_target_inputs()
-                          if t.get_node().get_type_name() == "MatMul"),
-                         key=lambda node: int(node.get_friendly_name().split("_")[1].split("/")[0]))
-        self.layers: list[tuple[str, np.ndarray, np.ndarray, int, int]] = []
-        start = 0
-        for matmul in matmuls:
-            weight = np.asarray(_constant(matmul.input_value(1).get_node()), np.float32)
-            weight = weight if matmul.get_attributes().get("transpose_b", False) else weight.T
-            add = next(iter(matmul.output(0).get_target_inputs())).get_node()
-            bias = np.asarray(_constant(add.input_value(1).get_node()), np.float32).reshape(-1)
-            self.layers.append((matmul.get_friendly_name().split("/")[0], weight, bias, start, start + len(weight)))
-            start += len(weight)
-        self.channels = start
-        offset = ops.parameter([batch, start], ov.Type.f32, name="offset")
-        for (_, _, _, first, stop), matmul in zip(self.layers, matmuls, strict=True):
-            add = next(iter(matmul.output(0).get_target_inputs())).get_node()
-            consumers = list(add.output(0).get_target_inputs())
-            piece = ops.slice(offset, np.array([first]), np.array([stop]), np.array([1]), np.array([1]))
-            shifted = ops.add(add.output(0), piece)
-            for consumer in consumers:
-                consumer.replace_source_output(shifted.output(0))
-        self._compiled = compile_cpu(ov.Model(model.get_results(), [style, offset], "style_offsets"), 0)
+        self.generator = HalfResolutionGenerator()
+        self.layers = style_layers(self.generator._read("SynthesisNetwork", STYLE_INPUT, 1))
+        self.channels = self.layers[-1].stop
 
     def styles(self, w: np.ndarray) -> np.ndarray:
         """s = A w + b for every layer, (N, channels)."""
-        return np.concatenate([np.asarray(w, np.float32) @ a.T + b for _, a, b, _, _ in self.layers], axis=1)
+        return np.concatenate([np.asarray(w, np.float32) @ layer.weight.T + layer.bias for layer in self.layers],
+                              axis=1)
 
     def render(self, w: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """(N, 512, 512, 3) uint8 portraits of w (N, 512) with ``offset`` (N, channels) on the styles."""
-        from surrogate.portraits import PortraitGenerator
-
-        return PortraitGenerator._run(self._compiled, np.asarray(w, np.float32), np.asarray(offset, np.float32))
-
-
-def _constant(node):
-    """A Constant's data, looking through a Convert (compressed weights)."""
-    while not hasattr(node, "get_data"):
-        node = node.input_value(0).get_node()
-    return node.get_data()
+        return self.generator.render(w, side=512, offset=offset)
 
 
 def main() -> None:
@@ -99,7 +65,7 @@ def main() -> None:
     from surrogate.photoreal import PhotorealBackend
     from surrogate.portraits import z_for_seeds
 
-    backend = PhotorealBackend()
+    backend = PhotorealBackend(routed=False)  # its directions' steps in w, as versions 1-5 edited
     renderer = StyleOffsetRenderer()
     identity = DlibIdentity()
     names = [n for n in backend.directions.names if n != "gender"]
@@ -107,9 +73,6 @@ def main() -> None:
     spread = renderer.styles(backend.base_latents(z_for_seeds(
         [NATURAL_BASE + i for i in range(args.natural)]))).std(0) + 1e-6
     zero = np.zeros((len(w0), renderer.channels), np.float32)
-    shipped = backend.generator.render(w0[:4], side=512)
-    if not np.array_equal(renderer.render(w0[:4], zero[:4]), shipped):
-        raise SystemExit("the style-offset graph does not give the shipped pixels at zero offset")
 
     def measure(offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         portraits = renderer.render(w0, offset)
@@ -131,8 +94,8 @@ def main() -> None:
         order = np.argsort(-np.abs(offset[0]) / spread)
         print(f"\n{name}, t = {t}; layers of the top {counts[0]} channels: "
               + ", ".join(f"{layer} x{n}" for layer, n in Counter(
-                  layer for layer, _, _, first, stop in renderer.layers for c in order[:counts[0]]
-                  if first <= c < stop).most_common()))
+                  layer.name for layer in renderer.layers for c in order[:counts[0]]
+                  if layer.first <= c < layer.stop).most_common()))
         print("| variant | effect | leak | dlib median | dlib per unit of effect |")
         print("|---|---|---|---|---|")
         # (label, offset, on the sheet)

@@ -143,11 +143,13 @@ def model_card(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
         "",
         "## What it is",
         "",
-        "The heavy step of the photoreal method (`--method photoreal`, docs/photoreal.md): styles in, 512 px "
-        "uint8 RGB portraits out (NHWC). MobileStyleGAN's synthesis network (a StyleGAN2-FFHQ distilled into a "
-        "small generator) cut at its 512 px wavelet bands, the low band quantised inside the graph. The caller "
-        "keeps the cheap steps: seed -> z -> w (mapping network), the closed-form edit of w by the attributes, "
-        "then the roll and the MediaPipe framing. A portrait depends on its styles only; the faces are of nobody.",
+        "The heavy step of the photoreal method (`--method photoreal`, docs/photoreal.md): w and style offsets "
+        "in, 512 px uint8 RGB portraits out (NHWC). MobileStyleGAN's synthesis network (a StyleGAN2-FFHQ "
+        "distilled into a small generator) cut at its 512 px wavelet bands, the low band quantised inside the "
+        "graph, with `style_offset` added to the 6,752 style channels after its 23 affine layers (zero: the "
+        "network's own pixels). The caller keeps the cheap steps: seed -> z -> w (mapping network), the "
+        "closed-form edit by the attributes (pose and expression steps as style offsets, gender in w), then the "
+        "roll and the MediaPipe framing. A portrait depends on its inputs only; the faces are of nobody.",
         "",
         "## Inputs and outputs (read from the graph by the exporter)",
         "",

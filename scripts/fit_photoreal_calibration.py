@@ -197,12 +197,12 @@ def refinement_steps(args: argparse.Namespace) -> None:
     rolls = values[:, DEFAULT_SCHEMA.index("roll")]
 
     before = backend.targets(requested, w0)
-    _, first = backend.rolled(backend.edit(w0, before), rolls)
+    _, first = backend.render_edit(w0, before, rolls)
     after = before.copy()
     for i, reading in enumerate(first):
         if reading is not None:
             after[i:i + 1] = backend.corrected(before[i:i + 1], requested[i:i + 1], w0[i:i + 1], reading)
-    _, second = backend.rolled(backend.edit(w0, after), rolls)
+    _, second = backend.render_edit(w0, after, rolls)
     moved, read_first, read_second = after - before, readings_array(first, names), readings_array(second, names)
     step = backend.calibration.c.copy()  # gender: MediaPipe does not read it, its rounds never correct it
     for k, name in enumerate(names):

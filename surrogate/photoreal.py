@@ -11,7 +11,10 @@ one seed:
    a per-attribute linear model ``read = a + b * readout(w0) + c * target`` fitted on the method's own
    renders (``portrait_models/photoreal_calibration.npz``, ``scripts/fit_photoreal_calibration.py
    --renders``: a corpus edited along other directions gave gains that did not hold for these);
-   the step is clipped to what the generator can show without breaking the face;
+   the step is clipped to what the generator can show without breaking the face. Each attribute's part of
+   the edit then goes where it moves the person least (version 6, ``StyleRoutes``): the head's turn and tilt
+   into the styles of the coarse layers only, each expression into the few style channels that carry it,
+   gender through w;
 3. the 1024 px portrait, shrunk to 512, rotated in the image plane by the roll (FFHQ faces are
    roll-normalised, so roll is not in w), framed by ``surrogate.face_align`` (MediaPipe landmarks: the
    project's one framing; a fixed frame when no face is found) and cut at ``RENDER_SIDE`` px colour.
@@ -45,12 +48,13 @@ from surrogate.runtime import ModelInfo
 from surrogate.schema import DEFAULT_SCHEMA, AttributeSchema
 
 PHOTOREAL_MODEL = "photoreal"
-PHOTOREAL_VERSION = 5  # bump when the edit, the framing or a model file changes the pixels
+PHOTOREAL_VERSION = 6  # bump when the edit, the framing or a model file changes the pixels
 RENDER_SIDE = 256  # the backend's output; 64 and 128 are area-shrunk from it
 WORK_SIDE = 512  # the portrait is rotated and framed at this size (as the portrait corpus is)
 MODELS_DIR = Path(__file__).resolve().parent / "portrait_models"
 DIRECTIONS_FILE = "directions.npz"
 CALIBRATION_FILE = "photoreal_calibration.npz"  # an .npz: package data, like the other model files
+STYLE_ROUTES_FILE = "style_routes.npz"  # version 6: where each attribute's part of the edit goes
 # Where the face sits in a roll-free 512 px portrait when MediaPipe finds none (the median landmark frame
 # of the calibration portraits): the output is then still a framed face, never an error.
 FALLBACK_FRAME = (256.0, 284.0, 330.0)
@@ -141,18 +145,147 @@ class Calibration:
 
 SYNTHESIS_MODEL = "portrait_synthesis"  # the Triton entry that serves ``synthesis_model``
 PORTRAIT_OUTPUT = "portrait"  # its output tensor
+STYLE_INPUT = "style"  # the network's w input
+STYLE_OFFSET_INPUT = "style_offset"  # added to the style channels after the affine layers (version 6)
 
 
 def synthesis_model(*, batch: int = -1, model_dir: str | None = None):
-    """The graph that renders portraits: the styles -> (N, 512, 512, 3) uint8 RGB portraits (an ``ov.Model``).
+    """The graph that renders portraits: w and style offsets -> (N, 512, 512, 3) uint8 RGB portraits.
 
-    The one definition of the heavy step: the embedded backend compiles it at its fixed batch, and
-    ``surrogate export photoreal`` saves it with ``batch=-1`` (any batch) as the IR of the Triton entry
-    ``SYNTHESIS_MODEL``, whose config.pbtxt is derived from this model's parameters and results. The pixels
-    are quantised inside the graph, so both paths return the same uint8 array and a Triton reply carries
-    0.75 MB a portrait (the low band as float32 would be 3 MB, the 12 bands 12.6 MB).
+    The one definition of the heavy step (an ``ov.Model``): the embedded backend compiles it at its fixed
+    batch, and ``surrogate export photoreal`` saves it with ``batch=-1`` (any batch) as the IR of the Triton
+    entry ``SYNTHESIS_MODEL``, whose config.pbtxt is derived from this model's parameters and results. The
+    pixels are quantised inside the graph, so both paths return the same uint8 array and a Triton reply
+    carries 0.75 MB a portrait (the low band as float32 would be 3 MB, the 12 bands 12.6 MB). A zero offset
+    gives the network's own pixels.
     """
-    return HalfResolutionGenerator(model_dir=model_dir)._read("SynthesisNetwork", "style", batch, cut=_portrait_graph)
+    return HalfResolutionGenerator(model_dir=model_dir)._read(
+        "SynthesisNetwork", STYLE_INPUT, batch, cut=lambda model: _portrait_graph(_with_style_offsets(model)))
+
+
+@dataclass(frozen=True)
+class StyleLayer:
+    """One affine layer of the synthesis network: its style channels ``first:stop`` are ``weight @ w + bias``."""
+
+    name: str
+    weight: np.ndarray  # (channels, 512)
+    bias: np.ndarray  # (channels,)
+    first: int
+    stop: int
+
+
+def _constant(node) -> np.ndarray:
+    """A Constant's data, looking through a Convert (compressed weights)."""
+    while not hasattr(node, "get_data"):
+        node = node.input_value(0).get_node()
+    return np.asarray(node.get_data(), np.float32)
+
+
+def _affine_layers(model) -> list[tuple[Any, Any]]:
+    """(MatMul, bias Add) of each affine layer fed by the w input, coarse to fine (the IR's Gemm order)."""
+    style = model.get_parameters()[0]  # the w input (an added offset input comes after it)
+    matmuls = [t.get_node() for t in style.output(0).get_target_inputs() if t.get_node().get_type_name() == "MatMul"]
+    if not matmuls:
+        raise PortraitModelError("the portrait network is not the expected MobileStyleGAN (no affine layers)")
+    matmuls.sort(key=lambda node: int(node.get_friendly_name().split("_")[1].split("/")[0]))
+    return [(m, next(iter(m.output(0).get_target_inputs())).get_node()) for m in matmuls]
+
+
+def style_layers(model) -> list[StyleLayer]:
+    """The synthesis network's affine layers (6,752 style channels in all over its 23 layers)."""
+    layers, start = [], 0
+    for matmul, add in _affine_layers(model):
+        weight = _constant(matmul.input_value(1).get_node())
+        weight = weight if matmul.get_attributes().get("transpose_b", False) else weight.T
+        layers.append(StyleLayer(matmul.get_friendly_name().split("/")[0], weight,
+                                 _constant(add.input_value(1).get_node()).reshape(-1), start, start + len(weight)))
+        start += len(weight)
+    return layers
+
+
+def _with_style_offsets(model):
+    """The synthesis network with a second input, ``STYLE_OFFSET_INPUT`` (N, channels), added to its styles."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    layers = style_layers(model)
+    batch = model.get_parameters()[0].get_partial_shape()[0]
+    offset = ops.parameter(ov.PartialShape([batch, layers[-1].stop]), ov.Type.f32, name=STYLE_OFFSET_INPUT)
+    offset.output(0).get_tensor().set_names({STYLE_OFFSET_INPUT})
+    for layer, (_, add) in zip(layers, _affine_layers(model), strict=True):
+        consumers = list(add.output(0).get_target_inputs())
+        named = f"{STYLE_OFFSET_INPUT}/{layer.name}"  # named nodes: a saved IR must not differ from run to run
+        piece = ops.slice(offset, ops.constant(np.array([layer.first]), name=f"{named}/first"),
+                          ops.constant(np.array([layer.stop]), name=f"{named}/stop"),
+                          ops.constant(np.array([1]), name=f"{named}/step"),
+                          ops.constant(np.array([1]), name=f"{named}/axis"), name=f"{named}/slice")
+        shifted = ops.add(add.output(0), piece, name=f"{named}/add")
+        for consumer in consumers:
+            consumer.replace_source_output(shifted.output(0))
+    return ov.Model(model.get_results(), [*model.get_parameters(), offset], model.get_friendly_name())
+
+
+# Version 6's routes (docs/photoreal.md, "Routed edits"): the head's turn and tilt in the styles of the coarse
+# layers only; each expression on its top channels (largest against the channel's spread over natural
+# portraits), scaled to about the effect of its step in w; gender, the brow (AU04) and anything else in w.
+# Routed on its top 100 channels, the brow read at r 0.839 at the 128 px default (target 0.85; in w 0.865).
+ROUTED_POSE = ("yaw", "pitch")
+POSE_LAYERS = (0, 7)
+EXPRESSION_CHANNELS = {"AU05": (100, 3.0), "AU07": (10, 3.5), "AU12": (10, 3.5),
+                       "AU23": (10, 3.5)}  # attribute: (top channels, scale)
+
+
+@dataclass(frozen=True)
+class StyleRoutes:
+    """Per direction, the style offset of one read-out unit of its step (K, channels); a zero row: through w."""
+
+    names: tuple[str, ...]
+    offsets: np.ndarray
+
+    @property
+    def routed(self) -> np.ndarray:
+        """(K,) bool: the directions whose steps go into the style offsets instead of w."""
+        return np.any(self.offsets != 0, axis=1)
+
+    @classmethod
+    def through_w(cls, names: tuple[str, ...], channels: int) -> StyleRoutes:
+        """No routing: every step moves w (versions 1-5)."""
+        return cls(names, np.zeros((len(names), channels), np.float32))
+
+    @classmethod
+    def load(cls, path: str | Path, names: tuple[str, ...]) -> StyleRoutes:
+        with np.load(path) as data:
+            stored = tuple(str(n) for n in data["names"])
+            if stored != names:
+                raise ValueError(f"{path}: routes for {stored}, but the directions are {names}")
+            return cls(stored, np.asarray(data["offsets"], np.float32))
+
+    def save(self, path: str | Path, **info: object) -> None:
+        from surrogate.imageio import atomic_open
+
+        with atomic_open(path) as handle:
+            np.savez_compressed(handle, names=np.array(self.names), offsets=self.offsets,
+                                info=np.array(json.dumps(info, default=str)))
+
+
+def fit_style_routes(directions: AttributeDirections, layers: list[StyleLayer], natural_w: np.ndarray, *,
+                     pose_layers: tuple[int, int] = POSE_LAYERS,
+                     expressions: dict[str, tuple[int, float]] | None = None) -> StyleRoutes:
+    """The routes of ``directions`` through ``layers``, channels ranked against their spread over ``natural_w``."""
+    expressions = EXPRESSION_CHANNELS if expressions is None else expressions
+    weight = np.concatenate([layer.weight for layer in layers])  # (channels, 512)
+    spread = (np.asarray(natural_w, np.float64) @ weight.T.astype(np.float64)).std(0) + 1e-6
+    layer_of = np.concatenate([np.full(layer.stop - layer.first, i) for i, layer in enumerate(layers)])
+    offsets = np.zeros((len(directions.names), len(weight)), np.float32)
+    for k, (name, vector) in enumerate(zip(directions.names, directions.vectors, strict=True)):
+        style = weight @ vector  # the styles' change per read-out unit (the bias cancels)
+        if name in ROUTED_POSE:
+            offsets[k] = style * ((layer_of >= pose_layers[0]) & (layer_of <= pose_layers[1]))
+        elif name in expressions:
+            count, scale = expressions[name]
+            top = np.argsort(-np.abs(style) / spread, kind="stable")[:count]
+            offsets[k, top] = style[top] * scale
+    return StyleRoutes(directions.names, offsets)
 
 
 def _portrait_graph(model):
@@ -201,11 +334,18 @@ class HalfResolutionGenerator(PortraitGenerator):
     def _synthesis(self):
         return compile_cpu(synthesis_model(batch=self.batch, model_dir=self.model_dir), self.threads)
 
-    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2) -> np.ndarray:
-        """Portraits for w (N, 512): (N, side, side, 3) uint8 RGB, side <= 512."""
+    @cached_property
+    def channels(self) -> int:
+        """How many style channels the offsets have (the width of ``STYLE_OFFSET_INPUT``)."""
+        return int(self._synthesis.input(STYLE_OFFSET_INPUT).get_partial_shape()[1].get_length())
+
+    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2, offset: np.ndarray | None = None) -> np.ndarray:
+        """Portraits for w (N, 512) and style offsets (N, channels; None: zero): (N, side, side, 3) uint8 RGB,
+        side <= 512."""
         check_side(side)
-        portraits = self._run(self._synthesis, np.asarray(w, np.float32))
-        return shrink(portraits, side)
+        w = np.asarray(w, np.float32)
+        offset = np.zeros((len(w), self.channels), np.float32) if offset is None else np.asarray(offset, np.float32)
+        return shrink(self._run(self._synthesis, w, offset), side)
 
 
 def check_side(side: int) -> None:
@@ -221,9 +361,9 @@ def shrink(portraits: np.ndarray, side: int) -> np.ndarray:
 
 
 class PortraitRenderer(Protocol):
-    """Where the heavy step runs: w -> (N, side, side, 3) uint8 RGB portraits, side <= 512."""
+    """Where the heavy step runs: w and style offsets -> (N, side, side, 3) uint8 RGB portraits, side <= 512."""
 
-    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2) -> np.ndarray: ...
+    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2, offset: np.ndarray | None = None) -> np.ndarray: ...
 
 
 class TritonPortraitRenderer:
@@ -267,35 +407,45 @@ class TritonPortraitRenderer:
         for client in clients:
             client.close()
 
-    def input_name(self) -> str:
+    def input_shapes(self) -> dict[str, list[int]]:
+        """The entry's inputs as the server reports them: name -> shape (-1: any)."""
         metadata = self._client.get_model_metadata(self.model, str(self.version))
-        inputs = metadata.inputs if self.protocol == "grpc" else metadata["inputs"]
-        return inputs[0].name if self.protocol == "grpc" else inputs[0]["name"]
+        if self.protocol == "grpc":
+            return {i.name: list(i.shape) for i in metadata.inputs}
+        return {i["name"]: list(i["shape"]) for i in metadata["inputs"]}
 
     @cached_property
-    def _input(self) -> str:
+    def _channels(self) -> int:
         from surrogate.runtime import BackendError
 
         try:
-            return self.input_name()
+            shapes = self.input_shapes()
         except Exception as exc:  # noqa: BLE001 - tritonclient raises several transport errors
             raise BackendError(f"Triton at {self.url} does not serve {self.model!r} v{self.version}: {exc}") from exc
+        if set(shapes) != {STYLE_INPUT, STYLE_OFFSET_INPUT}:
+            raise BackendError(f"Triton's {self.model!r} v{self.version} at {self.url} takes {sorted(shapes)}, not "
+                               f"{[STYLE_INPUT, STYLE_OFFSET_INPUT]}: re-export it (surrogate export photoreal)")
+        return int(shapes[STYLE_OFFSET_INPUT][-1])
 
-    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2) -> np.ndarray:
+    def render(self, w: np.ndarray, side: int = FULL_SIDE // 2, offset: np.ndarray | None = None) -> np.ndarray:
         from tritonclient.utils import np_to_triton_dtype
 
         from surrogate.runtime import BackendError
 
         check_side(side)
         w = np.ascontiguousarray(w, np.float32)
+        offset = (np.zeros((len(w), self._channels), np.float32) if offset is None
+                  else np.ascontiguousarray(offset, np.float32))
         parts = []
         deadline = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         for start in range(0, len(w), self.batch):
-            chunk = w[start:start + self.batch]
-            tensor = self._module.InferInput(self._input, list(chunk.shape), np_to_triton_dtype(chunk.dtype))
-            tensor.set_data_from_numpy(chunk)
+            tensors = []
+            for name, array in ((STYLE_INPUT, w), (STYLE_OFFSET_INPUT, offset)):
+                chunk = array[start:start + self.batch]
+                tensors.append(self._module.InferInput(name, list(chunk.shape), np_to_triton_dtype(chunk.dtype)))
+                tensors[-1].set_data_from_numpy(chunk)
             try:
-                result = self._client.infer(self.model, [tensor], model_version=str(self.version),
+                result = self._client.infer(self.model, tensors, model_version=str(self.version),
                                             outputs=[self._module.InferRequestedOutput(PORTRAIT_OUTPUT)], **deadline)
             except Exception as exc:  # noqa: BLE001 - InferenceServerException and transport errors
                 raise BackendError(f"Triton {self.model!r} v{self.version} at {self.url} failed: {exc}") from exc
@@ -336,7 +486,8 @@ class PhotorealBackend:
 
     def __init__(self, *, psi: float = 0.7, batch: int = 4, threads: int = 0, model_dir: str | None = None,
                  models: str | Path | None = None, calibrated: bool = True, refine: int | None = None,
-                 renderer: PortraitRenderer | None = None, edit_budget: float | None = EDIT_BUDGET) -> None:
+                 renderer: PortraitRenderer | None = None, edit_budget: float | None = EDIT_BUDGET,
+                 routed: bool = True) -> None:
         self.refine = REFINE_ROUNDS if refine is None else int(refine)
         if self.refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
@@ -352,13 +503,17 @@ class PhotorealBackend:
             self.calibration = Calibration.load(calibration_path, self.directions.names)
         else:
             self.calibration = Calibration.identity(self.directions.names, step_limits(self.directions))
+        routes_path = folder / STYLE_ROUTES_FILE
+        # a folder without routes (a trial's, or versions 1-5's files) moves w along every direction
+        self.routes = (StyleRoutes.load(routes_path, self.directions.names) if routed and routes_path.exists()
+                       else None)
         self.schema = DEFAULT_SCHEMA
         self._columns = schema_columns(self.schema, self.directions.names)
         self._roll = self.schema.index("roll")
         self._yaw = self.directions.names.index("yaw")
         self._lock = threading.Lock()  # the MediaPipe reader is not shared between threads
         digest = hashlib.sha256()
-        for path in (folder / DIRECTIONS_FILE, calibration_path):
+        for path in (folder / DIRECTIONS_FILE, calibration_path, *([routes_path] if self.routes else [])):
             if path.exists():
                 digest.update(path.read_bytes())
         side = RENDER_SIDE
@@ -370,7 +525,9 @@ class PhotorealBackend:
             {"licence": LICENCE, "psi": psi, "calibrated": bool(calibrated and calibration_path.exists()),
              "models_sha256": digest.hexdigest()[:16],
              "backend": "triton" if isinstance(self.renderer, TritonPortraitRenderer) else "openvino",
-             "refine": self.refine, "max_yaw": MAX_YAW, "edit_budget": edit_budget},
+             "refine": self.refine, "max_yaw": MAX_YAW, "edit_budget": edit_budget,
+             "routed": [n for n, r in zip(self.directions.names, self.routes.routed, strict=True) if r]
+             if self.routes else []},
             noise="portrait",
         )
 
@@ -399,23 +556,44 @@ class PhotorealBackend:
                 for i in range(len(w0))]
         return np.concatenate(rows) if rows else np.zeros((0, len(self._columns)), np.float32)
 
-    def edit(self, w0: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """w0 (N, 512) moved along the directions until the read-out equals ``targets`` (row by row), the
-        move shortened to ``edit_budget`` where it is longer."""
-        rows = [self._edit_row(w0[i:i + 1], targets[i:i + 1]) for i in range(len(w0))]
-        return np.concatenate(rows) if rows else np.zeros((0, w0.shape[1]), np.float32)
+    def steps(self, w0: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The read-out steps (N, K) that take w0 (N, 512) to ``targets`` along the directions (row by row),
+        shortened together where the move in w would be longer than ``edit_budget``."""
+        rows = [self._steps_row(w0[i:i + 1], targets[i:i + 1]) for i in range(len(w0))]
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.directions.names)), np.float32)
 
-    def _edit_row(self, w0: np.ndarray, target: np.ndarray) -> np.ndarray:
-        w = self.directions.edit(w0, target).astype(np.float32)
+    def _steps_row(self, w0: np.ndarray, target: np.ndarray) -> np.ndarray:
+        steps = (np.asarray(target, np.float32) - self.directions.predict(w0)).astype(np.float32)
         if self.edit_budget is None:
-            return w
-        length = float(np.linalg.norm(w - w0))
+            return steps
+        length = float(np.linalg.norm(steps @ self.directions.vectors))
         if length <= self.edit_budget:
-            return w
-        return (w0 + (w - w0) * np.float32(self.edit_budget / length)).astype(np.float32)
+            return steps
+        return (steps * np.float32(self.edit_budget / length)).astype(np.float32)
+
+    def edit(self, w0: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The edited w (N, 512) the read-out describes: w0 moved by all of ``steps`` along the directions."""
+        steps = self.steps(w0, targets)
+        rows = [w0[i:i + 1] + steps[i:i + 1] @ self.directions.vectors for i in range(len(w0))]
+        return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, w0.shape[1]), np.float32)
+
+    def render_inputs(self, w0: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """What the synthesis network is given for the edit to ``targets``: w (N, 512) moved by the steps that go
+        through w, and the style offsets (N, channels) of the routed ones (None without routes)."""
+        steps = self.steps(w0, targets)
+        if self.routes is None:
+            through_w, offsets = steps, None
+        else:
+            routed = self.routes.routed
+            through_w = np.where(routed, np.float32(0), steps).astype(np.float32)
+            offsets = np.concatenate([steps[i:i + 1] @ self.routes.offsets for i in range(len(steps))]
+                                     ) if len(steps) else np.zeros((0, self.routes.offsets.shape[1]), np.float32)
+        w = [w0[i:i + 1] + through_w[i:i + 1] @ self.directions.vectors for i in range(len(w0))]
+        return (np.concatenate(w).astype(np.float32) if w else np.zeros((0, w0.shape[1]), np.float32)), offsets
 
     def latents(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """The closed-form edited w (N, 512): w0 from z alone, moved so that the reading should match."""
+        """The closed-form edited w (N, 512) the read-out describes: w0 from z alone, moved so that the reading
+        should match (the routed steps reach the network as style offsets, ``render_inputs``)."""
         w0 = self.base_latents(np.asarray(z, np.float32))
         return self.edit(w0, self.targets(self.requested(attributes), w0))
 
@@ -444,15 +622,22 @@ class PhotorealBackend:
             box = landmark_frame(reading.landmarks)
         return crop_square(portrait, *box, RENDER_SIDE)
 
-    def rolled(self, w: np.ndarray, rolls: np.ndarray) -> tuple[list[np.ndarray], list]:
-        """Render w (N, 512) at WORK_SIDE, rotate each by its roll and read it: (portraits, readings or None)."""
+    def rolled(self, w: np.ndarray, rolls: np.ndarray, offset: np.ndarray | None = None
+               ) -> tuple[list[np.ndarray], list]:
+        """Render w (N, 512) with style offsets (None: zero) at WORK_SIDE, rotate each by its roll and read it:
+        (portraits, readings or None)."""
         from surrogate.portrait_corpus import rotate_frame
 
         # outside the lock: each render makes its own infer request, and a Triton call may wait in its queue
-        portraits = [rotate_frame(p, float(r)) for p, r in zip(self.renderer.render(w, side=WORK_SIDE), rolls,
-                                                               strict=True)]
+        rendered = self.renderer.render(w, side=WORK_SIDE, offset=offset)
+        portraits = [rotate_frame(p, float(r)) for p, r in zip(rendered, rolls, strict=True)]
         with self._lock:  # one MediaPipe reader per backend
             return portraits, [self._reader.read(p) for p in portraits]
+
+    def render_edit(self, w0: np.ndarray, targets: np.ndarray, rolls: np.ndarray) -> tuple[list[np.ndarray], list]:
+        """The edit of w0 (N, 512) to ``targets`` rendered (``render_inputs``), rolled and read (``rolled``)."""
+        w, offset = self.render_inputs(w0, targets)
+        return self.rolled(w, rolls, offset)
 
     def generate(self, attributes: np.ndarray, z: np.ndarray) -> np.ndarray:
         """(N, A) natural units (DEFAULT_SCHEMA order) + (N, 512) z -> (N, 3, RENDER_SIDE, RENDER_SIDE) uint8.
@@ -468,7 +653,7 @@ class PhotorealBackend:
         w0 = self.base_latents(np.asarray(z, np.float32))
         requested = self.requested(attributes)
         targets = self.targets(requested, w0)
-        portraits, readings = self.rolled(self.edit(w0, targets), rolls)
+        portraits, readings = self.render_edit(w0, targets, rolls)
         active = [i for i, reading in enumerate(readings) if reading is not None]
         for _ in range(self.refine):
             if not active:
@@ -476,7 +661,7 @@ class PhotorealBackend:
             for i in active:
                 targets[i:i + 1] = self.corrected(targets[i:i + 1], requested[i:i + 1], w0[i:i + 1],
                                                   readings[i])
-            again, reread = self.rolled(self.edit(w0[active], targets[active]), rolls[active])
+            again, reread = self.render_edit(w0[active], targets[active], rolls[active])
             kept = []
             for j, i in enumerate(active):
                 if reread[j] is not None:  # a round that loses the face keeps the previous render and stops

@@ -48,6 +48,32 @@ def test_shipped_calibration_covers_every_direction() -> None:
         Calibration.from_dict({}, names)
 
 
+def test_shipped_routes_send_pose_to_the_coarse_layers_and_each_expression_to_its_few_channels() -> None:
+    import json
+
+    from surrogate.photoreal import EXPRESSION_CHANNELS, POSE_LAYERS, ROUTED_POSE, STYLE_ROUTES_FILE, StyleRoutes
+    from surrogate.portrait_directions import AttributeDirections
+
+    names = AttributeDirections.load(MODELS_DIR / "directions.npz").names
+    routes = StyleRoutes.load(MODELS_DIR / STYLE_ROUTES_FILE, names)
+    with np.load(MODELS_DIR / STYLE_ROUTES_FILE) as data:
+        stops = json.loads(str(data["info"]))["layer_stops"]
+    assert routes.offsets.shape == (len(names), stops[-1])
+    coarse = stops[POSE_LAYERS[1]]  # the first channel after the pose layers
+    for k, name in enumerate(names):
+        nonzero = np.flatnonzero(routes.offsets[k])
+        if name in ROUTED_POSE:
+            assert nonzero.max() < coarse and len(nonzero) > 0.9 * coarse
+        elif name in EXPRESSION_CHANNELS:
+            assert len(nonzero) == EXPRESSION_CHANNELS[name][0]
+        else:
+            assert len(nonzero) == 0, name  # gender and the brow keep their steps in w
+    assert routes.routed.tolist() == [name in ROUTED_POSE or name in EXPRESSION_CHANNELS for name in names]
+    assert "gender" in names and not routes.routed[names.index("gender")]
+    with pytest.raises(ValueError, match="routes for"):
+        StyleRoutes.load(MODELS_DIR / STYLE_ROUTES_FILE, names[::-1])
+
+
 openvino = pytest.importorskip("openvino", reason="the portraits extra (openvino) is not installed")
 
 
@@ -113,6 +139,37 @@ def test_an_edit_longer_than_the_budget_is_shortened_along_itself(backend) -> No
     assert np.allclose(free.edit(w0, targets), unlimited, atol=1e-5)
     with pytest.raises(ValueError, match="edit_budget"):
         PhotorealBackend(edit_budget=0.0)
+
+
+def test_routed_steps_reach_the_network_as_style_offsets_and_gender_through_w(backend) -> None:
+    from surrogate.photoreal import EXPRESSION_CHANNELS, ROUTED_POSE, PhotorealBackend
+    from surrogate.portraits import z_for_seeds
+
+    names, vectors = backend.directions.names, backend.directions.vectors
+    smile, gender = names.index("AU12"), names.index("gender")
+    assert backend.gan.metadata["routed"] == [n for n in names if n in ROUTED_POSE or n in EXPRESSION_CHANNELS]
+    w0 = backend.base_latents(z_for_seeds([7]))
+    predicted = backend.directions.predict(w0)
+    smiling = predicted.copy()
+    smiling[0, smile] += 1.0
+    w, offset = backend.render_inputs(w0, smiling)
+    assert np.array_equal(w, w0)  # the smile does not move w: it goes to its few style channels
+    assert np.allclose(offset[0], backend.routes.offsets[smile], atol=1e-5)
+    # the read-out still describes the whole edit (the calibration's model): w0 moved along the smile
+    assert np.allclose(backend.edit(w0, smiling) - w0, vectors[smile][None], atol=1e-4)
+    male = predicted.copy()
+    male[0, gender] += 0.3
+    w, offset = backend.render_inputs(w0, male)
+    assert not np.any(offset) and np.allclose(w - w0, 0.3 * vectors[gender][None], atol=1e-4)
+    # without routes (versions 1-5) every step moves w
+    plain_w, plain_offset = PhotorealBackend(routed=False).render_inputs(w0, smiling)
+    assert plain_offset is None and np.allclose(plain_w - w0, vectors[smile][None], atol=1e-4)
+    # the graph's offset input is wired: a zero offset gives the network's own pixels, the smile's offset others
+    generator = backend.generator
+    unedited = generator.render(w0, side=128)
+    assert np.array_equal(unedited, generator.render(w0, side=128, offset=np.zeros_like(offset)))
+    smiled = generator.render(w0, side=128, offset=3.0 * backend.routes.offsets[smile][None])
+    assert np.abs(smiled.astype(int) - unedited).mean() > 1.0
 
 
 def test_yaw_beyond_what_the_generator_turns_is_rendered_at_the_limit(backend) -> None:
