@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="a folder with other directions (default: the shipped)")
     parser.add_argument("--pose-layers", default="{}:{}".format(*POSE_LAYERS), help="first:last affine layer")
     parser.add_argument("--natural", type=int, default=2000, help="natural portraits for the channels' spread")
+    parser.add_argument("--expressions", default=None, metavar="NAME:COUNT:SCALE,...",
+                        help="the routed expressions (default: surrogate.photoreal.EXPRESSION_CHANNELS)")
     args = parser.parse_args()
 
     from surrogate.assets import PORTRAIT_GENERATOR, sha256
@@ -50,13 +52,17 @@ def main() -> None:
     from surrogate.portraits import z_for_seeds
 
     first, last = (int(x) for x in args.pose_layers.split(":"))
+    expressions = EXPRESSION_CHANNELS if args.expressions is None else {
+        name: (int(count), float(scale)) for name, count, scale in
+        (item.split(":") for item in args.expressions.split(",") if item)}
     backend = PhotorealBackend(models=args.models, routed=False)
     layers = style_layers(HalfResolutionGenerator()._read("SynthesisNetwork", STYLE_INPUT, 1))
     natural = backend.base_latents(z_for_seeds([NATURAL_SEED_BASE + i for i in range(args.natural)]))
-    routes = fit_style_routes(backend.directions, layers, natural, pose_layers=(first, last))
+    routes = fit_style_routes(backend.directions, layers, natural, pose_layers=(first, last),
+                              expressions=expressions)
     routes.save(args.out, directions_sha256=sha256(Path(args.models or MODELS_DIR) / DIRECTIONS_FILE),
                 generator=f"{PORTRAIT_GENERATOR.package}=={PORTRAIT_GENERATOR.version}",
-                pose_layers=[first, last], expressions=EXPRESSION_CHANNELS, natural=args.natural,
+                pose_layers=[first, last], expressions=expressions, natural=args.natural,
                 natural_seed_base=NATURAL_SEED_BASE, layer_stops=[layer.stop for layer in layers],
                 command="scripts/fit_photoreal_routes.py --out " + args.out)
     for name, offset, routed in zip(routes.names, routes.offsets, routes.routed, strict=True):
