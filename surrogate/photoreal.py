@@ -14,7 +14,7 @@ one seed:
    the step is clipped to what the generator can show without breaking the face. Each attribute's part of
    the edit then goes where it moves the person least (version 6, ``StyleRoutes``): the head's turn and tilt
    into the styles of the coarse layers only, each expression into the few style channels that carry it,
-   gender through w;
+   gender and the brow through w;
 3. the 1024 px portrait, shrunk to 512, rotated in the image plane by the roll (FFHQ faces are
    roll-normalised, so roll is not in w), framed by ``surrogate.face_align`` (MediaPipe landmarks: the
    project's one framing; a fixed frame when no face is found) and cut at ``RENDER_SIDE`` px colour.
@@ -228,7 +228,7 @@ def _with_style_offsets(model):
 # Version 6's routes (docs/photoreal.md, "Routed edits"): the head's turn and tilt in the styles of the coarse
 # layers only; each expression on its top channels (largest against the channel's spread over natural
 # portraits), scaled to about the effect of its step in w; gender, the brow (AU04) and anything else in w.
-# Routed on its top 100 channels, the brow read at r 0.839 at the 128 px default (target 0.85; in w 0.865).
+# Routed, the brow read less clearly (top 100 channels: r 0.839 at the 128 px default, target 0.85; in w 0.872).
 ROUTED_POSE = ("yaw", "pitch")
 POSE_LAYERS = (0, 7)
 EXPRESSION_CHANNELS = {"AU05": (100, 3.0), "AU07": (10, 3.5), "AU12": (10, 3.5),
@@ -246,11 +246,6 @@ class StyleRoutes:
     def routed(self) -> np.ndarray:
         """(K,) bool: the directions whose steps go into the style offsets instead of w."""
         return np.any(self.offsets != 0, axis=1)
-
-    @classmethod
-    def through_w(cls, names: tuple[str, ...], channels: int) -> StyleRoutes:
-        """No routing: every step moves w (versions 1-5)."""
-        return cls(names, np.zeros((len(names), channels), np.float32))
 
     @classmethod
     def load(cls, path: str | Path, names: tuple[str, ...]) -> StyleRoutes:
