@@ -35,10 +35,10 @@ class StyleOffsetRenderer:
     """The method's synthesis graph (w and an offset on every style channel) at 512 px, and its styles."""
 
     def __init__(self) -> None:
-        from surrogate.photoreal import STYLE_INPUT, HalfResolutionGenerator, style_layers
+        from surrogate.photoreal import HalfResolutionGenerator
 
         self.generator = HalfResolutionGenerator()
-        self.layers = style_layers(self.generator._read("SynthesisNetwork", STYLE_INPUT, 1))
+        self.layers = self.generator.layers
         self.channels = self.layers[-1].stop
 
     def styles(self, w: np.ndarray) -> np.ndarray:
@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from surrogate.face_identity import DlibIdentity
-    from surrogate.photoreal import PhotorealBackend
+    from surrogate.photoreal import PhotorealBackend, channel_spread, top_channels
     from surrogate.portraits import z_for_seeds
 
     backend = PhotorealBackend(routed=False)  # its directions' steps in w, as versions 1-5 edited
@@ -70,8 +70,8 @@ def main() -> None:
     identity = DlibIdentity()
     names = [n for n in backend.directions.names if n != "gender"]
     w0 = backend.base_latents(z_for_seeds([SEED_BASE + i for i in range(args.seeds)]))
-    spread = renderer.styles(backend.base_latents(z_for_seeds(
-        [NATURAL_BASE + i for i in range(args.natural)]))).std(0) + 1e-6
+    spread = channel_spread(renderer.layers, backend.base_latents(z_for_seeds(
+        [NATURAL_BASE + i for i in range(args.natural)])))
     zero = np.zeros((len(w0), renderer.channels), np.float32)
 
     def measure(offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,7 +91,7 @@ def main() -> None:
         k = names.index(name)
         step = renderer.styles(w0[:1] + float(t) * backend.directions.vectors[backend.directions.names.index(name)])
         offset = step - renderer.styles(w0[:1])  # linear in w: the same offset for every seed
-        order = np.argsort(-np.abs(offset[0]) / spread)
+        order = top_channels(offset[0], spread, max(counts))
         print(f"\n{name}, t = {t}; layers of the top {counts[0]} channels: "
               + ", ".join(f"{layer} x{n}" for layer, n in Counter(
                   layer.name for layer in renderer.layers for c in order[:counts[0]]

@@ -43,11 +43,9 @@ def main() -> None:
         DIRECTIONS_FILE,
         EXPRESSION_CHANNELS,
         MODELS_DIR,
-        STYLE_INPUT,
         HalfResolutionGenerator,
         PhotorealBackend,
         fit_style_routes,
-        style_layers,
     )
     from surrogate.portraits import z_for_seeds
 
@@ -56,7 +54,7 @@ def main() -> None:
         name: (int(count), float(scale)) for name, count, scale in
         (item.split(":") for item in args.expressions.split(",") if item)}
     backend = PhotorealBackend(models=args.models, routed=False)
-    layers = style_layers(HalfResolutionGenerator()._read("SynthesisNetwork", STYLE_INPUT, 1))
+    layers = HalfResolutionGenerator().layers
     natural = backend.base_latents(z_for_seeds([NATURAL_SEED_BASE + i for i in range(args.natural)]))
     routes = fit_style_routes(backend.directions, layers, natural, pose_layers=(first, last),
                               expressions=expressions)

@@ -263,13 +263,24 @@ class StyleRoutes:
                                 info=np.array(json.dumps(info, default=str)))
 
 
+def channel_spread(layers: list[StyleLayer], natural_w: np.ndarray) -> np.ndarray:
+    """Each style channel's standard deviation over the portraits of ``natural_w`` (N, 512): (channels,)."""
+    weight = np.concatenate([layer.weight for layer in layers]).astype(np.float64)  # the bias cancels
+    return (np.asarray(natural_w, np.float64) @ weight.T).std(0) + 1e-6
+
+
+def top_channels(style: np.ndarray, spread: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` channels a style change (channels,) moves most against their ``spread``, largest first."""
+    return np.argsort(-np.abs(style) / spread, kind="stable")[:count]
+
+
 def fit_style_routes(directions: AttributeDirections, layers: list[StyleLayer], natural_w: np.ndarray, *,
                      pose_layers: tuple[int, int] = POSE_LAYERS,
                      expressions: dict[str, tuple[int, float]] | None = None) -> StyleRoutes:
     """The routes of ``directions`` through ``layers``, channels ranked against their spread over ``natural_w``."""
     expressions = EXPRESSION_CHANNELS if expressions is None else expressions
     weight = np.concatenate([layer.weight for layer in layers])  # (channels, 512)
-    spread = (np.asarray(natural_w, np.float64) @ weight.T.astype(np.float64)).std(0) + 1e-6
+    spread = channel_spread(layers, natural_w)
     layer_of = np.concatenate([np.full(layer.stop - layer.first, i) for i, layer in enumerate(layers)])
     offsets = np.zeros((len(directions.names), len(weight)), np.float32)
     for k, (name, vector) in enumerate(zip(directions.names, directions.vectors, strict=True)):
@@ -278,7 +289,7 @@ def fit_style_routes(directions: AttributeDirections, layers: list[StyleLayer], 
             offsets[k] = style * ((layer_of >= pose_layers[0]) & (layer_of <= pose_layers[1]))
         elif name in expressions:
             count, scale = expressions[name]
-            top = np.argsort(-np.abs(style) / spread, kind="stable")[:count]
+            top = top_channels(style, spread, count)
             offsets[k, top] = style[top] * scale
     return StyleRoutes(directions.names, offsets)
 
@@ -328,6 +339,11 @@ class HalfResolutionGenerator(PortraitGenerator):
     @cached_property
     def _synthesis(self):
         return compile_cpu(synthesis_model(batch=self.batch, model_dir=self.model_dir), self.threads)
+
+    @cached_property
+    def layers(self) -> list[StyleLayer]:
+        """The synthesis network's affine layers (``style_layers``), read from its IR."""
+        return style_layers(self._read("SynthesisNetwork", STYLE_INPUT, 1))
 
     @cached_property
     def channels(self) -> int:
