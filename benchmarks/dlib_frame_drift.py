@@ -21,6 +21,12 @@ own second frame than to all G others, which show the same pose and expression (
 asks whether, across a change of pose and expression, a surrogate person stays more like itself than like
 any other surrogate person showing that frame: what a crowd worker needs to follow one person.
 
+``--warp`` adds, for each photoreal method, its pairs with identity fixed: each pair's first frame warped so
+that its MediaPipe mesh lands on the second frame's (``benchmarks/dlib_geometry_warp.py``), the same pixels
+with the second frame's geometry. dlib's distance from the first frame to that warp is what the pose and
+expression change alone costs dlib at that pair, up to the warp's own artefacts (large turns fold the far
+cheek), which only add to it.
+
 ``--sheet FILE`` draws each method's first ``--sheet-pairs`` pairs, the methods' rows of the same pairs one
 under the other, captioned with dlib's distance and the two frames' requested yaw and smile, for looking at
 what the figures count.
@@ -82,6 +88,8 @@ def main() -> None:
                         help="add the photoreal method with other model files (e.g. an earlier version's)")
     parser.add_argument("--distractors", type=int, default=0,
                         help="G other seeds rendered at each second frame: the identification test")
+    parser.add_argument("--warp", action="store_true",
+                        help="add each photoreal pair's first frame warped to the second frame's mesh")
     parser.add_argument("--sheet", default=None, help="an image file: the first pairs of every method, captioned")
     parser.add_argument("--sheet-pairs", type=int, default=16)
     args = parser.parse_args()
@@ -133,6 +141,19 @@ def main() -> None:
               f"{verification:.3f} | "
               + " | ".join(by_gap)
               + f" |{identified}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        if args.warp and method.startswith("photoreal"):
+            warped = geometry_only(images)
+            fixed = np.linalg.norm(identity.describe(list(warped))[0] - pairs[:, 0], axis=1)
+            by_gap = []
+            for lo, hi in YAW_GAPS:
+                inside = both & (gap >= lo) & (gap < hi)
+                by_gap.append(f"{(fixed[inside] < 0.5).mean():.0%} of {inside.sum()}" if inside.any() else "-")
+            print(f"| {method}, first frame warped to the second's mesh | {(fixed < 0.5).mean():.1%} | "
+                  f"{np.median(fixed):.3f} | - | - | - | - | " + " | ".join(by_gap) + " |"
+                  + (" - |" if g else ""), flush=True)
+            if args.sheet:
+                sheets.append((f"{method} warp", np.stack([images[0::2], warped], 1).reshape(images.shape),
+                               fixed))
         if args.sheet:
             sheets.append((method, images, same))
     if sheets:
@@ -140,6 +161,24 @@ def main() -> None:
 
         Image.fromarray(pair_sheet(sheets, values, min(args.sheet_pairs, args.pairs))).save(args.sheet, quality=88)
         print(f"sheet: {args.sheet}")
+
+
+def geometry_only(images: np.ndarray) -> np.ndarray:
+    """(pairs, ...) each pair's first frame of ``images`` (2 * pairs, ...) warped so that its MediaPipe mesh lands
+    on the second frame's (the first frame unchanged where either has no face)."""
+    from benchmarks.dlib_geometry_warp import warp_to
+    from surrogate.landmarks import FaceLandmarks
+
+    reader = FaceLandmarks()
+    try:
+        out = images[0::2].copy()
+        for k in range(len(out)):
+            first, second = reader.read(images[2 * k]), reader.read(images[2 * k + 1])
+            if first is not None and second is not None:
+                out[k] = warp_to(images[2 * k], first.landmarks[:, :2], second.landmarks[:, :2])
+        return out
+    finally:
+        reader.close()
 
 
 def pair_sheet(shown: list[tuple[str, np.ndarray, np.ndarray]], values: np.ndarray, n: int) -> np.ndarray:
