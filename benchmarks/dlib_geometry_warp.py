@@ -55,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=48)
     parser.add_argument("--edits", default=EDITS, help="NAME:STEP,... read-out steps of the method's directions")
+    parser.add_argument("--models", default=None, help="a folder of other photoreal model files (a trial's)")
     parser.add_argument("--sheet", default=None, help="an image file: the first seeds, each edit and its warp")
     args = parser.parse_args()
 
@@ -63,7 +64,7 @@ def main() -> None:
     from surrogate.portraits import z_for_seeds
 
     started = time.perf_counter()
-    backend = PhotorealBackend()
+    backend = PhotorealBackend(models=args.models)
     identity, reader, names = DlibIdentity(), backend._reader, backend.directions.names
     w0 = backend.base_latents(z_for_seeds([SEED_BASE + i for i in range(args.seeds)]))
     rolls = np.zeros(args.seeds, np.float32)
