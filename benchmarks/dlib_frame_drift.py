@@ -124,10 +124,7 @@ def main() -> None:
         yaw = read[:, reader.schema.index("yaw")].reshape(args.pairs, 2)
         both = reader.found.reshape(args.pairs, 2).all(axis=1)
         gap = np.abs(yaw[:, 0] - yaw[:, 1])
-        by_gap = []
-        for lo, hi in YAW_GAPS:
-            inside = both & (gap >= lo) & (gap < hi)
-            by_gap.append(f"{(same[inside] < 0.5).mean():.0%} of {inside.sum()}" if inside.any() else "-")
+        by_gap = kept_by_gap(same, both, gap)
         identified = ""
         if g:
             # every pair's second frame from G other people: is the seed's own second frame the nearest?
@@ -142,15 +139,11 @@ def main() -> None:
               + " | ".join(by_gap)
               + f" |{identified}  ({time.perf_counter() - started:.0f} s)", flush=True)
         if args.warp and method.startswith("photoreal"):
-            warped = geometry_only(images)
+            warped, meshed = geometry_only(images)
             fixed = np.linalg.norm(identity.describe(list(warped))[0] - pairs[:, 0], axis=1)
-            by_gap = []
-            for lo, hi in YAW_GAPS:
-                inside = both & (gap >= lo) & (gap < hi)
-                by_gap.append(f"{(fixed[inside] < 0.5).mean():.0%} of {inside.sum()}" if inside.any() else "-")
-            print(f"| {method}, first frame warped to the second's mesh | {(fixed < 0.5).mean():.1%} | "
-                  f"{np.median(fixed):.3f} | - | - | - | - | " + " | ".join(by_gap) + " |"
-                  + (" - |" if g else ""), flush=True)
+            print(f"| {method}, first frame warped to the second's mesh ({meshed.sum()} pairs) | "
+                  f"{(fixed[meshed] < 0.5).mean():.1%} | {np.median(fixed[meshed]):.3f} | - | - | - | - | "
+                  + " | ".join(kept_by_gap(fixed, both & meshed, gap)) + " |" + (" - |" if g else ""), flush=True)
             if args.sheet:
                 sheets.append((f"{method} warp", np.stack([images[0::2], warped], 1).reshape(images.shape),
                                fixed))
@@ -163,20 +156,30 @@ def main() -> None:
         print(f"sheet: {args.sheet}")
 
 
-def geometry_only(images: np.ndarray) -> np.ndarray:
-    """(pairs, ...) each pair's first frame of ``images`` (2 * pairs, ...) warped so that its MediaPipe mesh lands
-    on the second frame's (the first frame unchanged where either has no face)."""
+def kept_by_gap(distances: np.ndarray, both: np.ndarray, gap: np.ndarray) -> list[str]:
+    """Per yaw gap of ``YAW_GAPS``, the share of the pairs read in ``both`` frames whose distance is < 0.5."""
+    out = []
+    for lo, hi in YAW_GAPS:
+        inside = both & (gap >= lo) & (gap < hi)
+        out.append(f"{(distances[inside] < 0.5).mean():.0%} of {inside.sum()}" if inside.any() else "-")
+    return out
+
+
+def geometry_only(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's first frame of ``images`` (2 * pairs, ...) warped so that its MediaPipe mesh lands on the
+    second frame's: (pairs, ...), and (pairs,) bool "both meshes found" (else the first frame, unwarped)."""
     from benchmarks.dlib_geometry_warp import warp_to
     from surrogate.landmarks import FaceLandmarks
 
     reader = FaceLandmarks()
     try:
-        out = images[0::2].copy()
+        out, meshed = images[0::2].copy(), np.zeros(len(images) // 2, bool)
         for k in range(len(out)):
             first, second = reader.read(images[2 * k]), reader.read(images[2 * k + 1])
             if first is not None and second is not None:
                 out[k] = warp_to(images[2 * k], first.landmarks[:, :2], second.landmarks[:, :2])
-        return out
+                meshed[k] = True
+        return out, meshed
     finally:
         reader.close()
 
