@@ -95,11 +95,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from surrogate.face_identity import DlibIdentity
-    from surrogate.landmarks import MediaPipeEstimator
+    from surrogate.landmarks import FaceLandmarks, readings_array
 
     values = frame_pairs(read_rows(args.attributes, args.rows), args.pairs, np.random.default_rng(7))
     seeds = [SEED_BASE + i // 2 for i in range(len(values))]
-    identity, reader = DlibIdentity(), MediaPipeEstimator()
+    identity, reader = DlibIdentity(), FaceLandmarks()
     print(f"{args.pairs} seeds x 2 frames from rows {args.rows} of {args.attributes} (gender kept), 256 px colour")
     g = args.distractors
     identification = [f"identified among {g + 1} (chance {1 / (g + 1):.0%})"] if g else []
@@ -120,9 +120,9 @@ def main() -> None:
         # how well a smaller distance tells a same-seed pair from a different-seed pair
         verification = auc(-np.concatenate([same, different]),
                            np.r_[np.ones(len(same), bool), np.zeros(len(different), bool)])
-        read = reader.predict(images)
-        yaw = read[:, reader.schema.index("yaw")].reshape(args.pairs, 2)
-        both = reader.found.reshape(args.pairs, 2).all(axis=1)
+        readings = [reader.read(image) for image in images]  # the --warp rows reuse the meshes
+        yaw = readings_array(readings, ("yaw",)).reshape(args.pairs, 2)
+        both = ~np.isnan(yaw).any(axis=1)
         gap = np.abs(yaw[:, 0] - yaw[:, 1])
         by_gap = kept_by_gap(same, both, gap)
         identified = ""
@@ -139,7 +139,7 @@ def main() -> None:
               + " | ".join(by_gap)
               + f" |{identified}  ({time.perf_counter() - started:.0f} s)", flush=True)
         if args.warp and method.startswith("photoreal"):
-            warped, meshed = geometry_only(images)
+            warped, meshed = geometry_only(images, readings)
             fixed = np.linalg.norm(identity.describe(list(warped))[0] - pairs[:, 0], axis=1)
             print(f"| {method}, first frame warped to the second's mesh ({meshed.sum()} pairs) | "
                   f"{(fixed[meshed] < 0.5).mean():.1%} | {np.median(fixed[meshed]):.3f} | - | - | - | - | "
@@ -165,23 +165,19 @@ def kept_by_gap(distances: np.ndarray, both: np.ndarray, gap: np.ndarray) -> lis
     return out
 
 
-def geometry_only(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each pair's first frame of ``images`` (2 * pairs, ...) warped so that its MediaPipe mesh lands on the
-    second frame's: (pairs, ...), and (pairs,) bool "both meshes found" (else the first frame, unwarped)."""
+def geometry_only(images: np.ndarray, readings: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's first frame of ``images`` (2 * pairs, ...) warped so that its MediaPipe mesh (``readings``,
+    one per image) lands on the second frame's: (pairs, ...), and (pairs,) bool "both meshes found" (else the
+    first frame, unwarped)."""
     from benchmarks.dlib_geometry_warp import warp_to
-    from surrogate.landmarks import FaceLandmarks
 
-    reader = FaceLandmarks()
-    try:
-        out, meshed = images[0::2].copy(), np.zeros(len(images) // 2, bool)
-        for k in range(len(out)):
-            first, second = reader.read(images[2 * k]), reader.read(images[2 * k + 1])
-            if first is not None and second is not None:
-                out[k] = warp_to(images[2 * k], first.landmarks[:, :2], second.landmarks[:, :2])
-                meshed[k] = True
-        return out, meshed
-    finally:
-        reader.close()
+    out, meshed = images[0::2].copy(), np.zeros(len(images) // 2, bool)
+    for k in range(len(out)):
+        first, second = readings[2 * k], readings[2 * k + 1]
+        if first is not None and second is not None:
+            out[k] = warp_to(images[2 * k], first.landmarks[:, :2], second.landmarks[:, :2])
+            meshed[k] = True
+    return out, meshed
 
 
 def pair_sheet(shown: list[tuple[str, np.ndarray, np.ndarray]], values: np.ndarray, n: int) -> np.ndarray:

@@ -60,6 +60,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from surrogate.face_identity import DlibIdentity
+    from surrogate.landmarks import readings_array
     from surrogate.photoreal import PhotorealBackend
     from surrogate.portraits import z_for_seeds
 
@@ -75,9 +76,6 @@ def main() -> None:
         portraits, readings = backend.render_edit(w0, targets, rolls)
         images = np.stack([backend.frame(p, 0.0, r) for p, r in zip(portraits, readings, strict=True)])
         return images, [reader.read(image) for image in images]
-
-    def measure(readings: list, name: str) -> np.ndarray:
-        return np.array([r.array((name,))[0] if r is not None else np.nan for r in readings])
 
     base, base_readings = frames(unedited)
     base_descriptors = identity.describe(list(base))[0]
@@ -99,7 +97,8 @@ def main() -> None:
         warped_readings = [reader.read(image) for image in warped]
         row = [f"{name} {float(step):+g}"]
         for readings in (edited_readings, warped_readings):
-            row.append(f"{np.nanmedian((measure(readings, name) - measure(base_readings, name))[both]):+.2f}")
+            change = (readings_array(readings, (name,)) - readings_array(base_readings, (name,)))[both, 0]
+            row.append(f"{np.nanmedian(change):+.2f}")
         distances = [np.linalg.norm(identity.describe(list(images[both]))[0] - base_descriptors[both], axis=1)
                      for images in (edited, warped)]
         row += [f"{np.median(d):.3f}" for d in distances] + [f"{np.mean(d < 0.5):.0%}" for d in distances]
