@@ -12,6 +12,7 @@ aligned crops, turned into plain geometric measures, each expected to follow one
 | brow-to-upper-lid distance / eye distance | AU04 | - (lowered brows) |
 | eye aperture / eye width | AU05 / AU07 | + / - |
 | mouth width / eye distance, lip-corner lift | AU12 | + |
+| red-lip height (outer to inner lip line, upper + lower) / eye distance | AU23 | - (pressed, thinned lips) |
 
     .venv/bin/python benchmarks/dlib_agreement.py DIR/attributes.csv --images DIR [--n 500]
 
@@ -52,6 +53,8 @@ def measures(points: np.ndarray) -> dict[str, float]:
     eye_width = (np.linalg.norm(points[39] - points[36]) + np.linalg.norm(points[45] - points[42])) / 2
     lip_centre = (points[51] + points[57]) / 2
     corners = (points[48] + points[54]) / 2
+    # the red of the lips: outer lip line to inner lip line at the middle, which pressing the lips thins
+    red_lip = np.linalg.norm(points[51] - points[62]) + np.linalg.norm(points[57] - points[66])
     angle = np.degrees(np.arctan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0]))
     return {
         # yaw > 0 turns the nose towards the image's left: the nose sits left of the jaw's midpoint
@@ -63,6 +66,7 @@ def measures(points: np.ndarray) -> dict[str, float]:
         "AU07": float(-aperture / eye_width),
         "AU12": float(np.linalg.norm(points[54] - points[48]) / eye_distance
                       + (lip_centre[1] - corners[1]) / eye_distance),
+        "AU23": float(-red_lip / eye_distance),
     }
 
 

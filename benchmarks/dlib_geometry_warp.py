@@ -8,7 +8,10 @@ read-out steps, as ``PhotorealBackend.render_inputs`` sends them). Then the uned
 that its MediaPipe mesh lands where the edited render's mesh is (a thin-plate spline through every third of
 the 478 points, the image border held): the same geometric change, with the same pixels, so the same person.
 Per edit it prints MediaPipe's change and dlib's distance from the unedited image, for the generator's render
-and for the warp: how far dlib moves with the geometry alone, and how much the generator adds.
+and for the warp: how far dlib moves with the geometry alone, and how much the generator adds. It also prints
+the change of the attribute's measure on dlib's 68 landmarks (``benchmarks/dlib_agreement.py``: a reader that
+shares nothing with MediaPipe), in spreads of that measure over the unedited surrogates: an edit that MediaPipe
+reads but this does not is tuned to MediaPipe, not made visible.
 
 A warp has no occluded or newly seen parts (a turn's far cheek folds over its contour beyond about 10
 degrees, a smile shows no teeth), so its figure is what the geometry costs dlib, up to the warp's own
@@ -23,6 +26,8 @@ import argparse
 import time
 
 import numpy as np
+
+from benchmarks.dlib_agreement import DlibGeometry
 
 SEED_BASE = 8_900_000_000  # fresh seeds, apart from the benchmarks' and the corpora's
 SPLINE_STRIDE = 3  # every third mesh point controls the spline: as smooth a warp, 9x cheaper to fit
@@ -49,6 +54,21 @@ def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.nda
         spline.estimate(dst, src)
     out = warp(image, spline, output_shape=(h, w), order=1, mode="edge", preserve_range=True)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def geometry_change(geometry: DlibGeometry, base: list, images: np.ndarray, rows: list[int], name: str) -> str:
+    """Median change of ``name``'s dlib landmark measure from ``base`` to ``images`` over ``rows``, in spreads of
+    the measure over the unedited frames; "-" where dlib has no measure of ``name``."""
+    fitted = [r for r in base if r is not None]
+    if not fitted or name not in fitted[0] or len(fitted) < 2:
+        return "-"
+    spread = float(np.std([r[name] for r in fitted])) or 1.0
+    changes = []
+    for i in rows:
+        edited = geometry.read(images[i])
+        if base[i] is not None and edited is not None:
+            changes.append((edited[name] - base[i][name]) / spread)
+    return f"{np.median(changes):+.2f}" if changes else "-"
 
 
 def main() -> None:
@@ -79,10 +99,12 @@ def main() -> None:
 
     base, base_readings = frames(unedited)
     base_descriptors = identity.describe(list(base))[0]
+    geometry = DlibGeometry()
+    base_geometry = [geometry.read(image) for image in base]
     print(f"{args.seeds} seeds from {SEED_BASE}: unedited surrogates, 256 px colour, each edited alone and warped")
-    print("| edit (read-out step) | MediaPipe change: generator | warp | dlib median: generator | warp | "
-          "< 0.5: generator | warp |")
-    print("|---|---|---|---|---|---|---|")
+    print("| edit (read-out step) | MediaPipe change: generator | warp | dlib geometry change: generator | warp | "
+          "dlib median: generator | warp | < 0.5: generator | warp |")
+    print("|---|---|---|---|---|---|---|---|---|")
     sheet = []
     for item in args.edits.split(","):
         name, step = item.split(":")
@@ -99,6 +121,8 @@ def main() -> None:
         for readings in (edited_readings, warped_readings):
             change = (readings_array(readings, (name,)) - readings_array(base_readings, (name,)))[both, 0]
             row.append(f"{np.nanmedian(change):+.2f}")
+        for images in (edited, warped):
+            row.append(geometry_change(geometry, base_geometry, images, both, name))
         distances = [np.linalg.norm(identity.describe(list(images[both]))[0] - base_descriptors[both], axis=1)
                      for images in (edited, warped)]
         row += [f"{np.median(d):.3f}" for d in distances] + [f"{np.mean(d < 0.5):.0%}" for d in distances]
