@@ -6,8 +6,9 @@ version 2: the readings of rows 9232-9831 of the edited corpus, ``scripts/fit_ph
 so the same person is seen with two sets of attributes. Readers: MediaPipe for pose and AUs (on the 256 px
 colour framing, the 128 px grey default and the 64 px grey crop), the shipped recon network for gender on
 the 64 px grey crop (what ``surrogate attributes extract`` reads by default; the gender boundary's
-probability of the edited w would not be an independent reading and is printed only for comparison).
-Identity: dlib's descriptor distance.
+probability of the edited w would not be an independent reading and is printed only for comparison),
+and recon's pose and AUs on that crop as a third reader beside MediaPipe and dlib's geometry
+(``benchmarks/dlib_agreement.py`` on ``--save``). Identity: dlib's descriptor distance.
 
     PYTHONPATH=. .venv/bin/python scripts/fit_photoreal_calibration.py --corpus data/portraits_p2 \\
         --rows 9232:9832 --corpus-directions data/directions_p2.npz --cache POOL.npz --out runs/unused_calibration.npz
@@ -95,7 +96,8 @@ def main() -> None:
     read["64 grey"] = mediapipe.predict(grey64)
     found["64 grey"] = mediapipe.found.copy()
     recon = OnnxEstimator(str(default_repository()))
-    gender_read = recon.predict(list(grey64))[:, recon.schema.index("gender")]
+    recon_read = recon.predict(list(grey64))
+    gender_read = recon_read[:, recon.schema.index("gender")]
     requested_gender = values[:, DEFAULT_SCHEMA.index("gender")]
 
     where = "the faces found" if args.attributes.endswith(".npz") else f"rows {args.rows}"
@@ -121,6 +123,12 @@ def main() -> None:
             print(f"  {name:6s} r {r:.3f}  slope {slope:5.2f}  requested mean {values[hit, k].mean():6.2f} "
                   f"sd {values[hit, k].std():5.2f}  read mean {estimates[hit, j].mean():6.2f} "
                   f"sd {estimates[hit, j].std():5.2f}{note}")
+    # A third reader of the pose and AUs, apart from MediaPipe (which steers the edit) and dlib's geometry
+    # (dlib_agreement.py): recon was trained on MediaPipe's labels of portraits edited in w, so it is not blind
+    # to MediaPipe, but it reads pixels its own way; an edit MediaPipe reads and recon does not is a warning.
+    print("\nrecon on the 64 px grey crop, r with the request: " + ", ".join(
+        f"{name} {pearson(values[:, DEFAULT_SCHEMA.index(name)], recon_read[:, recon.schema.index(name)]):.3f}"
+        for name in ("yaw", "pitch", "roll", "AU04", "AU05", "AU07", "AU12", "AU23") if name in recon.schema.names))
     labels = requested_gender > 0.5
     print(f"\ngender (recon on the 64 px grey crop): AUC {auc(gender_read, labels):.3f} against requested > 0.5; "
           f"r {pearson(requested_gender, gender_read):.3f}")
