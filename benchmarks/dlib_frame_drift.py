@@ -139,11 +139,11 @@ def main() -> None:
               + " | ".join(by_gap)
               + f" |{identified}  ({time.perf_counter() - started:.0f} s)", flush=True)
         if args.warp and method.startswith("photoreal"):
-            warped, meshed = geometry_only(images, readings)
+            warped = geometry_only(images, readings)  # warped where ``both`` frames were read
             fixed = np.linalg.norm(identity.describe(list(warped))[0] - pairs[:, 0], axis=1)
-            print(f"| {method}, first frame warped to the second's mesh ({meshed.sum()} pairs) | "
-                  f"{(fixed[meshed] < 0.5).mean():.1%} | {np.median(fixed[meshed]):.3f} | - | - | - | - | "
-                  + " | ".join(kept_by_gap(fixed, both & meshed, gap)) + " |" + (" - |" if g else ""), flush=True)
+            print(f"| {method}, first frame warped to the second's mesh ({both.sum()} pairs) | "
+                  f"{(fixed[both] < 0.5).mean():.1%} | {np.median(fixed[both]):.3f} | - | - | - | - | "
+                  + " | ".join(kept_by_gap(fixed, both, gap)) + " |" + (" - |" if g else ""), flush=True)
             if args.sheet:
                 sheets.append((f"{method} warp", np.stack([images[0::2], warped], 1).reshape(images.shape),
                                fixed))
@@ -165,19 +165,18 @@ def kept_by_gap(distances: np.ndarray, both: np.ndarray, gap: np.ndarray) -> lis
     return out
 
 
-def geometry_only(images: np.ndarray, readings: list) -> tuple[np.ndarray, np.ndarray]:
+def geometry_only(images: np.ndarray, readings: list) -> np.ndarray:
     """Each pair's first frame of ``images`` (2 * pairs, ...) warped so that its MediaPipe mesh (``readings``,
-    one per image) lands on the second frame's: (pairs, ...), and (pairs,) bool "both meshes found" (else the
-    first frame, unwarped)."""
+    one per image) lands on the second frame's: (pairs, ...); the first frame unwarped where either mesh is
+    missing (the pairs the caller's "read in both frames" mask leaves out)."""
     from benchmarks.dlib_geometry_warp import warp_to
 
-    out, meshed = images[0::2].copy(), np.zeros(len(images) // 2, bool)
+    out = images[0::2].copy()
     for k in range(len(out)):
         first, second = readings[2 * k], readings[2 * k + 1]
         if first is not None and second is not None:
             out[k] = warp_to(images[2 * k], first.landmarks[:, :2], second.landmarks[:, :2])
-            meshed[k] = True
-    return out, meshed
+    return out
 
 
 def pair_sheet(shown: list[tuple[str, np.ndarray, np.ndarray]], values: np.ndarray, n: int) -> np.ndarray:
